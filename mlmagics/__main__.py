@@ -1,0 +1,5 @@
+import sys
+
+from mlmagics.cli import main
+
+sys.exit(main())

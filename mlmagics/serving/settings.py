@@ -1,0 +1,195 @@
+"""Server settings: defaults < config file < environment < command line.
+
+The environment variable names are the ones `azureml-inference-server-http` reads
+(`AZUREML_ENTRY_SCRIPT`, `AZUREML_MODEL_DIR`, `AML_APP_ROOT`, `SCORING_TIMEOUT_MS`,
+`WORKER_COUNT`, `AML_CORS_ORIGINS`, ...), so images and manifests written for v1 keep
+working. The config file is JSON; its keys are either these field names or those
+environment variable names (the reference server's `config.json` style).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """A setting has a value the server cannot use; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    entry_script: str = ""  # absolute path; "" means `main.py` in the app root (v1 convention)
+    app_root: str = ""  # working directory of the script; defaults to the current directory
+    model_dir: str = ""  # AZUREML_MODEL_DIR
+    host: str = "127.0.0.1"
+    port: int = 5001
+    workers: int = 1
+    # Service settings (deploy configuration); enforced here so every target behaves the same.
+    auth_enabled: bool = False
+    primary_key: str = ""
+    secondary_key: str = ""
+    keys_file: str = ""  # JSON {"primary_key":..,"secondary_key":..}; re-read when it changes
+    scoring_timeout_ms: int = 3_600_000
+    max_request_wait_time: int | None = None  # ms a request may queue for a worker, then 503
+    max_body_bytes: int = 100 * 1024 * 1024
+    cors_origins: tuple[str, ...] = ()
+    collect_model_data: bool = False
+    data_collection_dir: str = ""
+    service_name: str = "ML service"
+    service_version: str = "1.0"
+    service_path_prefix: str = ""
+    log_format: str = "json"  # "json" (one object per line) or "text"
+    log_level: str = "INFO"
+    request_log: bool = True
+    metrics_enabled: bool = True
+    graceful_timeout_s: float = 30.0
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(k for k in (self.primary_key, self.secondary_key) if k)
+
+
+# environment variable -> field name
+ENVIRONMENT = {
+    "AZUREML_ENTRY_SCRIPT": "entry_script",
+    "AML_APP_ROOT": "app_root",
+    "AZUREML_MODEL_DIR": "model_dir",
+    "MLMAGICS_HOST": "host",
+    "SERVER_PORT": "port",
+    "WORKER_COUNT": "workers",
+    "MLMAGICS_AUTH_ENABLED": "auth_enabled",
+    "MLMAGICS_PRIMARY_KEY": "primary_key",
+    "MLMAGICS_SECONDARY_KEY": "secondary_key",
+    "MLMAGICS_KEYS_FILE": "keys_file",
+    "SCORING_TIMEOUT_MS": "scoring_timeout_ms",
+    "MLMAGICS_MAX_REQUEST_WAIT_TIME": "max_request_wait_time",
+    "MLMAGICS_MAX_BODY_BYTES": "max_body_bytes",
+    "AML_CORS_ORIGINS": "cors_origins",
+    "AML_MODEL_DC_STORAGE_ENABLED": "collect_model_data",
+    "AML_MDC_STORAGE_ENABLED": "collect_model_data",
+    "MLMAGICS_DATA_COLLECTION_DIR": "data_collection_dir",
+    "SERVICE_NAME": "service_name",
+    "SERVICE_VERSION": "service_version",
+    "SERVICE_PATH_PREFIX": "service_path_prefix",
+    "MLMAGICS_LOG_FORMAT": "log_format",
+    "AZUREML_LOG_LEVEL": "log_level",
+    "MLMAGICS_REQUEST_LOG": "request_log",
+    "MLMAGICS_METRICS": "metrics_enabled",
+    "MLMAGICS_GRACEFUL_TIMEOUT": "graceful_timeout_s",
+}
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Turn a config or environment value into the field's type, or say what is wrong."""
+    kind = _FIELDS[name].type
+    try:
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in _TRUE:
+                return True
+            if text in _FALSE:
+                return False
+            raise ValueError
+        if kind == "int":
+            number = int(value)
+        elif kind == "int | None":
+            if value in (None, "", "none", "None"):
+                return None
+            number = int(value)
+        elif kind == "float":
+            number = float(value)
+        elif kind == "tuple[str, ...]":
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(str(i).strip() for i in items if str(i).strip())
+        else:
+            return str(value)
+    except (TypeError, ValueError):
+        raise SettingsError(f"setting {name!r} has the invalid value {value!r}") from None
+    if number < 0 or (number == 0 and name in {"port", "workers", "scoring_timeout_ms"}):
+        raise SettingsError(f"setting {name!r} must be greater than zero, got {value!r}")
+    return number
+
+
+def _normalise(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = ENVIRONMENT.get(key, key)
+        if name not in _FIELDS or name == "extra":
+            continue
+        values[name] = _coerce(name, value)
+    return values
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+    except FileNotFoundError:
+        raise SettingsError(f"config file {path} does not exist") from None
+    except json.JSONDecodeError as e:
+        raise SettingsError(f"config file {path} is not valid JSON: {e}") from None
+    if not isinstance(raw, dict):
+        raise SettingsError(f"config file {path} must hold a JSON object")
+    unknown = sorted(k for k in raw if ENVIRONMENT.get(k, k) not in _FIELDS)
+    values = _normalise(raw, path)
+    if unknown:
+        values["extra"] = {k: raw[k] for k in unknown}
+    return values
+
+
+def resolve(
+    cli: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    config_file: str | None = None,
+) -> Settings:
+    """Merge the settings sources and check them.
+
+    >>> resolve({"entry_script": "score.py", "port": 8000}).port
+    8000
+    """
+    environ = os.environ if environ is None else environ
+    cli = {k: v for k, v in (cli or {}).items() if v is not None}
+    config_file = config_file or environ.get("AZUREML_CONFIG_FILE") or ""
+    values: dict[str, Any] = {}
+    if config_file:
+        values.update(load_config_file(config_file))
+    values.update(_normalise({k: v for k, v in environ.items() if k in ENVIRONMENT}, "environment"))
+    values.update(_normalise(cli, "command line"))
+
+    app_root = os.path.abspath(values.get("app_root") or os.getcwd())
+    values["app_root"] = app_root
+    entry = values.get("entry_script") or ""
+    if entry:
+        # v1 joins AZUREML_ENTRY_SCRIPT onto the app root; a command-line path is relative to the CWD.
+        base = os.getcwd() if "entry_script" in cli else app_root
+        values["entry_script"] = os.path.abspath(os.path.join(base, entry))
+    if values.get("model_dir"):
+        values["model_dir"] = os.path.abspath(values["model_dir"])
+    if not values.get("data_collection_dir"):
+        values["data_collection_dir"] = os.path.join(app_root, "model-data")
+    settings = Settings(**values)
+    check(settings)
+    return settings
+
+
+def check(settings: Settings) -> None:
+    if settings.log_format not in {"json", "text"}:
+        raise SettingsError(f"log_format must be 'json' or 'text', got {settings.log_format!r}")
+    if not 0 < settings.port < 65536:
+        raise SettingsError(f"port must be in 1..65535, got {settings.port}")
+    if settings.auth_enabled and not (settings.keys or settings.keys_file):
+        raise SettingsError("auth_enabled is true but no key is set: give primary_key/secondary_key or keys_file")
+    if settings.entry_script and not settings.entry_script.endswith(".py"):
+        raise SettingsError(f"the entry script must be a .py file, got {settings.entry_script}")

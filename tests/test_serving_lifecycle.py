@@ -1,0 +1,244 @@
+"""Workers, start-up failures, shutdown, and the service settings the server enforces."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import requests
+from serving_helpers import app_with
+
+ECHO = """
+import json, os, time
+
+def init():
+    with open(f"init-{os.getpid()}.txt", "w") as f:
+        f.write("ok")
+    print("init ran in", os.getpid())
+
+def run(raw_data, request_headers):
+    d = json.loads(raw_data) if raw_data else {}
+    if "sleep" in d:
+        time.sleep(d["sleep"])
+    print("scoring", d)
+    return {"pid": os.getpid(), "headers": request_headers, "cwd": os.getcwd()}
+"""
+
+
+def test_init_runs_once_per_worker_in_the_app_root(tmp_path, serve):
+    app = app_with(tmp_path, ECHO)
+    server = serve(app, workers=2)
+    deadline = time.monotonic() + 10
+    while len(list(app.glob("init-*.txt"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pids = {int(p.stem.split("-")[1]) for p in app.glob("init-*.txt")}
+    assert pids == set(server.worker_pids())
+    answer = server.post(json_body={}).json()
+    assert answer["cwd"] == str(app)
+    assert answer["pid"] in pids
+
+
+def test_request_headers_parameter_receives_the_headers(tmp_path, serve):
+    server = serve(app_with(tmp_path, ECHO))
+    headers = server.post(json_body={}, headers={"X-Custom-Thing": "42"}).json()["headers"]
+    assert headers["X-Custom-Thing"] == "42"
+    assert headers["Content-Type"] == "application/json"
+
+
+def test_print_from_the_script_reaches_the_log(tmp_path, serve):
+    server = serve(app_with(tmp_path, ECHO))
+    server.post(json_body={"hello": "log"})
+    prints = [r["msg"] for r in server.log_records() if r["logger"] == "print"]
+    assert any(m.startswith("init ran in") for m in prints)
+    assert "scoring {'hello': 'log'}" in prints
+
+
+def test_one_json_log_line_per_request(tmp_path, serve):
+    server = serve(app_with(tmp_path, ECHO))
+    for i in range(5):
+        server.post(json_body={"i": i}, headers={"x-request-id": f"req-{i}"})
+    access = [r for r in server.log_records() if r["logger"] == "access"]
+    assert [r["request_id"] for r in access] == [f"req-{i}" for i in range(5)]
+    assert all(r["status"] == 200 and r["path"] == "/score" and r["duration_ms"] > 0 for r in access)
+
+
+def test_request_ids_are_echoed_or_created(tmp_path, serve):
+    server = serve(app_with(tmp_path, ECHO))
+    r = server.post(json_body={}, headers={"x-request-id": "abc", "x-ms-client-request-id": "client-1", "TraceId": "t1"})
+    assert (r.headers["x-request-id"], r.headers["x-ms-request-id"]) == ("abc", "client-1")
+    assert (r.headers["x-ms-client-request-id"], r.headers["traceid"]) == ("client-1", "t1")
+    created = {server.post(json_body={}).headers["x-request-id"] for _ in range(3)}
+    assert len(created) == 3 and all(len(i) == 36 and i[14] == "4" for i in created)
+
+
+def test_a_worker_killed_with_sigkill_is_replaced_and_counted(tmp_path, serve):
+    server = serve(app_with(tmp_path, ECHO), workers=2)
+    victim = server.worker_pids()[0]
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        pids = server.worker_pids()
+        if len(pids) == 2 and victim not in pids:
+            break
+        time.sleep(0.05)
+    assert len(pids) == 2 and victim not in pids
+    server.wait_ready()
+    answers = [server.post(json_body={}) for _ in range(20)]
+    assert all(r.status_code == 200 for r in answers)
+    time.sleep(1.2)  # workers publish their metrics every second
+    metrics = server.get("/metrics").text
+    assert "mlmagics_worker_restarts_total 1.0" in metrics
+    assert any(r["level"] == "WARNING" and f"worker {victim} died (signal 9)" in r["msg"] for r in server.log_records())
+
+
+def test_sigterm_drains_in_flight_requests(tmp_path, serve):
+    server = serve(app_with(tmp_path, ECHO))
+    result = {}
+    slow = threading.Thread(target=lambda: result.setdefault("r", server.post(json_body={"sleep": 1.0})))
+    slow.start()
+    time.sleep(0.3)
+    server.process.send_signal(signal.SIGTERM)
+    slow.join(10)
+    assert result["r"].status_code == 200, "the in-flight request finished"
+    assert server.process.wait(10) == 0
+    assert "server stopped" in server.log()
+
+
+FAILING_INIT = """
+import os
+from azureml.core.model import Model
+
+def init():
+    global model
+    model = open(Model.get_model_path("missing_model")).read()
+
+def run(raw_data):
+    return raw_data
+"""
+
+
+def test_init_failure_is_reported_with_its_traceback_not_served_as_500s(tmp_path, serve):
+    app = app_with(tmp_path, FAILING_INIT)
+    (app / "azureml-models" / "other" / "1").mkdir(parents=True)
+    (app / "azureml-models" / "other" / "1" / "model.pkl").write_text("x")
+    server = serve(app, model_dir=str(app / "azureml-models"))
+    ready = server.get("/ready")
+    assert ready.status_code == 503
+    body = ready.json()
+    assert body["status"] == "Failed" and body["stage"] == "init"
+    assert body["message"].startswith("init() raised ModelNotFoundException: Model 'missing_model' not found")
+    assert 'Model.get_model_path("missing_model")' in body["traceback"]
+    score = server.post(data="{}")
+    assert score.status_code == 503
+    assert score.json()["message"].startswith("The scoring script could not start: init() raised ModelNotFoundException")
+    assert server.get("/").text == "Healthy", "the process lives: liveness stays green, readiness tells why"
+    error = next(r for r in server.log_records() if r["level"] == "ERROR")
+    assert "model.pkl" in error["model_dir_tree"], "v1 logs the model folder when init() fails"
+
+
+def test_import_failure_and_missing_functions_are_explained(tmp_path, serve):
+    server = serve(app_with(tmp_path, "def init():\n    pass\n\ndef run(x:\n"))
+    body = server.get("/ready").json()
+    assert body["stage"] == "import" and body["message"].startswith("importing the script raised SyntaxError")
+    other = serve(app_with(tmp_path / "b", "def init():\n    pass\n"))
+    body = other.get("/ready").json()
+    assert body["message"].endswith("has no run() function; a scoring script defines init() and run()")
+
+
+def test_run_signature_is_checked_like_v1(tmp_path, serve):
+    server = serve(app_with(tmp_path, "def init(): pass\ndef run(*args): pass\n"))
+    assert server.get("/ready").json()["message"] == "run() cannot accept positional-only arguments, *args, or **kwargs."
+
+
+def test_cors_origins_are_answered_only_for_allowed_origins(tmp_path, serve):
+    server = serve(app_with(tmp_path, ECHO), config={"cors_origins": "http://a.example, http://b.example"})
+    pre = requests.options(
+        server.url + "/score",
+        headers={
+            "Origin": "http://a.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+        timeout=10,
+    )
+    assert pre.status_code == 200
+    assert pre.headers["access-control-allow-origin"] == "http://a.example"
+    assert pre.headers["access-control-allow-methods"] == "GET, POST"
+    assert pre.headers["access-control-allow-headers"] == "authorization, content-type"
+    simple = server.post(json_body={}, headers={"Origin": "http://b.example"})
+    assert simple.headers["access-control-allow-origin"] == "http://b.example"
+    other = server.post(json_body={}, headers={"Origin": "http://evil.example"})
+    assert "access-control-allow-origin" not in other.headers
+
+
+def test_regenerated_keys_in_the_keys_file_apply_without_restart(tmp_path, serve):
+    app = app_with(tmp_path, ECHO)
+    keys = app / "keys.json"
+    keys.write_text(json.dumps({"primary_key": "old-1", "secondary_key": "old-2"}))
+    server = serve(app, config={"auth_enabled": True, "keys_file": str(keys)})
+    assert server.post(json_body={}, headers={"Authorization": "Bearer old-1"}).status_code == 200
+    keys.write_text(json.dumps({"primary_key": "new-1", "secondary_key": "old-2"}))
+    os.utime(keys, (time.time() + 5, time.time() + 5))  # a distinct mtime even on coarse clocks
+    time.sleep(1.1)
+    assert server.post(json_body={}, headers={"Authorization": "Bearer old-1"}).status_code == 401
+    assert server.post(json_body={}, headers={"Authorization": "Bearer new-1"}).status_code == 200
+
+
+def test_metrics_count_requests_by_status_and_time_them(tmp_path, serve):
+    server = serve(app_with(tmp_path, ECHO), workers=2)
+    for _ in range(6):
+        server.post(json_body={})
+    server.get("/nope")
+    time.sleep(1.2)
+    text = server.get("/metrics").text
+    assert 'mlmagics_requests_total{method="POST",route="/score",status="200"} 6.0' in text
+    assert 'mlmagics_requests_total{method="GET",route="other",status="404"} 1.0' in text
+    assert 'mlmagics_request_duration_seconds_count{route="/score"} 6.0' in text
+    assert "mlmagics_run_duration_seconds_count 6.0" in text
+    assert "mlmagics_workers_ready 2.0" in text
+    assert "mlmagics_requests_in_flight 0.0" in text
+
+
+COLLECTING = """
+import json
+from azureml.monitoring import ModelDataCollector
+
+def init():
+    global inputs_dc, prediction_dc
+    inputs_dc = ModelDataCollector("best_model", designation="inputs", feature_names=["a", "b"])
+    prediction_dc = ModelDataCollector("best_model", designation="predictions", feature_names=["y"])
+
+def run(raw_data):
+    data = json.loads(raw_data)["data"]
+    correlation = inputs_dc.collect(data)
+    prediction_dc.collect([sum(row) for row in data])
+    return correlation
+"""
+
+
+def test_model_data_collector_writes_rotated_json_lines_when_enabled(tmp_path, serve):
+    app = app_with(tmp_path, COLLECTING)
+    server = serve(app, config={"collect_model_data": True}, env={"MLMAGICS_DATA_COLLECTION_MAX_BYTES": "600"})
+    ids = [server.post(json_body={"data": [[i, i + 1]]}, headers={"x-request-id": f"r{i}"}).json() for i in range(8)]
+    assert ids == [f"r{i}" for i in range(8)], "the correlation id is the request id"
+    files = sorted((app / "model-data" / "best_model" / "inputs").rglob("*.jsonl"))
+    assert len(files) > 1, "rotated once past the size limit"
+    records = [json.loads(line) for f in files for line in f.read_text().splitlines()]
+    assert sorted(r["correlation_id"] for r in records) == sorted(ids)
+    assert {r["feature_names"] == ["a", "b"] and r["model"] == "best_model" for r in records} == {True}
+    predictions = [
+        json.loads(line)
+        for f in (app / "model-data" / "best_model" / "predictions").rglob("*.jsonl")
+        for line in f.read_text().splitlines()
+    ]
+    assert sorted(r["data"][0] for r in predictions) == [2 * i + 1 for i in range(8)]
+
+
+def test_model_data_collector_records_nothing_when_disabled(tmp_path, serve):
+    app = app_with(tmp_path, COLLECTING)
+    server = serve(app)
+    assert server.post(json_body={"data": [[1, 2]]}).status_code == 200
+    assert not (app / "model-data").exists()
