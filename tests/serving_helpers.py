@@ -34,6 +34,7 @@ class ScoringServer:
         config: dict | None = None,
         workers: int = 1,
         env: dict | None = None,
+        extra_args: list[str] | None = None,
     ) -> None:
         self.app_root = Path(app_root)
         self.port = free_port()
@@ -46,6 +47,7 @@ class ScoringServer:
             config_path = self.app_root / "service.json"
             config_path.write_text(json.dumps(config))
             args += ["--config", str(config_path)]
+        args += extra_args or []
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
             args,
@@ -66,7 +68,7 @@ class ScoringServer:
                 r = requests.get(self.url + "/ready", timeout=2)
                 if r.status_code == 200 or r.json().get("status") == "Failed":
                     return r.json()
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # nothing accepts before init() ends
                 pass
             time.sleep(0.05)
         raise AssertionError(f"server not ready after {timeout} s:\n{self.log()}")

@@ -242,3 +242,73 @@ def test_model_data_collector_records_nothing_when_disabled(tmp_path, serve):
     server = serve(app)
     assert server.post(json_body={"data": [[1, 2]]}).status_code == 200
     assert not (app / "model-data").exists()
+
+
+VERSIONED = """
+import time
+VERSION = {version!r}
+
+def init():
+    time.sleep(0.5)  # a model that takes a moment to load
+    if VERSION == "broken":
+        raise RuntimeError("the new model does not load")
+
+def run(raw_data):
+    return VERSION
+"""
+
+
+def _reload(server, app, version: str) -> dict:
+    script = app / f"score_{version}.py"
+    script.write_text(VERSIONED.format(version=version))
+    state_file = app / "state.json"
+    before = json.loads(state_file.read_text()).get("reload")
+    (app / "state.json.reload").write_text(json.dumps({"entry_script": str(script), "app_root": str(app)}))
+    server.process.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        state = json.loads(state_file.read_text())
+        if state.get("reload") and state["reload"] != before:
+            return state
+        time.sleep(0.05)
+    raise AssertionError("no reload outcome in the state file")
+
+
+def _hammer(server, stop: threading.Event, answers: list) -> None:
+    session = requests.Session()
+    while not stop.is_set():
+        try:
+            r = session.post(server.url + "/score", data="{}", timeout=10)
+            answers.append((r.status_code, r.json()))
+        except requests.RequestException as e:  # noqa: PERF203
+            answers.append((0, repr(e)))
+
+
+def test_sighup_reload_switches_version_on_the_same_port_without_dropping_a_request(tmp_path, serve):
+    app = app_with(tmp_path, VERSIONED.format(version="v1"))
+    server = serve(app, workers=2, extra_args=["--state-file", str(app / "state.json")])
+    stop, answers = threading.Event(), []
+    load = threading.Thread(target=_hammer, args=(server, stop, answers))
+    load.start()
+    state = _reload(server, app, "v2")
+    time.sleep(0.3)
+    stop.set()
+    load.join()
+    assert state["reload"]["ok"] and state["generation"] == 1 and state["port"] == server.port
+    assert {status for status, _ in answers} == {200}, [a for a in answers if a[0] != 200][:3]
+    versions = [body for _, body in answers]
+    assert versions[0] == "v1" and versions[-1] == "v2"
+    assert versions == sorted(versions), "every request after the switch gets the new version"
+
+
+def test_a_failed_reload_keeps_the_previous_version_serving(tmp_path, serve):
+    app = app_with(tmp_path, VERSIONED.format(version="v1"))
+    server = serve(app, extra_args=["--state-file", str(app / "state.json")])
+    old_workers = server.worker_pids()
+    state = _reload(server, app, "broken")
+    assert state["reload"]["ok"] is False and state["generation"] == 0
+    assert "init() raised RuntimeError: the new model does not load" in state["reload"]["message"]
+    assert 'raise RuntimeError("the new model does not load")' in state["reload"]["traceback"]
+    assert server.post(data="{}").json() == "v1"
+    time.sleep(0.3)
+    assert server.worker_pids() == old_workers, "the failed generation is gone, the old one untouched"

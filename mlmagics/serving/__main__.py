@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 
 from .settings import SettingsError, resolve
@@ -21,6 +23,11 @@ def parser(prog: str = "python -m mlmagics.serving") -> argparse.ArgumentParser:
     p.add_argument("--config", help="service settings as JSON (keys, timeouts, CORS, data collection ...)")
     p.add_argument("--app-root", help="working directory of the script (default: the current directory)")
     p.add_argument("--log-format", choices=["json", "text"], help="log line format (default json)")
+    p.add_argument(
+        "--state-file",
+        help="keep a JSON description of the running server here; SIGHUP then reloads "
+        "the server from the request in STATE_FILE.reload (used by deploy targets)",
+    )
     return p
 
 
@@ -35,12 +42,31 @@ def main(argv: list[str] | None = None, prog: str = "python -m mlmagics.serving"
         "app_root": args.app_root,
         "log_format": args.log_format,
     }
+    environ = dict(os.environ)
     try:
-        settings = resolve(cli, config_file=args.config)
-        return serve(settings)
+        settings = resolve(cli, environ=environ, config_file=args.config)
+        return serve(settings, _reload_source(args.state_file, environ, cli, args.config), args.state_file or "")
     except (SettingsError, PortInUse) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
+
+
+def _reload_source(state_file: str | None, environ: dict[str, str], cli: dict, config: str | None):
+    """Reads `<state file>.reload`: {"entry_script", "model_dir", "app_root", "config", ...};
+    what it does not say stays as the command line said."""
+    if not state_file:
+        return None
+
+    def load():
+        try:
+            with open(state_file + ".reload", encoding="utf-8") as f:
+                request = json.load(f)
+        except (OSError, ValueError) as e:
+            raise SettingsError(f"cannot read the reload request {state_file}.reload: {e}") from None
+        config_file = request.pop("config", config)
+        return resolve({**cli, **request}, environ=environ, config_file=config_file)
+
+    return load
 
 
 if __name__ == "__main__":

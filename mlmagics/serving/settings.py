@@ -48,6 +48,7 @@ class Settings:
     request_log: bool = True
     metrics_enabled: bool = True
     graceful_timeout_s: float = 30.0
+    startup_timeout_s: float = 600.0  # how long a reload waits for the new workers' init()
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -82,6 +83,7 @@ ENVIRONMENT = {
     "MLMAGICS_REQUEST_LOG": "request_log",
     "MLMAGICS_METRICS": "metrics_enabled",
     "MLMAGICS_GRACEFUL_TIMEOUT": "graceful_timeout_s",
+    "MLMAGICS_STARTUP_TIMEOUT": "startup_timeout_s",
 }
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}

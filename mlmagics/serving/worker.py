@@ -8,6 +8,7 @@ requests it holds (at most `graceful_timeout_s`), and exit.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -19,7 +20,7 @@ import warnings
 from .app import App
 from .logs import configure
 from .metrics import Metrics
-from .scorer import Scorer
+from .scorer import FAILED, Scorer
 from .script import ScoringScript
 from .settings import Settings
 
@@ -36,8 +37,12 @@ class _ToLog(logging.Handler):
         self.log.emit(record.levelname, record.name, record.getMessage(), **fields)
 
 
-def run_worker(settings: Settings, sock: socket.socket) -> int:
-    """The body of a worker process; returns its exit code."""
+def run_worker(settings: Settings, sock: socket.socket, report_fd: int | None = None, candidate: bool = False) -> int:
+    """The body of a worker process; returns its exit code.
+
+    A candidate (a worker started by a reload) whose init() fails exits at once; a first
+    generation worker stays up to answer /ready and /score with the reason.
+    """
     import uvicorn
 
     log = configure(settings.log_format, settings.log_level)
@@ -100,11 +105,32 @@ def run_worker(settings: Settings, sock: socket.socket) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    # init() first, HTTP after: a worker takes no connection before its script is ready, so a
+    # reload's new workers never see traffic unless they succeed (see supervisor.py).
+    scorer.start()
+    _report(report_fd, scorer)
+    if candidate and scorer.state == FAILED:
+        return 3
     http = threading.Thread(target=serve_http, name="mlmagics-http", daemon=True)
     http.start()
-    scorer.start()
     scorer.serve()
     http.join(timeout=settings.graceful_timeout_s + 5)
     log.info("server", "worker stopped")
     log.flush()
     return 0
+
+
+def _report(fd: int | None, scorer: Scorer) -> None:
+    """Tell the supervisor how init() went (one JSON message on a pipe)."""
+    if fd is None:
+        return
+    failure = scorer.failure
+    report = (
+        {"ok": True}
+        if failure is None
+        else {"ok": False, "stage": failure.stage, "message": failure.message, "traceback": failure.traceback}
+    )
+    try:
+        os.write(fd, json.dumps(report).encode())
+    finally:
+        os.close(fd)
