@@ -5,11 +5,13 @@ from __future__ import annotations
 import io
 import json
 import sys
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from .script import RAW, SCHEMA, ScoringScript
+
+if TYPE_CHECKING:
+    from .http import HttpRequest
 
 
 class InputError(Exception):
@@ -19,22 +21,6 @@ class InputError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-
-
-@dataclass
-class HttpRequest:
-    method: str
-    path: str
-    query_string: bytes
-    headers: list[tuple[bytes, bytes]]  # lower-case names, as ASGI gives them
-    body: bytes
-    scope: dict
-
-    def header(self, name: bytes, default: str = "") -> str:
-        for key, value in self.headers:
-            if key == name:
-                return value.decode("latin-1")
-        return default
 
 
 def headers_dict(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
@@ -106,20 +92,17 @@ def raw_request(request: HttpRequest):
     request_class = getattr(aml_request, "AMLRequest", None)
     if request_class is None or not hasattr(request_class, "from_values"):
         from werkzeug.wrappers import Request as request_class
-    scope = request.scope
-    server = scope.get("server") or ("127.0.0.1", 0)
-    client = scope.get("client") or ("", 0)
     environ = {
         "REQUEST_METHOD": request.method,
-        "SCRIPT_NAME": scope.get("root_path", ""),
+        "SCRIPT_NAME": "",
         "PATH_INFO": request.path,
         "QUERY_STRING": request.query_string.decode("latin-1"),
-        "SERVER_NAME": str(server[0]),
-        "SERVER_PORT": str(server[1]),
-        "SERVER_PROTOCOL": f"HTTP/{scope.get('http_version', '1.1')}",
-        "REMOTE_ADDR": str(client[0]),
+        "SERVER_NAME": str(request.server[0]),
+        "SERVER_PORT": str(request.server[1]),
+        "SERVER_PROTOCOL": f"HTTP/{request.http_version}",
+        "REMOTE_ADDR": str(request.client[0]),
         "wsgi.version": (1, 0),
-        "wsgi.url_scheme": scope.get("scheme", "http"),
+        "wsgi.url_scheme": "http",
         "wsgi.input": io.BytesIO(request.body),
         "wsgi.errors": sys.stderr,
         "wsgi.multithread": False,

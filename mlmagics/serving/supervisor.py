@@ -107,9 +107,10 @@ class Supervisor:
         self.fast_exits = 0
         self.last_reload: dict | None = None
         self.metrics = Metrics(settings.metrics_enabled)
-        import uvicorn.protocols.http.httptools_impl  # noqa: F401 - imported once here, shared by every fork
+        from . import worker  # noqa: F401 - imported once here, before forking: shared by every worker
+        from .worker import new_event_loop
 
-        from . import worker  # noqa: F401
+        new_event_loop().close()  # imports uvloop too
 
     def say(self, level: str, msg: str, **fields) -> None:
         log.emit(level, "server", msg, **fields)

@@ -1,15 +1,15 @@
-"""One worker process: the HTTP event loop on a thread, the scoring script on the main thread.
+"""One worker process: `init()`, then HTTP on an event-loop thread and `run()` on the main thread.
 
 The supervisor forks workers after binding the listening socket, so every worker accepts
-on the same port. SIGTERM (or SIGINT) asks the event loop to stop accepting, finish the
-requests it holds (at most `graceful_timeout_s`), and exit.
+on the same port — but only once its `init()` has finished: a reload's new workers never
+see a request unless they succeed (see supervisor.py). SIGTERM (or SIGINT) stops accepting,
+answers what was received (at most `graceful_timeout_s`), and exits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import signal
 import socket
@@ -18,6 +18,7 @@ import threading
 import warnings
 
 from .app import App
+from .http import HttpServer
 from .logs import configure
 from .metrics import Metrics
 from .scorer import FAILED, Scorer
@@ -25,16 +26,13 @@ from .script import ScoringScript
 from .settings import Settings
 
 
-class _ToLog(logging.Handler):
-    """uvicorn's own warnings and errors, as lines of our log."""
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
 
-    def __init__(self, log) -> None:
-        super().__init__(logging.WARNING)
-        self.log = log
-
-    def emit(self, record: logging.LogRecord) -> None:
-        fields = {"traceback": self.format(record).split("\n", 1)[1]} if record.exc_info else {}
-        self.log.emit(record.levelname, record.name, record.getMessage(), **fields)
+        return uvloop.new_event_loop()
+    except ImportError:  # uvloop is Linux/macOS only; asyncio's own loop works, slower
+        return asyncio.new_event_loop()
 
 
 def run_worker(settings: Settings, sock: socket.socket, report_fd: int | None = None, candidate: bool = False) -> int:
@@ -43,17 +41,15 @@ def run_worker(settings: Settings, sock: socket.socket, report_fd: int | None = 
     A candidate (a worker started by a reload) whose init() fails exits at once; a first
     generation worker stays up to answer /ready and /score with the reason.
     """
-    import uvicorn
-
     log = configure(settings.log_format, settings.log_level)
     log.redirect_print()
     log.start_flusher()
     warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: log.warning(
         "warnings", f"{category.__name__}: {message}", where=f"{filename}:{lineno}"
     )
-    uvicorn_logger = logging.getLogger("uvicorn")
-    uvicorn_logger.handlers[:] = [_ToLog(log)]
-    uvicorn_logger.propagate = False
+    # Nothing to drain before the loop runs: a stop request during init() ends the worker at once.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: os._exit(0))
 
     os.chdir(settings.app_root)
     if settings.app_root not in sys.path:
@@ -63,58 +59,47 @@ def run_worker(settings: Settings, sock: socket.socket, report_fd: int | None = 
         sys.path.insert(0, os.path.join(settings.app_root, source_dir))
 
     metrics = Metrics(settings.metrics_enabled)
-    scorer = Scorer(ScoringScript(settings.entry_script), settings.scoring_timeout_ms, metrics)
-    app = App(settings, scorer, metrics)
-    config = uvicorn.Config(
-        app,
-        http="httptools",
-        loop="none",
-        lifespan="off",
-        access_log=False,
-        log_config=None,
-        log_level="warning",
-        proxy_headers=False,
-        server_header=False,
-        timeout_graceful_shutdown=settings.graceful_timeout_s,
+    scorer = Scorer(
+        ScoringScript(settings.entry_script),
+        settings.scoring_timeout_ms,
+        settings.max_request_wait_time,
+        settings.service_name,
+        metrics,
     )
-    server = uvicorn.Server(config)
-
-    def serve_http() -> None:
-        try:
-            import uvloop
-
-            loop = uvloop.new_event_loop()
-        except ImportError:  # uvloop is Linux/macOS only; asyncio's loop works, slower
-            loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-
-        def every_second() -> None:
-            metrics.publish()
-            app.watchdog()
-            loop.call_later(1.0, every_second)
-
-        loop.call_soon(every_second)
-        try:
-            loop.run_until_complete(server.serve(sockets=[sock]))
-        finally:
-            metrics.publish()
-            scorer.jobs.put(None)  # lets the main thread leave its job loop
-
-    def stop(signum, frame) -> None:
-        server.should_exit = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    # init() first, HTTP after: a worker takes no connection before its script is ready, so a
-    # reload's new workers never see traffic unless they succeed (see supervisor.py).
     scorer.start()
     _report(report_fd, scorer)
     if candidate and scorer.state == FAILED:
         return 3
+
+    loop = scorer.loop = new_event_loop()
+    server = HttpServer(App(settings, scorer, metrics))
+    stop = asyncio.Event()
+
+    def every_second() -> None:
+        metrics.publish()
+        scorer.check_stuck()
+        loop.call_later(1.0, every_second)
+
+    async def serve() -> None:
+        await server.start(sock)
+        every_second()
+        await stop.wait()
+        await server.shutdown(settings.graceful_timeout_s)
+
+    def serve_http() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(serve())
+        finally:
+            scorer.stop()  # lets the main thread leave its job loop
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: loop.call_soon_threadsafe(stop.set))
     http = threading.Thread(target=serve_http, name="mlmagics-http", daemon=True)
     http.start()
     scorer.serve()
-    http.join(timeout=settings.graceful_timeout_s + 5)
+    http.join(settings.graceful_timeout_s + 5)
+    metrics.publish()
     log.info("server", "worker stopped")
     log.flush()
     return 0
