@@ -232,18 +232,23 @@ class HttpServer:
         if not self.stopping:
             asyncio.get_running_loop().call_later(1.0, self._every_second)
 
-    async def shutdown(self, timeout: float) -> None:
-        """Stop accepting; answer every request already received (within `timeout`); close."""
+    async def shutdown(self, timeout: float, idle_grace_s: float = 1.0) -> None:
+        """Stop accepting; answer every request already received (within `timeout`); close.
+
+        Answers now carry `connection: close`, so busy clients move to a new server (a reload's
+        new generation) after their next answer. An idle keep-alive connection is closed only
+        after `idle_grace_s` without a request: closing it at once would race with a client that
+        is just sending one, and that request would be lost.
+        """
         self.stopping = True
         if self._server is not None:
             self._server.close()
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while self.connections and time.monotonic() < deadline:
+            now = time.monotonic()
             for conn in list(self.connections):
-                if conn.idle and conn.transport is not None:
+                if conn.idle and now - conn.last_active > idle_grace_s and conn.transport is not None:
                     conn.transport.close()
-            if not self.connections:
-                break
             await asyncio.sleep(0.05)
         for conn in list(self.connections):
             if conn.transport is not None:

@@ -1,0 +1,139 @@
+"""Deploy configurations: v1's parameter names, defaults and validation.
+
+Every target's `deploy_configuration(...)` returns a subclass of `DeploymentConfiguration`.
+As in v1, every parameter defaults to None and the *effective* default applies when the
+service is deployed (`config.effective("scoring_timeout_ms")` -> 60000). The settings shared
+by all targets are enforced by the scoring server itself, so a service behaves the same on
+this machine, in a container and on a cluster:
+
+| setting | effective default | enforced as |
+| --- | --- | --- |
+| `auth_enabled` | target's (False local, True docker/kubernetes) | `Authorization: Bearer <key>`, else 401 |
+| `scoring_timeout_ms` | 60000 | 500 `Scoring timeout after N ms` |
+| `replica_max_concurrent_requests` | 1 | run() calls at once per replica = worker processes |
+| `max_request_wait_time` | 500 ms | a request queued longer gets 503 + Retry-After |
+| `collect_model_data` | False | `ModelDataCollector` records JSON lines |
+| `max_request_body_mb` | 100 | larger bodies get 413 |
+| `cors_origins` | none | CORS headers for these origins |
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from .errors import UserError, WebserviceException
+
+
+class InvalidConfiguration(UserError, WebserviceException):
+    """A deploy configuration value is not acceptable (raised as v1's WebserviceException too)."""
+
+
+@dataclass
+class DeploymentConfiguration:
+    auth_enabled: bool | None = None
+    primary_key: str | None = None
+    secondary_key: str | None = None
+    scoring_timeout_ms: int | None = None
+    replica_max_concurrent_requests: int | None = None
+    max_request_wait_time: int | None = None
+    collect_model_data: bool | None = None
+    workers: int | None = None
+    max_request_body_mb: float | None = None
+    cors_origins: list[str] | None = None
+    tags: dict[str, str] | None = None
+    properties: dict[str, str] | None = None
+    description: str | None = None
+
+    compute_type: ClassVar[str] = ""
+    defaults: ClassVar[dict[str, Any]] = {
+        "auth_enabled": False,
+        "scoring_timeout_ms": 60000,
+        "replica_max_concurrent_requests": 1,
+        "max_request_wait_time": 500,
+        "collect_model_data": False,
+        "max_request_body_mb": 100,
+    }
+    positive: ClassVar[tuple[str, ...]] = (
+        "scoring_timeout_ms",
+        "replica_max_concurrent_requests",
+        "max_request_wait_time",
+        "workers",
+        "max_request_body_mb",
+    )
+    extra_fields: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def effective(self, name: str) -> Any:
+        value = getattr(self, name)
+        if value is not None:
+            return value
+        if name == "workers":
+            return self.effective("replica_max_concurrent_requests")
+        return self.defaults.get(name)
+
+    def validation_errors(self) -> list[str]:
+        errors = []
+        for name in self.positive:
+            value = getattr(self, name, None)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                errors.append(f"{name} must be a number, got {value!r}")
+            elif value <= 0:
+                errors.append(f"{name} must be greater than zero.")
+        for name in ("tags", "properties"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, dict):
+                errors.append(f"{name} must be a dict of str to str")
+        if self.cors_origins is not None and not all(isinstance(o, str) for o in self.cors_origins):
+            errors.append("cors_origins must be a list of origins such as 'https://app.example.com'")
+        return errors
+
+    def validate(self) -> None:
+        errors = self.validation_errors()
+        if errors:
+            raise InvalidConfiguration(f"Invalid {type(self).__name__}: " + " ".join(errors))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra_fields"}
+        data["compute_type"] = self.compute_type
+        return data
+
+    def merged(self, **changes: Any) -> DeploymentConfiguration:
+        """A copy with `changes` applied (None means: keep the current value)."""
+        current = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra_fields"}
+        unknown = [k for k in changes if k not in current]
+        if unknown:
+            raise InvalidConfiguration(f"{type(self).__name__} has no setting {', '.join(unknown)}")
+        current.update({k: v for k, v in changes.items() if v is not None})
+        return type(self)(**current)
+
+    def runtime_settings(self, service_name: str, keys_file: str) -> dict[str, Any]:
+        """What the scoring server's `--config` file says for these settings."""
+        origins = self.cors_origins or []
+        return {
+            "auth_enabled": bool(self.effective("auth_enabled")),
+            "keys_file": keys_file,
+            "scoring_timeout_ms": int(self.effective("scoring_timeout_ms")),
+            "max_request_wait_time": int(self.effective("max_request_wait_time")),
+            "workers": int(self.effective("workers")),
+            "collect_model_data": bool(self.effective("collect_model_data")),
+            "max_body_bytes": int(float(self.effective("max_request_body_mb")) * 1024 * 1024),
+            "cors_origins": list(origins),
+            "service_name": service_name,
+        }
+
+
+def config_from_dict(data: dict[str, Any]) -> DeploymentConfiguration:
+    """Rebuild a stored configuration as its target's class."""
+    from .targets import target_for
+
+    data = dict(data)
+    compute_type = data.pop("compute_type")
+    cls = target_for(compute_type).config_class
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})

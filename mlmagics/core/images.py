@@ -1,0 +1,501 @@
+"""Images: immutable, versioned snapshots of everything a service runs.
+
+    config = ContainerImage.image_configuration(execution_script="score.py", runtime="python",
+                                                conda_file="myenv.yml")
+    image = ContainerImage.create(workspace=ws, name="myimage", models=[model], image_config=config)
+    image.wait_for_creation(show_output=True)
+    image.id                                  # 'myimage:1', then 'myimage:2', ...
+    Image(ws, id="myimage:1")
+
+An image holds the scoring script and its extra files (copied, read-only), references to
+registered models, and an environment spec with pinned requirements. Creating one runs the
+pre-flight check, so a script that cannot work fails here in seconds — with the reason —
+instead of minutes later in a container. Targets turn a snapshot into what they run: the
+local target runs it in place, the Docker target builds a Docker image from it.
+"""
+
+from __future__ import annotations
+
+import keyword
+import os
+import re
+import shutil
+import sqlite3
+import uuid
+from pathlib import Path
+from typing import Any
+
+from . import progress as progress_mod
+from .environments import EnvironmentSpec, build_spec, pickled_modules
+from .errors import ConflictError, ImageException, NotFoundError, UserError
+from .models import Model, split_id, tag_filter_matches
+from .preflight import check_script
+from .workspace import Workspace, _make_read_only, _remove_tree, dumps, loads, now
+
+IMAGE_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,30}[a-z0-9])?$")
+RUNTIMES = {"python": "Python", "spark-py": "SparkPython", "python-slim": "PythonSlim"}
+CUDA_VERSIONS = {"9.0", "9.1", "10.0"}
+
+
+class ImageConfig:
+    """What goes into an image (v1's `ContainerImageConfig`; `requirements` is new here)."""
+
+    def __init__(
+        self,
+        execution_script: str,
+        runtime: str = "python",
+        conda_file: str | None = None,
+        requirements: str | None = None,
+        docker_file: str | None = None,
+        schema_file: str | None = None,
+        dependencies: list[str] | None = None,
+        enable_gpu: bool | None = None,
+        tags: dict | None = None,
+        properties: dict | None = None,
+        description: str | None = None,
+        base_image: str | None = None,
+        base_image_registry: Any = None,
+        cuda_version: str | None = None,
+    ) -> None:
+        self.execution_script = execution_script
+        self.runtime = runtime
+        self.conda_file = conda_file
+        self.requirements = requirements
+        self.docker_file = docker_file
+        self.schema_file = schema_file
+        self.dependencies = list(dependencies or [])
+        self.enable_gpu = enable_gpu
+        self.tags = dict(tags or {})
+        self.properties = dict(properties or {})
+        self.description = description
+        self.base_image = base_image
+        self.base_image_registry = base_image_registry
+        self.cuda_version = cuda_version
+
+    def __repr__(self) -> str:
+        return f"ImageConfig(execution_script={self.execution_script!r}, runtime={self.runtime!r})"
+
+    def validate(self, cwd: Path | None = None) -> None:
+        """v1's checks (relative script inside the CWD, files exist, ...); all problems in one error."""
+        cwd = (cwd or Path.cwd()).resolve()
+        errors: list[str] = []
+        script = self.execution_script
+        if not script:
+            errors.append("execution_script is required")
+        else:
+            path = Path(script)
+            if path.is_absolute() or not (cwd / path).resolve().is_relative_to(cwd):
+                errors.append(f"execution_script {script!r} must be a relative path inside the current directory {cwd}")
+            elif not (cwd / path).is_file():
+                errors.append(f"execution_script {script!r} does not exist in {cwd}")
+            if path.suffix != ".py":
+                errors.append(f"execution_script {script!r} must be a .py file")
+            elif not path.stem.isidentifier() or keyword.iskeyword(path.stem):
+                errors.append(f"execution_script name {path.stem!r} must be a valid Python module name (and not a keyword)")
+        if self.runtime not in RUNTIMES:
+            errors.append(f"runtime {self.runtime!r} is not supported; use one of {', '.join(sorted(RUNTIMES))}")
+        if self.conda_file and self.requirements:
+            errors.append("give conda_file or requirements, not both")
+        for label in ("conda_file", "requirements", "docker_file", "schema_file"):
+            value = getattr(self, label)
+            if value and not (cwd / value).is_file():
+                errors.append(f"{label} {value!r} does not exist in {cwd}")
+        for dep in self.dependencies:
+            if not (cwd / dep).exists():
+                errors.append(f"dependency {dep!r} does not exist in {cwd}")
+            elif Path(dep).is_absolute() or not (cwd / dep).resolve().is_relative_to(cwd):
+                errors.append(f"dependency {dep!r} must be a relative path inside {cwd}")
+        if self.schema_file and script and not (cwd / self.schema_file).resolve().is_relative_to((cwd / script).resolve().parent):
+            errors.append("schema_file must be in the execution script's folder or below it")
+        if self.base_image and self.runtime != "python":
+            errors.append("a custom base_image is only supported with runtime='python'")
+        if self.cuda_version is not None and str(self.cuda_version) not in CUDA_VERSIONS:
+            errors.append(f"cuda_version must be one of {', '.join(sorted(CUDA_VERSIONS))}")
+        if errors:
+            raise UserError("image configuration: " + "; ".join(errors))
+
+
+class ContainerImage:
+    """v1's entry points for container images."""
+
+    @staticmethod
+    def image_configuration(
+        execution_script: str,
+        runtime: str = "python",
+        conda_file: str | None = None,
+        docker_file: str | None = None,
+        schema_file: str | None = None,
+        dependencies: list[str] | None = None,
+        enable_gpu: bool | None = None,
+        tags: dict | None = None,
+        properties: dict | None = None,
+        description: str | None = None,
+        base_image: str | None = None,
+        base_image_registry: Any = None,
+        cuda_version: str | None = None,
+        requirements: str | None = None,
+    ) -> ImageConfig:
+        config = ImageConfig(
+            execution_script,
+            runtime,
+            conda_file,
+            requirements,
+            docker_file,
+            schema_file,
+            dependencies,
+            enable_gpu,
+            tags,
+            properties,
+            description,
+            base_image,
+            base_image_registry,
+            cuda_version,
+        )
+        config.validate()
+        return config
+
+    @staticmethod
+    def create(workspace: Workspace, name: str, models: list, image_config: ImageConfig, **kwargs: Any) -> Image:
+        return Image.create(workspace, name, models, image_config, **kwargs)
+
+
+def _resolve_models(workspace: Workspace, models: list) -> list[Model]:
+    """Model objects as given; a path is registered (v1: named after its basename, 30 characters); 'name:v' is looked up."""
+    resolved = []
+    for item in models or []:
+        if isinstance(item, Model):
+            resolved.append(item)
+        elif isinstance(item, str | os.PathLike) and Path(item).exists():
+            resolved.append(Model.register(workspace, item, Path(item).name[:30]))
+        elif isinstance(item, str):
+            name, version = split_id(item)
+            resolved.append(Model(workspace, name, version=version))
+        else:
+            raise UserError(f"models must be Model objects, registered ids ('name:version') or paths, got {item!r}")
+    return resolved
+
+
+class Image:
+    """A created image (v1's `azureml.core.image.Image`)."""
+
+    image_type = "Docker"
+    image_flavor = "WebApiContainer"
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        name: str | None = None,
+        id: str | None = None,
+        tags: Any = None,
+        properties: Any = None,
+        version: int | None = None,
+        _row: sqlite3.Row | None = None,
+    ) -> None:
+        self.workspace = workspace
+        if _row is None:
+            _row = self._find(workspace, name, id, tags, properties, version)
+        self._load(_row)
+
+    @staticmethod
+    def _find(ws: Workspace, name, image_id, tags, properties, version) -> sqlite3.Row:
+        if image_id:
+            name, version = split_id(image_id)
+        if not name:
+            raise UserError("give an image name or id, e.g. Image(ws, id='myimage:1')")
+        rows = ws.query("SELECT * FROM images WHERE name=? ORDER BY version DESC", (name,))
+        for row in rows:
+            if version is not None and row["version"] != version:
+                continue
+            if tag_filter_matches(loads(row["tags"], {}), tags) and tag_filter_matches(loads(row["properties"], {}), properties):
+                return row
+        wanted = f"{name}:{version}" if version is not None else name
+        known = ", ".join(f"{r['name']}:{r['version']}" for r in rows[:5]) or "none"
+        raise NotFoundError(f"image {wanted} does not exist in {ws.path} (versions of {name}: {known})")
+
+    def _load(self, row: sqlite3.Row) -> None:
+        self.name: str = row["name"]
+        self.version: int = row["version"]
+        self.description: str | None = row["description"]
+        self.tags: dict[str, str] = loads(row["tags"], {})
+        self.properties: dict[str, str] = loads(row["properties"], {})
+        self.created_time: str = row["created_time"]
+        self.creation_state: str = row["state"]
+        self.model_ids: list[str] = loads(row["models"], [])
+        self.spec: dict[str, Any] = loads(row["spec"], {})
+        self.error: str | None = row["error"]
+        self.build_info: dict[str, Any] = loads(row["build"], {})
+
+    @property
+    def id(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    @property
+    def folder(self) -> Path:
+        return self.workspace.path / "images" / self.name / str(self.version)
+
+    @property
+    def app_dir(self) -> Path:
+        """The snapshot of the script and its files (read-only)."""
+        return self.folder / "app"
+
+    @property
+    def execution_script(self) -> str:
+        return self.spec["execution_script"]
+
+    @property
+    def runtime(self) -> str:
+        return self.spec["runtime"]
+
+    @property
+    def environment(self) -> EnvironmentSpec:
+        return EnvironmentSpec.from_dict(self.spec["environment"])
+
+    @property
+    def models(self) -> list[Model]:
+        return [Model(self.workspace, id=model_id) for model_id in self.model_ids]
+
+    @property
+    def image_location(self) -> str | None:
+        """Where a built container image lives (`registry/repo:tag`), once built or pushed."""
+        return self.build_info.get("pushed") or self.build_info.get("tag")
+
+    @property
+    def image_build_log_uri(self) -> str | None:
+        log = self.build_info.get("log")
+        return Path(log).as_uri() if log else None
+
+    @property
+    def warnings(self) -> list[str]:
+        return list(self.spec.get("warnings", []))
+
+    def __repr__(self) -> str:
+        return f"Image(workspace={self.workspace!r}, id={self.id!r}, creation_state={self.creation_state!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Image) and (other.workspace, other.id) == (self.workspace, self.id)
+
+    def __hash__(self) -> int:
+        return hash((self.workspace, self.id))
+
+    # -- creating -------------------------------------------------------------------------------------
+    @staticmethod
+    def create(
+        workspace: Workspace,
+        name: str,
+        models: list,
+        image_config: ImageConfig,
+        progress: progress_mod.Progress | None = None,
+        show_output: bool = False,
+    ) -> Image:
+        """Check the script, snapshot it with its files and environment, and register the next version of `name`.
+
+        Raises ImageException with the reasons when the pre-flight check finds errors; then no
+        version is allocated and nothing is left behind.
+        """
+        report = progress_mod.resolve(progress, show_output)
+        if not isinstance(name, str) or not IMAGE_NAME.match(name):
+            raise UserError(
+                f"image name {name!r} is not valid: 2-32 lowercase letters, digits, '.', '_' or '-', "
+                "starting and ending with a letter or digit"
+            )
+        if not isinstance(image_config, ImageConfig):
+            raise UserError("image_config must come from ContainerImage.image_configuration(...) or ImageConfig(...)")
+        cwd = Path.cwd()
+        image_config.validate(cwd)
+        report.stage(f"Creating image {name}")
+        model_objects = _resolve_models(workspace, models)
+        report.log(f"models: {', '.join(m.id for m in model_objects) or 'none'}")
+        spec, problems = _prepare_spec(cwd, image_config, model_objects)
+        for warning in spec["warnings"]:
+            report.log(f"warning: {warning}")
+        if problems:
+            message = f"image {name} not created: " + "; ".join(problems)
+            report.done(False, message)
+            raise ImageException(message)
+        staging = workspace.path / "images" / f".staging-{os.getpid()}-{uuid.uuid4().hex}"
+        try:
+            _snapshot(cwd, image_config, staging / "app")
+            _make_read_only(staging / "app")
+            with workspace.transaction() as db:
+                version = workspace.next_version(db, "image", name)
+                (workspace.path / "images" / name).mkdir(exist_ok=True)
+                os.rename(staging, workspace.path / "images" / name / str(version))
+                db.execute(
+                    "INSERT INTO images (name, version, description, tags, properties, created_time, state, models, spec, error)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,NULL)",
+                    (
+                        name,
+                        version,
+                        image_config.description,
+                        dumps(image_config.tags),
+                        dumps(image_config.properties),
+                        now(),
+                        "Succeeded",
+                        dumps([m.id for m in model_objects]),
+                        dumps(spec),
+                    ),
+                )
+        finally:
+            _remove_tree(staging)
+        image = Image(workspace, name, version=version)
+        report.done(True, f"image {image.id} created")
+        return image
+
+    @staticmethod
+    def list(
+        workspace: Workspace,
+        image_name: str | None = None,
+        model_name: str | None = None,
+        model_id: str | None = None,
+        tags: Any = None,
+        properties: Any = None,
+    ) -> list[Image]:
+        rows = workspace.query("SELECT * FROM images ORDER BY name, version DESC")
+        out = []
+        for row in rows:
+            models = loads(row["models"], [])
+            if image_name and row["name"] != image_name:
+                continue
+            if model_id and model_id not in models:
+                continue
+            if model_name and not any(m.split(":")[0] == model_name for m in models):
+                continue
+            if tag_filter_matches(loads(row["tags"], {}), tags) and tag_filter_matches(loads(row["properties"], {}), properties):
+                out.append(Image(workspace, _row=row))
+        return out
+
+    def wait_for_creation(self, show_output: bool = False) -> None:
+        """v1's waiting loop; creation is synchronous here, so this reports the outcome at once."""
+        if show_output:
+            print(self.creation_state)
+        if self.creation_state != "Succeeded":
+            raise ImageException(
+                f"Image creation polling reached non-successful terminal state, current state: "
+                f"{self.creation_state}\nError: {self.error}"
+            )
+        if show_output:
+            print(f'Image creation operation finished for image {self.id}, operation "Succeeded"')
+
+    def update_creation_state(self) -> None:
+        self._load(self._find(self.workspace, self.name, None, None, None, self.version))
+
+    def services_using(self) -> list[str]:
+        return [r["name"] for r in self.workspace.query("SELECT name FROM services WHERE image_id=? ORDER BY name", (self.id,))]
+
+    def delete(self) -> None:
+        """Delete the image (and its built container image). Refused while a service uses it."""
+        from .targets import remove_built_image
+
+        with self.workspace.transaction() as db:
+            users = [r["name"] for r in db.execute("SELECT name FROM services WHERE image_id=?", (self.id,))]
+            if users:
+                raise ConflictError(
+                    f"image {self.id} is used by service {', '.join(users)}; delete or update "
+                    f"{'that service' if len(users) == 1 else 'those services'} first"
+                )
+            db.execute("DELETE FROM images WHERE name=? AND version=?", (self.name, self.version))
+        remove_built_image(self)
+        _remove_tree(self.folder)
+        self.creation_state = "Deleting"
+
+    def set_build_info(self, **info: Any) -> None:
+        self.build_info = {**self.build_info, **info}
+        with self.workspace.transaction() as db:
+            db.execute("UPDATE images SET build=? WHERE name=? AND version=?", (dumps(self.build_info), self.name, self.version))
+
+    def update(self, tags: dict) -> None:
+        self.tags = {k: str(v) for k, v in tags.items()}
+        with self.workspace.transaction() as db:
+            db.execute("UPDATE images SET tags=? WHERE name=? AND version=?", (dumps(self.tags), self.name, self.version))
+
+    def add_tags(self, tags: dict) -> None:
+        self.update({**self.tags, **tags})
+
+    def remove_tags(self, tags: list[str]) -> None:
+        self.update({k: v for k, v in self.tags.items() if k not in tags})
+
+    def serialize(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "version": self.version,
+            "description": self.description,
+            "tags": self.tags,
+            "properties": self.properties,
+            "createdTime": self.created_time,
+            "creationState": self.creation_state,
+            "modelIds": self.model_ids,
+            "runtime": self.runtime,
+            "executionScript": self.execution_script,
+            "environment": self.spec.get("environment"),
+            "warnings": self.warnings,
+            "imageLocation": self.image_location,
+            "services": self.services_using(),
+        }
+
+
+def _prepare_spec(cwd: Path, config: ImageConfig, models: list[Model]) -> tuple[dict[str, Any], list[str]]:
+    """The image's spec, and the pre-flight errors (empty when the image can be created)."""
+    script_path = cwd / config.execution_script
+    local_modules = {Path(d).stem for d in config.dependencies} | {p.stem for p in script_path.parent.glob("*.py")}
+    requirements_file = cwd / config.requirements if config.requirements else None
+    conda_file = cwd / config.conda_file if config.conda_file else None
+    declared = None
+    if requirements_file or conda_file:
+        declared = build_spec(set(), requirements_file, conda_file).requirement_names()
+    facts = check_script(script_path.read_text(), config.execution_script, declared, local_modules)
+    problems = [str(p) for p in facts.errors]
+    model_modules: set[str] = set()
+    for model in models:
+        model_modules |= pickled_modules(model.path)
+    environment = build_spec(facts.third_party_imports | model_modules, requirements_file, conda_file)
+    if environment.source == "inferred" and model_modules - facts.third_party_imports:
+        extra = sorted(model_modules - facts.third_party_imports)
+        facts.problems.append(
+            progress_note(f"the models need {', '.join(extra)} (read from the pickles): added to the requirements")
+        )
+    if declared is not None:
+        from .environments import distributions_for_imports, normalise
+
+        needed, _ = distributions_for_imports(model_modules)
+        missing = [p for p in needed if normalise(p.split("==")[0]) not in declared]
+        problems += [
+            f"the model pickles need {p.split('==')[0]}, which the image's requirements do not list; add '{p}'" for p in missing
+        ]
+    spec = {
+        "execution_script": Path(config.execution_script).as_posix(),
+        "runtime": config.runtime,
+        "environment": environment.to_dict(),
+        "dependencies": [Path(d).as_posix() for d in config.dependencies],
+        "schema_file": config.schema_file,
+        "docker_file": config.docker_file,
+        "base_image": config.base_image,
+        "enable_gpu": bool(config.enable_gpu),
+        "cuda_version": config.cuda_version,
+        "input_style": facts.style,
+        "run_params": list(facts.run_params),
+        "warnings": [str(p) for p in facts.warnings],
+    }
+    return spec, problems
+
+
+def progress_note(message: str):
+    from .preflight import Problem
+
+    return Problem("warning", message)
+
+
+def _snapshot(cwd: Path, config: ImageConfig, app: Path) -> None:
+    """Copy the script and its files into the image, keeping their paths relative to the CWD."""
+    items = [config.execution_script, *config.dependencies]
+    items += [f for f in (config.schema_file, config.conda_file, config.requirements, config.docker_file) if f]
+    app.mkdir(parents=True)
+    for item in items:
+        source, target = cwd / item, app / item
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(
+                source, target, ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"), dirs_exist_ok=True
+            )
+        else:
+            shutil.copy2(source, target)

@@ -1,0 +1,313 @@
+"""Registered models: a file or folder under a name, versioned `name:1`, `name:2`, ...
+
+model = Model.register(ws, "outputs/sklearn_mnist_model.pkl", "sklearn_mnist", tags={"key": "0.1"})
+model.id                       # 'sklearn_mnist:1'
+Model(ws, "sklearn_mnist")     # the latest version; Model(ws, id="sklearn_mnist:1") for one
+Model.list(ws, tags=["key"])
+model.download("restored/")
+model.delete()                 # refused while an image uses it
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import re
+import shutil
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Any
+
+from .errors import ConflictError, ModelNotFoundException, UserError
+from .workspace import Workspace, dumps, loads, now
+
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
+_PACKAGE_DIR = str(Path(__file__).resolve().parents[1])
+
+
+def split_id(model_id: str) -> tuple[str, int | None]:
+    """'name:3' -> ('name', 3); 'name' -> ('name', None)."""
+    name, _, version = model_id.partition(":")
+    if version and not version.isdigit():
+        raise UserError(f"model id {model_id!r} must look like name:version with an integer version")
+    return name, int(version) if version else None
+
+
+def tag_filter_matches(tags: dict[str, str], wanted: Any) -> bool:
+    """v1's filters: ['key'], [['key', 'value']], or (here too) {'key': 'value'}."""
+    if not wanted:
+        return True
+    if isinstance(wanted, dict):
+        wanted = list(wanted.items())
+    for item in wanted:
+        if isinstance(item, str):
+            if item not in tags:
+                return False
+        else:
+            key, value = item
+            if tags.get(key) != value:
+                return False
+    return True
+
+
+def detect_source() -> str:
+    """Where a registration came from: the notebook when known, else the calling file."""
+    for var in ("MLMAGICS_SOURCE", "JPY_SESSION_NAME"):
+        if os.environ.get(var):
+            return os.environ[var]
+    if "IPython" in sys.modules:
+        shell = sys.modules["IPython"].get_ipython()
+        if shell is not None:
+            for key in ("__vsc_ipynb_file__", "__session__"):
+                if shell.user_ns.get(key):
+                    return str(shell.user_ns[key])
+            return "notebook or IPython session"
+    for frame in inspect.stack()[2:]:
+        filename = frame.filename
+        if not filename.startswith(_PACKAGE_DIR) and not filename.startswith("<"):
+            return filename
+    return "unknown"
+
+
+class Model:
+    """A registered model (v1's `azureml.core.model.Model`, same constructor and attributes)."""
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        name: str | None = None,
+        id: str | None = None,
+        tags: Any = None,
+        properties: Any = None,
+        version: int | None = None,
+        run_id: str | None = None,
+        model_framework: str | None = None,
+        _row: sqlite3.Row | None = None,
+    ) -> None:
+        self.workspace = workspace
+        if _row is None:
+            _row = self._find(workspace, name, id, tags, properties, version)
+        self._load(_row)
+
+    @staticmethod
+    def _find(ws: Workspace, name, model_id, tags, properties, version) -> sqlite3.Row:
+        if model_id:
+            name, version = split_id(model_id)
+        if not name:
+            raise UserError("give a model name or id, e.g. Model(ws, 'sklearn_mnist') or Model(ws, id='sklearn_mnist:1')")
+        rows = ws.query("SELECT * FROM models WHERE name=? ORDER BY version DESC", (name,))
+        for row in rows:
+            if version is not None and row["version"] != version:
+                continue
+            if tag_filter_matches(loads(row["tags"], {}), tags) and tag_filter_matches(loads(row["properties"], {}), properties):
+                return row
+        wanted = f"{name}:{version}" if version is not None else name
+        known = ", ".join(f"{r['name']}:{r['version']}" for r in rows[:5]) or "none"
+        raise ModelNotFoundException(f"model {wanted} is not registered in {ws.path} (versions of {name}: {known})")
+
+    def _load(self, row: sqlite3.Row) -> None:
+        self.name: str = row["name"]
+        self.version: int = row["version"]
+        self.description: str | None = row["description"]
+        self.tags: dict[str, str] = loads(row["tags"], {})
+        self.properties: dict[str, str] = loads(row["properties"], {})
+        self.created_time: str = row["created_time"]
+        self.digest: str = row["digest"]
+        self.artifact: str = row["artifact"]
+        self.size: int = row["size"]
+        self.source: str | None = row["source"]
+        self.model_framework: str | None = row["framework"]
+        self.model_framework_version: str | None = row["framework_version"]
+
+    @property
+    def id(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    @property
+    def path(self) -> Path:
+        """The registered (read-only) file or folder."""
+        return self.workspace.artifact_path(self.artifact)
+
+    @property
+    def url(self) -> str:
+        return self.path.as_uri()
+
+    def __repr__(self) -> str:
+        return (
+            f"Model(workspace={self.workspace!r}, name={self.name!r}, id={self.id!r}, version={self.version}, "
+            f"tags={self.tags}, properties={self.properties})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Model) and (other.workspace, other.id) == (self.workspace, self.id)
+
+    def __hash__(self) -> int:
+        return hash((self.workspace, self.id))
+
+    # -- registering ------------------------------------------------------------------------------------
+    @staticmethod
+    def register(
+        workspace: Workspace,
+        model_path: str | os.PathLike,
+        model_name: str,
+        tags: dict | None = None,
+        properties: dict | None = None,
+        description: str | None = None,
+        datasets: Any = None,
+        model_framework: str | None = None,
+        model_framework_version: str | None = None,
+        child_paths: Any = None,
+        source: str | None = None,
+    ) -> Model:
+        """Store a copy of `model_path` (a file or a folder) as the next version of `model_name`.
+
+        The copy is made before the version is allocated, so a registration that fails or is
+        killed half-way leaves no model behind; concurrent registrations of one name get
+        distinct consecutive versions.
+        """
+        if not isinstance(model_name, str) or not MODEL_NAME.match(model_name):
+            raise UserError(
+                f"model name {model_name!r} is not valid: use letters, digits, '-', '_' or '.', "
+                "starting with a letter or digit, at most 255 characters"
+            )
+        path = Path(model_path).expanduser()
+        if not path.exists():
+            raise UserError(f"model path {str(model_path)!r} does not exist (relative to {os.getcwd()})")
+        for label, mapping in (("tags", tags), ("properties", properties)):
+            if mapping is not None and not isinstance(mapping, dict):
+                raise UserError(f"{label} must be a dict of str to str, got {type(mapping).__name__}")
+        digest, artifact, size = workspace.store_artifact(path)
+        with workspace.transaction() as db:
+            version = workspace.next_version(db, "model", model_name)
+            db.execute(
+                "INSERT INTO models (name, version, description, tags, properties, created_time, digest, artifact, size,"
+                " source, framework, framework_version) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    model_name,
+                    version,
+                    description,
+                    dumps({k: str(v) for k, v in (tags or {}).items()}),
+                    dumps({k: str(v) for k, v in (properties or {}).items()}),
+                    now(),
+                    digest,
+                    artifact,
+                    size,
+                    source or detect_source(),
+                    model_framework,
+                    model_framework_version,
+                ),
+            )
+        return Model(workspace, model_name, version=version)
+
+    @staticmethod
+    def list(
+        workspace: Workspace,
+        name: str | None = None,
+        tags: Any = None,
+        properties: Any = None,
+        run_id: str | None = None,
+        latest: bool = False,
+    ) -> list[Model]:
+        """Registered models, newest first; `latest=True` keeps the newest version of each name."""
+        rows = workspace.query(
+            "SELECT * FROM models" + (" WHERE name=?" if name else "") + " ORDER BY name, version DESC", (name,) if name else ()
+        )
+        out, seen = [], set()
+        for row in rows:
+            if latest and row["name"] in seen:
+                continue
+            if tag_filter_matches(loads(row["tags"], {}), tags) and tag_filter_matches(loads(row["properties"], {}), properties):
+                out.append(Model(workspace, _row=row))
+                seen.add(row["name"])
+        return out
+
+    @staticmethod
+    def get_model_path(model_name: str, version: int | None = None, _workspace: Workspace | None = None) -> str:
+        """Inside a scoring script: the deployed model's path. With a workspace: the registered copy."""
+        if _workspace is not None:
+            return str(Model(_workspace, model_name, version=version).path)
+        from mlmagics.serving.compat.azureml.core.model import Model as ScoringModel
+
+        return ScoringModel.get_model_path(model_name, version)
+
+    # -- using ----------------------------------------------------------------------------------------------
+    def download(self, target_dir: str | os.PathLike = ".", exist_ok: bool = False) -> str:
+        """Copy the model into `target_dir`; returns the copy's path."""
+        target = Path(target_dir) / self.path.name
+        if target.exists():
+            if not exist_ok:
+                raise ConflictError(f"{target} already exists; pass exist_ok=True to overwrite it")
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_dir():
+            shutil.copytree(self.path, target)
+            for folder, dirs, files in os.walk(target):
+                for entry in dirs + files:
+                    os.chmod(os.path.join(folder, entry), 0o755 if entry in dirs else 0o644)
+        else:
+            shutil.copyfile(self.path, target)
+        return str(target)
+
+    def images_using(self) -> list[str]:
+        rows = self.workspace.query(
+            "SELECT i.name, i.version FROM images i, json_each(i.models) m WHERE m.value=? ORDER BY i.name, i.version", (self.id,)
+        )
+        return [f"{r['name']}:{r['version']}" for r in rows]
+
+    def delete(self) -> None:
+        """Delete this version. Refused while an image uses it: delete those images first."""
+        with self.workspace.transaction() as db:
+            users = [
+                f"{r['name']}:{r['version']}"
+                for r in db.execute("SELECT i.name, i.version FROM images i, json_each(i.models) m WHERE m.value=?", (self.id,))
+            ]
+            if users:
+                raise ConflictError(
+                    f"model {self.id} is used by image {', '.join(users)}; delete "
+                    f"{'that image' if len(users) == 1 else 'those images'} first"
+                )
+            db.execute("DELETE FROM models WHERE name=? AND version=?", (self.name, self.version))
+        self.workspace.remove_artifact_if_unused(self.digest)
+
+    def update(self, tags: dict | None = None, description: str | None = None) -> None:
+        with self.workspace.transaction() as db:
+            if tags is not None:
+                self.tags = {k: str(v) for k, v in tags.items()}
+                db.execute("UPDATE models SET tags=? WHERE name=? AND version=?", (dumps(self.tags), self.name, self.version))
+            if description is not None:
+                self.description = description
+                db.execute("UPDATE models SET description=? WHERE name=? AND version=?", (description, self.name, self.version))
+
+    def add_tags(self, tags: dict) -> None:
+        self.update(tags={**self.tags, **tags})
+
+    def remove_tags(self, tags: list[str]) -> None:
+        self.update(tags={k: v for k, v in self.tags.items() if k not in tags})
+
+    def add_properties(self, properties: dict) -> None:
+        """Add properties; v1 never lets an existing property change."""
+        clash = [k for k in properties if k in self.properties and self.properties[k] != str(properties[k])]
+        if clash:
+            raise ConflictError(f"properties {clash} already exist with other values; properties cannot change")
+        self.properties = {**self.properties, **{k: str(v) for k, v in properties.items()}}
+        with self.workspace.transaction() as db:
+            db.execute(
+                "UPDATE models SET properties=? WHERE name=? AND version=?", (dumps(self.properties), self.name, self.version)
+            )
+
+    def serialize(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "version": self.version,
+            "description": self.description,
+            "tags": self.tags,
+            "properties": self.properties,
+            "createdTime": self.created_time,
+            "url": self.url,
+            "size": self.size,
+            "digest": self.digest,
+            "source": self.source,
+            "images": self.images_using(),
+        }

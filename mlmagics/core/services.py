@@ -1,0 +1,473 @@
+"""Web services: an image deployed to a target under a name.
+
+    service = Webservice.deploy_from_image(workspace=ws, name="aci-mnist-3", image=image,
+                                           deployment_config=LocalWebservice.deploy_configuration())
+    service.wait_for_deployment(show_output=True)
+    service.state                   # 'Healthy'
+    service.run(input_data=json.dumps({"data": [[1, 2, 3]]}))
+    service.update(image=Image(ws, id="myimage:2"))
+    Webservice(ws, "aci-mnist-3")   # the same service, from any process
+    service.delete()
+
+`Webservice` holds what every target shares (the record in the workspace, keys, `run`,
+waiting, v1's dispatch rules); each target's subclass in `core/targets/` does the rest
+through five hooks: `_start`, `_probe`, `_update`, `_stop`, `_logs` (and `_keys_changed`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import sqlite3
+import time
+from typing import Any, ClassVar
+
+from . import progress as progress_mod
+from .configs import DeploymentConfiguration, config_from_dict
+from .errors import ConflictError, NotFoundError, UserError, WebserviceException
+from .images import Image, ImageConfig
+from .models import Model, tag_filter_matches
+from .workspace import Workspace, dumps, loads, now
+
+SERVICE_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+TRANSITIONING, HEALTHY, UNHEALTHY, FAILED = "Transitioning", "Healthy", "Unhealthy", "Failed"
+
+
+def validate_service_name(name: str) -> None:
+    if not isinstance(name, str) or not SERVICE_NAME.match(name) or not 3 <= len(name) <= 32:
+        raise UserError(
+            f"service name {name!r} is not valid: 3-32 characters, lowercase letters, digits and '-', "
+            "starting with a letter and not ending with '-'"
+        )
+
+
+def new_key() -> str:
+    return secrets.token_urlsafe(24)
+
+
+class Webservice:
+    """A deployed service (v1's `azureml.core.webservice.Webservice`); `Webservice(ws, name)` reattaches."""
+
+    compute_type: ClassVar[str] = ""
+    config_class: ClassVar[type[DeploymentConfiguration]] = DeploymentConfiguration
+
+    def __new__(cls, workspace: Workspace | None = None, name: str | None = None, **kwargs: Any):
+        if cls is Webservice and workspace is not None and name is not None and kwargs.get("_row") is None:
+            from .targets import target_for
+
+            row = _find(workspace, name)
+            return super().__new__(target_for(row["compute_type"]))
+        return super().__new__(cls)
+
+    def __init__(self, workspace: Workspace, name: str, _row: sqlite3.Row | None = None) -> None:
+        self.workspace = workspace
+        self._load(_row if _row is not None else _find(workspace, name))
+
+    def _load(self, row: sqlite3.Row) -> None:
+        self.name: str = row["name"]
+        self.image_id: str = row["image_id"]
+        self.state: str = row["state"]
+        self.config: DeploymentConfiguration = config_from_dict(loads(row["config"], {}))
+        self.scoring_uri: str | None = row["scoring_uri"]
+        self.swagger_uri: str | None = row["swagger_uri"]
+        self._keys: dict[str, str] = loads(row["keys"], {})
+        self.description: str | None = row["description"]
+        self.tags: dict[str, str] = loads(row["tags"], {})
+        self.properties: dict[str, str] = loads(row["properties"], {})
+        self.created_time: str = row["created_time"]
+        self.updated_time: str = row["updated_time"]
+        self.error: str | None = row["error"]
+        self.target: dict[str, Any] = loads(row["target"], {})
+
+    def _refresh_record(self) -> None:
+        self._load(_find(self.workspace, self.name))
+
+    def _save(self, **fields: Any) -> None:
+        """Write fields of this service's record (JSON-encoding dicts)."""
+        fields["updated_time"] = now()
+        columns = ", ".join(f"{k}=?" for k in fields)
+        values = [dumps(v) if isinstance(v, dict | list) else v for v in fields.values()]
+        with self.workspace.transaction() as db:
+            db.execute(f"UPDATE services SET {columns} WHERE name=?", (*values, self.name))
+        self._refresh_record()
+
+    # -- attributes --------------------------------------------------------------------------------------
+    @property
+    def image(self) -> Image:
+        return Image(self.workspace, id=self.image_id)
+
+    @property
+    def models(self) -> list[Model]:
+        return self.image.models
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.config.effective("auth_enabled"))
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(workspace={self.workspace!r}, name={self.name!r}, image_id={self.image_id!r}, "
+            f"compute_type={self.compute_type!r}, state={self.state!r}, scoring_uri={self.scoring_uri!r})"
+        )
+
+    # -- deploying (v1's entry points) ------------------------------------------------------------------
+    @staticmethod
+    def deploy_from_image(
+        workspace: Workspace,
+        name: str,
+        image: Image,
+        deployment_config: DeploymentConfiguration | None = None,
+        deployment_target: Any = None,
+        progress: progress_mod.Progress | None = None,
+        show_output: bool = False,
+    ) -> Webservice:
+        """Deploy `image` as service `name`. Returns at once in state Transitioning (v1 does too);
+        call `wait_for_deployment()` to follow it. The target follows v1's rules: the
+        configuration's type decides; without one, `deployment_target` (a cluster) means
+        Kubernetes, and nothing at all means the workspace's default target (local)."""
+        from .targets import default_target, target_for
+
+        validate_service_name(name)
+        if not isinstance(image, Image):
+            raise UserError("image must be an Image, e.g. Image(ws, id='myimage:1')")
+        if image.creation_state != "Succeeded":
+            raise UserError(f"image {image.id} is {image.creation_state}; only a Succeeded image can be deployed")
+        if deployment_config is None:
+            cls = target_for("Kubernetes") if deployment_target is not None else default_target()
+            deployment_config = cls.deploy_configuration()
+        if not isinstance(deployment_config, DeploymentConfiguration):
+            raise UserError("deployment_config must come from a target's deploy_configuration(...)")
+        deployment_config.validate()
+        cls = target_for(deployment_config.compute_type)
+        report = progress_mod.resolve(progress, show_output)
+        keys = {"primary": deployment_config.primary_key or new_key(), "secondary": deployment_config.secondary_key or new_key()}
+        created = now()
+        try:
+            with workspace.transaction() as db:
+                db.execute(
+                    "INSERT INTO services (name, compute_type, image_id, state, config, keys, description, tags, properties,"
+                    " created_time, updated_time) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        name,
+                        cls.compute_type,
+                        image.id,
+                        TRANSITIONING,
+                        dumps(deployment_config.to_dict()),
+                        dumps(keys),
+                        deployment_config.description,
+                        dumps(deployment_config.tags or {}),
+                        dumps(deployment_config.properties or {}),
+                        created,
+                        created,
+                    ),
+                )
+        except sqlite3.IntegrityError:
+            raise ConflictError(
+                f"service {name!r} already exists; update it with service.update(image=...) or delete it first"
+            ) from None
+        service = cls(workspace, name)
+        report.stage(f"Deploying {image.id} as {name} ({cls.compute_type})")
+        try:
+            service._start(image, report, deployment_target)
+        except Exception as e:
+            service._save(state=FAILED, error=str(e))
+            report.done(False, str(e))
+            raise
+        return service
+
+    @staticmethod
+    def deploy_from_model(
+        workspace: Workspace,
+        name: str,
+        models: list,
+        image_config: ImageConfig,
+        deployment_config: DeploymentConfiguration | None = None,
+        deployment_target: Any = None,
+        progress: progress_mod.Progress | None = None,
+        show_output: bool = False,
+    ) -> Webservice:
+        """Create an image from `models` and `image_config` (named after the service), then deploy it."""
+        image = Image.create(workspace, name, models, image_config, progress=progress, show_output=show_output)
+        image.wait_for_creation(show_output=show_output and progress is None)
+        return Webservice.deploy_from_image(workspace, name, image, deployment_config, deployment_target, progress, show_output)
+
+    @staticmethod
+    def deploy(
+        workspace: Workspace,
+        name: str,
+        model_paths: list[str],
+        image_config: ImageConfig,
+        deployment_config: DeploymentConfiguration | None = None,
+        deployment_target: Any = None,
+        progress: progress_mod.Progress | None = None,
+        show_output: bool = False,
+    ) -> Webservice:
+        """Register the files in `model_paths`, then `deploy_from_model`."""
+        from pathlib import Path
+
+        models = [Model.register(workspace, p, Path(p).name[:30]) for p in model_paths]
+        return Webservice.deploy_from_model(
+            workspace, name, models, image_config, deployment_config, deployment_target, progress, show_output
+        )
+
+    @staticmethod
+    def deploy_local_from_model(
+        workspace: Workspace,
+        name: str,
+        models: list,
+        image_config: ImageConfig,
+        deployment_config: DeploymentConfiguration | None = None,
+        wait: bool = False,
+    ) -> Webservice:
+        from .targets import target_for
+
+        config = deployment_config or target_for("Local").deploy_configuration()
+        service = Webservice.deploy_from_model(workspace, name, models, image_config, config)
+        if wait:
+            service.wait_for_deployment()
+        return service
+
+    @staticmethod
+    def list(
+        workspace: Workspace,
+        compute_type: str | None = None,
+        image_name: str | None = None,
+        image_id: str | None = None,
+        model_name: str | None = None,
+        model_id: str | None = None,
+        tags: Any = None,
+        properties: Any = None,
+        refresh: bool = False,
+    ) -> list[Webservice]:
+        """Services in the workspace (every target), optionally filtered; `refresh=True` asks each target for its live state."""
+        from .targets import canonical_compute_type, target_for
+
+        wanted_type = canonical_compute_type(compute_type) if compute_type else None
+        out = []
+        for row in workspace.query("SELECT * FROM services ORDER BY name"):
+            if wanted_type and row["compute_type"] != wanted_type:
+                continue
+            if image_id and row["image_id"] != image_id:
+                continue
+            if image_name and row["image_id"].split(":")[0] != image_name:
+                continue
+            if not (
+                tag_filter_matches(loads(row["tags"], {}), tags) and tag_filter_matches(loads(row["properties"], {}), properties)
+            ):
+                continue
+            service = target_for(row["compute_type"])(workspace, row["name"], _row=row)
+            if model_name or model_id:
+                ids = service.image.model_ids
+                if model_id and model_id not in ids or model_name and not any(i.split(":")[0] == model_name for i in ids):
+                    continue
+            if refresh:
+                service.update_deployment_state()
+            out.append(service)
+        return out
+
+    # -- operating -------------------------------------------------------------------------------------------
+    def update_deployment_state(self) -> str:
+        """Ask the target for the live state and record it."""
+        state, error = self._probe()
+        if (state, error) != (self.state, self.error):
+            self._save(state=state, error=error)
+        return self.state
+
+    def wait_for_deployment(
+        self, show_output: bool = False, timeout_sec: float | None = None, progress: progress_mod.Progress | None = None
+    ) -> None:
+        """Wait until the service is Healthy; raise WebserviceException (with its logs) if it fails.
+
+        Prints v1's lines with `show_output=True`: the state, a dot per poll, the final state.
+        """
+        timeout = timeout_sec if timeout_sec is not None else self.startup_timeout()
+        deadline = time.monotonic() + timeout
+        dots = 0
+        if show_output and progress is None:
+            print(self.state, end="", flush=True)
+        while True:
+            state, error = self._probe()
+            if state in (HEALTHY, FAILED) or time.monotonic() > deadline:
+                break
+            if show_output and progress is None:
+                dots += 1
+                print(".", end="", flush=True)
+            time.sleep(self.poll_interval)
+        if state not in (HEALTHY, FAILED):
+            state, error = UNHEALTHY, f"not Healthy after {timeout:.0f} s; the logs may say why (service.get_logs())"
+        self._save(state=state, error=error)
+        if show_output and progress is None:
+            print(f"\n{state}")
+        if state != HEALTHY:
+            tail = self.get_logs(num_lines=20)
+            message = (
+                f"Service deployment polling reached non-successful terminal state, current service state: "
+                f"{state}\nError: {error}\nLast log lines:\n{tail}"
+            )
+            if progress is not None:
+                progress.done(False, error or state)
+            raise WebserviceException(message)
+        if show_output and progress is None:
+            print(f'{self.compute_type} service creation operation finished, operation "Succeeded"')
+        if progress is not None:
+            progress.done(True, f"{self.name} is Healthy at {self.scoring_uri}")
+
+    poll_interval: ClassVar[float] = 0.1
+
+    def startup_timeout(self) -> float:
+        return 300.0
+
+    def run(self, input_data: Any) -> Any:
+        """POST `input_data` (str or bytes, sent as given; a dict or list is JSON-encoded) to the scoring URI.
+
+        Returns the parsed JSON answer (bytes for a non-JSON answer); raises WebserviceException
+        with the status, headers and body for anything but 200.
+        """
+        import requests
+
+        if not self.scoring_uri:
+            raise WebserviceException(
+                f"Error attempting to call webservice, scoring_uri unavailable. "
+                f"Service {self.name} is {self.state}; check service.get_logs()"
+            )
+        if isinstance(input_data, dict | list):
+            input_data = json.dumps(input_data)
+        headers = {"Content-Type": "application/json"}
+        if self.auth_enabled:
+            headers["Authorization"] = f"Bearer {self.get_keys()[0]}"
+        try:
+            response = requests.post(
+                self.scoring_uri,
+                data=input_data,
+                headers=headers,
+                timeout=self.config.effective("scoring_timeout_ms") / 1000 + 10,
+            )
+        except requests.RequestException as e:
+            raise WebserviceException(
+                f"Could not reach {self.scoring_uri}: {e}. Service {self.name} is {self.update_deployment_state()}"
+            ) from None
+        if response.status_code != 200:
+            raise WebserviceException(
+                f"Received bad response from service:\nResponse Code: {response.status_code}\n"
+                f"Headers: {dict(response.headers)}\nContent: {response.content!r}"
+            )
+        if response.headers.get("content-type", "").startswith("application/json"):
+            return response.json()
+        return response.content
+
+    def get_logs(self, num_lines: int = 5000) -> str:
+        return self._logs(num_lines)
+
+    def get_keys(self) -> tuple[str, str]:
+        """(primary, secondary) keys; `Authorization: Bearer <key>` with either one."""
+        if not self.auth_enabled:
+            raise WebserviceException(
+                f"service {self.name} has key auth disabled; redeploy or update it with auth_enabled=True to use keys"
+            )
+        return self._keys["primary"], self._keys["secondary"]
+
+    def regen_key(self, key: str) -> None:
+        """Replace the 'Primary' or 'Secondary' key; the running service accepts the new key within a second."""
+        which = str(key).lower()
+        if which not in ("primary", "secondary"):
+            raise UserError(f"key must be 'Primary' or 'Secondary', got {key!r}")
+        keys = {**self._keys, which: new_key()}
+        self._save(keys=keys)
+        self._keys_changed()
+
+    def update(self, image: Image | None = None, **settings: Any) -> None:
+        """Move the service to another image and/or settings. The new version is started and checked
+        before it takes traffic; if it fails, the previous version keeps serving and this raises
+        WebserviceException with the reason."""
+        progress = settings.pop("progress", None)
+        show_output = settings.pop("show_output", False)
+        models = settings.pop("models", None)
+        inference_config = settings.pop("inference_config", None)
+        if models is not None or inference_config is not None:
+            raise UserError(
+                "update(models=..., inference_config=...) is not supported: create an image with "
+                "Image.create(...) and pass update(image=...)"
+            )
+        if image is not None and not isinstance(image, Image):
+            raise UserError("image must be an Image, e.g. Image(ws, id='myimage:2')")
+        new_config = self.config.merged(**settings)
+        target_image = image or self.image
+        report = progress_mod.resolve(progress, show_output)
+        report.stage(f"Updating {self.name} to {target_image.id}")
+        self._update(target_image, new_config, report)
+        self._save(
+            image_id=target_image.id,
+            config=new_config.to_dict(),
+            state=HEALTHY,
+            error=None,
+            description=new_config.description,
+            tags=new_config.tags or self.tags,
+        )
+        report.done(True, f"{self.name} now serves {target_image.id}")
+
+    def reload(self) -> None:
+        """Restart the service's processes on the same image (init() runs again); starts it if it is down."""
+        self.update(image=self.image)
+
+    def delete(self) -> None:
+        """Stop the service and remove it (its image stays until image.delete())."""
+        self.state = "Deleting"
+        self._stop()
+        with self.workspace.transaction() as db:
+            db.execute("DELETE FROM services WHERE name=?", (self.name,))
+
+    def serialize(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "tags": self.tags,
+            "properties": self.properties,
+            "state": self.state,
+            "createdTime": self.created_time,
+            "updatedTime": self.updated_time,
+            "error": self.error,
+            "computeType": self.compute_type,
+            "workspaceName": self.workspace.name,
+            "imageId": self.image_id,
+            "scoringUri": self.scoring_uri,
+            "swaggerUri": self.swagger_uri,
+            "authEnabled": self.auth_enabled,
+            "config": self.config.to_dict(),
+        }
+
+    # -- target hooks ------------------------------------------------------------------------------------------
+    @staticmethod
+    def deploy_configuration(**kwargs: Any) -> DeploymentConfiguration:
+        raise NotImplementedError
+
+    def _start(self, image: Image, progress: progress_mod.Progress, deployment_target: Any) -> None:
+        raise NotImplementedError
+
+    def _probe(self) -> tuple[str, str | None]:
+        raise NotImplementedError
+
+    def _update(self, image: Image, config: DeploymentConfiguration, progress: progress_mod.Progress) -> None:
+        raise NotImplementedError
+
+    def _stop(self) -> None:
+        raise NotImplementedError
+
+    def _logs(self, num_lines: int) -> str:
+        raise NotImplementedError
+
+    def _keys_changed(self) -> None:
+        raise NotImplementedError
+
+
+def swagger_uri_for(scoring_uri: str) -> str:
+    """v1: the scoring URI with its last segment replaced by swagger.json."""
+    return scoring_uri.rsplit("/", 1)[0] + "/swagger.json"
+
+
+def _find(workspace: Workspace, name: str) -> sqlite3.Row:
+    rows = workspace.query("SELECT * FROM services WHERE name=?", (name,))
+    if not rows:
+        known = ", ".join(r["name"] for r in workspace.query("SELECT name FROM services ORDER BY name LIMIT 8")) or "none"
+        raise NotFoundError(f"service {name!r} does not exist in {workspace.path} (services: {known})")
+    return rows[0]
