@@ -17,6 +17,9 @@ install: $(STAMP)
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+demo: install
+	$(PY) -m mlmagics quickstart --workdir .artifacts/quickstart
+
 bench: install
 	$(PY) benchmarks/serving_bench.py
 

@@ -1,11 +1,336 @@
-"""The `mlmagics` command: the deploy workflow for terminals and CI.
+"""The `mlmagics` command: the deploy workflow for terminals and CI, mirroring the Python API.
 
-mlmagics serve score.py --model-dir azureml-models   # the scoring server in the foreground
+    mlmagics model register outputs/model.pkl --name sklearn_mnist --tag key=0.1
+    mlmagics image create myimage --script score.py --model sklearn_mnist
+    mlmagics service deploy mnist --target local --image myimage:1
+    mlmagics service run mnist '{"data": [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]]}'
+    mlmagics service list
+    mlmagics serve score.py --model-dir azureml-models      # the scoring server in the foreground
+    mlmagics quickstart                                      # the whole flow on a small model
+
+Every command takes `--workspace DIR` (default $MLMAGICS_HOME, else ~/.mlmagics) and `--json`
+for machine-readable output. Errors are one line on stderr: exit 1 (2 for bad usage).
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
+from pathlib import Path
+from typing import Any
+
+from mlmagics import arguments
+
+
+class CliError(Exception):
+    pass
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    if not rows:
+        return "(none)"
+    cells = [[str(row.get(c, "") if row.get(c) is not None else "") for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
+    print(json.dumps(data, indent=2, default=str) if args.json else text)
+
+
+def _workspace(args: argparse.Namespace):
+    from mlmagics.core import Workspace
+
+    return Workspace(args.workspace)
+
+
+def _progress(args: argparse.Namespace):
+    from mlmagics.core import NullProgress, TextProgress
+
+    return NullProgress() if args.json else TextProgress(stream=sys.stderr)
+
+
+# -- models ---------------------------------------------------------------------------------------------
+def model_register(args: argparse.Namespace) -> None:
+    from mlmagics.core import Model
+
+    model = Model.register(
+        _workspace(args),
+        args.path,
+        args.name,
+        tags=arguments.key_values(args.tag),
+        properties=arguments.key_values(args.property, "property"),
+        description=args.description,
+    )
+    _emit(args, model.serialize(), f"Registered model {model.id}")
+
+
+def model_list(args: argparse.Namespace) -> None:
+    from mlmagics.core import Model
+
+    models = Model.list(_workspace(args), name=args.name, tags=arguments.key_values(args.tag) or None, latest=args.latest)
+    rows = [{**m.serialize(), "tags": ",".join(f"{k}={v}" for k, v in m.tags.items())} for m in models]
+    _emit(args, [m.serialize() for m in models], _table(rows, ["id", "size", "tags", "createdTime", "description"]))
+
+
+def model_show(args: argparse.Namespace) -> None:
+    from mlmagics.core.deploy import resolve_model
+
+    data = resolve_model(_workspace(args), args.id).serialize()
+    _emit(args, data, "\n".join(f"{k}: {v}" for k, v in data.items()))
+
+
+def model_delete(args: argparse.Namespace) -> None:
+    from mlmagics.core.deploy import resolve_model
+
+    model = resolve_model(_workspace(args), args.id)
+    model.delete()
+    _emit(args, {"deleted": model.id}, f"Deleted model {model.id}")
+
+
+def model_download(args: argparse.Namespace) -> None:
+    from mlmagics.core.deploy import resolve_model
+
+    path = resolve_model(_workspace(args), args.id).download(args.to, exist_ok=args.force)
+    _emit(args, {"path": path}, f"Downloaded to {path}")
+
+
+# -- images ---------------------------------------------------------------------------------------------
+def image_create(args: argparse.Namespace) -> None:
+    from mlmagics.core.deploy import create_image
+
+    image = create_image(
+        _workspace(args),
+        args.name,
+        args.model or [],
+        args.script,
+        args.requirements,
+        args.conda_file,
+        args.runtime,
+        args.dependency,
+        args.description,
+        arguments.key_values(args.tag),
+        progress=_progress(args),
+    )
+    _emit(args, image.serialize(), f"Created image {image.id}")
+
+
+def image_list(args: argparse.Namespace) -> None:
+    from mlmagics.core import Image
+
+    images = Image.list(_workspace(args), image_name=args.name)
+    rows = [{**i.serialize(), "models": ",".join(i.model_ids)} for i in images]
+    _emit(args, [i.serialize() for i in images], _table(rows, ["id", "creationState", "models", "runtime", "createdTime"]))
+
+
+def image_show(args: argparse.Namespace) -> None:
+    from mlmagics.core.deploy import resolve_image
+
+    data = resolve_image(_workspace(args), args.id).serialize()
+    _emit(args, data, "\n".join(f"{k}: {v}" for k, v in data.items()))
+
+
+def image_delete(args: argparse.Namespace) -> None:
+    from mlmagics.core.deploy import resolve_image
+
+    image = resolve_image(_workspace(args), args.id)
+    image.delete()
+    _emit(args, {"deleted": image.id}, f"Deleted image {image.id}")
+
+
+# -- services -------------------------------------------------------------------------------------------
+def _service(args: argparse.Namespace):
+    from mlmagics.core import Webservice
+
+    return Webservice(_workspace(args), args.name)
+
+
+def service_deploy(args: argparse.Namespace) -> None:
+    from mlmagics.core.deploy import deploy
+
+    service = deploy(
+        _workspace(args),
+        args.name,
+        target=args.target,
+        image=args.image,
+        models=args.model,
+        script=args.script,
+        requirements=args.requirements,
+        conda_file=args.conda_file,
+        runtime=args.runtime,
+        progress=_progress(args),
+        wait=not args.no_wait,
+        **arguments.deploy_settings(args),
+    )
+    _emit(
+        args,
+        service.serialize(),
+        f"Service {service.name} is {service.state}\nscoring URI: {service.scoring_uri}\nswagger URI: {service.swagger_uri}",
+    )
+
+
+def service_list(args: argparse.Namespace) -> None:
+    from mlmagics.core import Webservice
+
+    services = Webservice.list(_workspace(args), compute_type=args.target, refresh=True)
+    _emit(
+        args,
+        [s.serialize() for s in services],
+        _table([s.serialize() for s in services], ["name", "computeType", "imageId", "state", "scoringUri"]),
+    )
+
+
+def service_show(args: argparse.Namespace) -> None:
+    service = _service(args)
+    service.update_deployment_state()
+    data = service.serialize()
+    _emit(args, data, "\n".join(f"{k}: {v}" for k, v in data.items()))
+
+
+def service_run(args: argparse.Namespace) -> None:
+    data = args.data
+    if data is None or data == "-":
+        data = sys.stdin.read()
+    elif data.startswith("@"):
+        data = Path(data[1:]).read_bytes()
+    answer = _service(args).run(data)
+    if isinstance(answer, bytes):
+        sys.stdout.buffer.write(answer)
+        return
+    print(json.dumps(answer, indent=None if not args.json else 2))
+
+
+def service_logs(args: argparse.Namespace) -> None:
+    print(_service(args).get_logs(num_lines=args.lines))
+
+
+def service_update(args: argparse.Namespace) -> None:
+    from mlmagics.core.deploy import resolve_image
+
+    service = _service(args)
+    image = resolve_image(service.workspace, args.image) if args.image else None
+    settings = {k: v for k, v in arguments.deploy_settings(args).items() if k != "port"}
+    service.update(image=image, progress=_progress(args), **settings)
+    _emit(args, service.serialize(), f"Service {service.name} now serves {service.image_id} ({service.state})")
+
+
+def service_delete(args: argparse.Namespace) -> None:
+    service = _service(args)
+    service.delete()
+    _emit(args, {"deleted": service.name}, f"Deleted service {service.name}")
+
+
+def service_keys(args: argparse.Namespace) -> None:
+    service = _service(args)
+    if args.regen:
+        service.regen_key(args.regen)
+    primary, secondary = service.get_keys()
+    _emit(args, {"primary": primary, "secondary": secondary}, f"primary:   {primary}\nsecondary: {secondary}")
+
+
+def quickstart(args: argparse.Namespace) -> None:
+    from mlmagics.quickstart import run_quickstart
+
+    run_quickstart(args.workdir, workspace=args.workspace, keep=args.keep)
+
+
+# -- parser ---------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--workspace", help="workspace folder (default: $MLMAGICS_HOME, else ~/.mlmagics)")
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    parser = argparse.ArgumentParser(prog="mlmagics", description="Deploy models as versioned web services.")
+    groups = parser.add_subparsers(dest="group", required=True, metavar="{model,image,service,serve,quickstart}")
+
+    model = groups.add_parser("model", help="register, list, show, download, delete models").add_subparsers(
+        dest="command", required=True
+    )
+    p = model.add_parser("register", parents=[common], help="register a file or folder as the next version of NAME")
+    p.add_argument("path")
+    p.add_argument("--name", required=True)
+    p.add_argument("--tag", action="append", help="key=value (repeatable)")
+    p.add_argument("--property", action="append", help="key=value (repeatable)")
+    p.add_argument("--description")
+    p.set_defaults(func=model_register)
+    p = model.add_parser("list", parents=[common])
+    p.add_argument("--name")
+    p.add_argument("--tag", action="append")
+    p.add_argument("--latest", action="store_true")
+    p.set_defaults(func=model_list)
+    for name, func in (("show", model_show), ("delete", model_delete)):
+        p = model.add_parser(name, parents=[common])
+        p.add_argument("id", help="NAME:VERSION (or NAME for the latest)")
+        p.set_defaults(func=func)
+    p = model.add_parser("download", parents=[common])
+    p.add_argument("id")
+    p.add_argument("--to", default=".")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(func=model_download)
+
+    image = groups.add_parser("image", help="create, list, show, delete images").add_subparsers(dest="command", required=True)
+    p = image.add_parser("create", parents=[common], help="snapshot a script, its models and environment as NAME:next")
+    p.add_argument("name")
+    p.add_argument("--script", required=True)
+    p.add_argument("--model", action="append", help="NAME[:VERSION] (repeatable)")
+    p.add_argument("--requirements")
+    p.add_argument("--conda-file")
+    p.add_argument("--runtime", choices=["python", "spark-py"], default="python")
+    p.add_argument("--dependency", action="append", help="extra file or folder next to the script (repeatable)")
+    p.add_argument("--tag", action="append")
+    p.add_argument("--description")
+    p.set_defaults(func=image_create)
+    p = image.add_parser("list", parents=[common])
+    p.add_argument("--name")
+    p.set_defaults(func=image_list)
+    for name, func in (("show", image_show), ("delete", image_delete)):
+        p = image.add_parser(name, parents=[common])
+        p.add_argument("id")
+        p.set_defaults(func=func)
+
+    service = groups.add_parser("service", help="deploy and operate services").add_subparsers(dest="command", required=True)
+    p = service.add_parser("deploy", parents=[common], help="deploy an image (or models + script) as service NAME")
+    p.add_argument("name")
+    p.add_argument("--target", default="local", help="local (default), docker/aci, kubernetes/aks")
+    p.add_argument("--no-wait", action="store_true", help="return without waiting for Healthy")
+    arguments.add_source_options(p)
+    arguments.add_deploy_options(p)
+    p.set_defaults(func=service_deploy)
+    p = service.add_parser("list", parents=[common])
+    p.add_argument("--target")
+    p.set_defaults(func=service_list)
+    for name, func in (("show", service_show), ("delete", service_delete)):
+        p = service.add_parser(name, parents=[common])
+        p.add_argument("name")
+        p.set_defaults(func=func)
+    p = service.add_parser("run", parents=[common], help="score: DATA as JSON text, @FILE, or - for stdin")
+    p.add_argument("name")
+    p.add_argument("data", nargs="?")
+    p.set_defaults(func=service_run)
+    p = service.add_parser("logs", parents=[common])
+    p.add_argument("name")
+    p.add_argument("-n", "--lines", type=int, default=100)
+    p.set_defaults(func=service_logs)
+    p = service.add_parser("update", parents=[common], help="move a service to another image or settings")
+    p.add_argument("name")
+    p.add_argument("--image")
+    arguments.add_deploy_options(p)
+    p.set_defaults(func=service_update)
+    p = service.add_parser("keys", parents=[common], help="show (or regenerate) the keys")
+    p.add_argument("name")
+    p.add_argument("--regen", choices=["primary", "secondary"])
+    p.set_defaults(func=service_keys)
+
+    groups.add_parser("serve", help="run the scoring server in the foreground (see mlmagics serve --help)", add_help=False)
+    p = groups.add_parser("quickstart", parents=[common], help="train a small model and run the whole flow on the local target")
+    p.add_argument(
+        "--workdir", default="mlmagics-quickstart", help="folder for the model and script (default ./mlmagics-quickstart)"
+    )
+    p.add_argument("--keep", action="store_true", help="leave the service running at the end")
+    p.set_defaults(func=quickstart)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -14,8 +339,18 @@ def main(argv: list[str] | None = None) -> int:
         from mlmagics.serving.__main__ import main as serve_main
 
         return serve_main(argv[1:], prog="mlmagics serve")
-    print("usage: mlmagics serve SCRIPT [--model-dir DIR] [--port N] [--workers N] [--config FILE]", file=sys.stderr)
-    return 2
+    args = build_parser().parse_args(argv)
+    from mlmagics.core.errors import MlmagicsError
+
+    try:
+        args.func(args)
+    except MlmagicsError as e:
+        print(f"mlmagics: error: {e.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("mlmagics: interrupted", file=sys.stderr)
+        return 130
+    return 0
 
 
 if __name__ == "__main__":

@@ -64,3 +64,22 @@ def remove_built_image(image: Image) -> None:
             target_for("Docker").remove_image(image)
         except TargetUnavailable:
             pass
+
+
+def deploy_configuration(target: str, **settings):
+    """`deploy_configuration(...)` of the named target, from v1 parameter names (faces use this).
+
+    >>> deploy_configuration("local", port=8890).port
+    8890
+    """
+    import inspect
+
+    cls = target_for(target)
+    accepted = inspect.signature(cls.deploy_configuration).parameters
+    unknown = sorted(k for k, v in settings.items() if v is not None and k not in accepted)
+    if unknown:
+        raise UserError(
+            f"the {canonical_compute_type(target).lower()} target has no setting {', '.join(unknown)}; "
+            f"it takes {', '.join(accepted)}"
+        )
+    return cls.deploy_configuration(**{k: v for k, v in settings.items() if v is not None})

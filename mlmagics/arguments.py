@@ -1,0 +1,116 @@
+"""Command-line arguments shared by the CLI and the magics, so `mlmagics service deploy` and
+`%deploy` accept the same flags and mean the same v1 parameters by them.
+
+    parser = argparse.ArgumentParser()
+    add_deploy_options(parser)
+    deploy_settings(parser.parse_args([... "--cpu", "1", "--autoscale", "1:4"]))
+    # {'cpu_cores': 1.0, 'autoscale_enabled': True, 'autoscale_min_replicas': 1, 'autoscale_max_replicas': 4}
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from mlmagics.core.errors import UserError
+
+
+def key_values(items: list[str] | None, what: str = "tag") -> dict[str, str]:
+    """['k=v', ...] -> {'k': 'v'}; a missing '=' is a one-line error."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"{what} {item!r} must look like key=value")
+        out[key] = value
+    return out
+
+
+def autoscale_range(text: str) -> tuple[int, int]:
+    low, sep, high = text.partition(":")
+    if not sep or not low.isdigit() or not high.isdigit():
+        raise argparse.ArgumentTypeError(f"--autoscale takes MIN:MAX replicas, e.g. 1:4 (got {text!r})")
+    return int(low), int(high)
+
+
+def add_source_options(parser: argparse.ArgumentParser) -> None:
+    """What to deploy: an image, or models + a script (an image is created for you)."""
+    parser.add_argument("--image", help="image id NAME:VERSION (or NAME for its latest version)")
+    parser.add_argument("--model", action="append", help="model NAME[:VERSION] (repeatable); with --script")
+    parser.add_argument("--script", help="scoring script (init() + run()); with --model")
+    parser.add_argument("--requirements", help="pip requirements file for the image")
+    parser.add_argument("--conda-file", help="conda environment file for the image")
+    parser.add_argument("--runtime", choices=["python", "spark-py"], default="python")
+
+
+def add_deploy_options(parser: argparse.ArgumentParser) -> None:
+    """Every target's settings, with v1's parameter names behind them (a target rejects what it lacks)."""
+    shared = parser.add_argument_group("service settings (all targets)")
+    auth = shared.add_mutually_exclusive_group()
+    auth.add_argument("--auth", dest="auth_enabled", action="store_true", default=None, help="require a key")
+    auth.add_argument("--no-auth", dest="auth_enabled", action="store_false", help="no key needed")
+    shared.add_argument("--timeout-ms", type=int, dest="scoring_timeout_ms", help="scoring_timeout_ms (default 60000)")
+    shared.add_argument(
+        "--concurrency", type=int, dest="replica_max_concurrent_requests", help="replica_max_concurrent_requests (default 1)"
+    )
+    shared.add_argument("--max-wait-ms", type=int, dest="max_request_wait_time", help="max_request_wait_time (default 500)")
+    shared.add_argument("--workers", type=int, help="worker processes per replica (default: --concurrency)")
+    shared.add_argument(
+        "--collect-data",
+        dest="collect_model_data",
+        action="store_true",
+        default=None,
+        help="collect_model_data: ModelDataCollector records inputs and predictions",
+    )
+    shared.add_argument("--cors", action="append", dest="cors_origins", help="allowed CORS origin (repeatable)")
+    shared.add_argument("--tag", action="append", help="key=value (repeatable)")
+    shared.add_argument("--description")
+    local = parser.add_argument_group("local")
+    local.add_argument("--port", type=int, help="port on 127.0.0.1 (default: a free one)")
+    container = parser.add_argument_group("docker / aci, kubernetes / aks")
+    container.add_argument("--cpu", type=float, dest="cpu_cores", help="cpu_cores")
+    container.add_argument("--memory", type=float, dest="memory_gb", help="memory_gb")
+    cluster = parser.add_argument_group("kubernetes / aks")
+    cluster.add_argument("--replicas", type=int, dest="num_replicas", help="num_replicas (turns autoscale off)")
+    cluster.add_argument("--autoscale", type=autoscale_range, metavar="MIN:MAX", help="autoscale between MIN and MAX replicas")
+    cluster.add_argument(
+        "--target-utilization",
+        type=int,
+        dest="autoscale_target_utilization",
+        help="autoscale_target_utilization in percent (default 70)",
+    )
+    cluster.add_argument("--namespace", help="Kubernetes namespace")
+    cluster.add_argument("--context", help="kubeconfig context")
+    cluster.add_argument("--dry-run", action="store_true", help="write the manifests instead of applying them")
+
+
+_SETTINGS = (
+    "auth_enabled",
+    "scoring_timeout_ms",
+    "replica_max_concurrent_requests",
+    "max_request_wait_time",
+    "workers",
+    "collect_model_data",
+    "cors_origins",
+    "description",
+    "port",
+    "cpu_cores",
+    "memory_gb",
+    "num_replicas",
+    "autoscale_target_utilization",
+    "namespace",
+    "context",
+)
+
+
+def deploy_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The v1 keyword arguments the parsed flags stand for (flags not given are left out)."""
+    settings = {name: getattr(args, name, None) for name in _SETTINGS}
+    if getattr(args, "tag", None):
+        settings["tags"] = key_values(args.tag)
+    if getattr(args, "autoscale", None):
+        settings["autoscale_enabled"] = True
+        settings["autoscale_min_replicas"], settings["autoscale_max_replicas"] = args.autoscale
+    if getattr(args, "dry_run", False):
+        settings["dry_run"] = True
+    return {k: v for k, v in settings.items() if v is not None}
