@@ -6,3 +6,19 @@ scoring runtime (`mlmagics.serving`) is imported inside images that hold nothing
 """
 
 __version__ = "0.1.0"
+
+
+def load_ipython_extension(ipython) -> None:
+    """`%load_ext mlmagics`: register the magics. Never raises: a problem is shown as a warning."""
+    try:
+        from mlmagics.magics import DeployMagics
+
+        ipython.register_magics(DeployMagics)
+    except Exception as e:  # noqa: BLE001 - loading an extension must not break the notebook
+        import warnings
+
+        warnings.warn(f"mlmagics: the magics could not be loaded: {e}", stacklevel=2)
+
+
+def unload_ipython_extension(ipython) -> None:
+    pass
