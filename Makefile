@@ -18,7 +18,10 @@ test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: install
-	$(PY) -m mlmagics quickstart --workdir .artifacts/quickstart
+	mkdir -p .artifacts/demo
+	$(PY) -m papermill notebooks/01-quickstart.ipynb .artifacts/demo/01-quickstart.ipynb --cwd .artifacts/demo \
+		-p progress text -p workspace "$(CURDIR)/.artifacts/demo/workspace" -k python3 --log-output --no-progress-bar
+	@echo "Executed notebook: $(CURDIR)/.artifacts/demo/01-quickstart.ipynb"
 
 bench: install
 	$(PY) benchmarks/serving_bench.py

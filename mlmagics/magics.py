@@ -40,6 +40,14 @@ from mlmagics.core.errors import MlmagicsError
 TARGETS = ["local", "docker", "aci", "kubernetes", "aks"]
 
 
+def _text(words: list[str] | None) -> str | None:
+    """--description words ... joined, without the quotes the user typed around them."""
+    if not words:
+        return None
+    text = " ".join(words)
+    return text[1:-1] if len(text) > 1 and text[0] == text[-1] and text[0] in "'\"" else text
+
+
 def _split_first(line: str) -> tuple[str, str]:
     line = line.strip()
     head, _, rest = line.partition(" ")
@@ -142,7 +150,7 @@ class DeployMagics(Magics):
             args.name,
             tags=self._call(arguments.key_values, args.tag),
             properties=self._call(arguments.key_values, args.property, "property"),
-            description=" ".join(args.description) if args.description else None,
+            description=_text(args.description),
         )
         return show.model_card(model)
 
@@ -173,7 +181,7 @@ class DeployMagics(Magics):
             args.conda_file,
             args.runtime,
             args.dependency,
-            " ".join(args.description) if args.description else None,
+            _text(args.description),
             progress=progress,
         )
         if args.docker:
@@ -183,7 +191,6 @@ class DeployMagics(Magics):
         return show.image_card(image)
 
     # -- services -------------------------------------------------------------------------------------------
-    @no_var_expand
     @line_magic
     def deploy(self, line: str):
         """Deploy an image (or models + a script) as a service: %deploy TARGET NAME --image NAME:V [settings].
@@ -242,6 +249,11 @@ class DeployMagics(Magics):
         name, rest = _split_first(line)
         if not name:
             raise UsageError("give a service name; %services lists them")
+        namespace = {**self.shell.user_ns, **(local_ns or {})}
+        if name.startswith("$"):  # $service_name: the name from a notebook variable
+            if name[1:] not in namespace:
+                raise UsageError(f"{name} is not defined in the notebook")
+            name = str(namespace[name[1:]])
         bench, concurrency = None, self.bench_concurrency
         tokens = rest.split()
         while len(tokens) >= 2 and tokens[-2] in ("--bench", "--concurrency"):
@@ -252,7 +264,7 @@ class DeployMagics(Magics):
             tokens = tokens[:-2]
             rest = " ".join(tokens)
         body = cell if cell is not None else rest
-        payload = self._payload(body.strip(), {**self.shell.user_ns, **(local_ns or {})})
+        payload = self._payload(body.strip(), namespace)
         service = self._service(name)
         if bench:
             return self._bench(service, payload, bench, concurrency)
@@ -352,7 +364,6 @@ class DeployMagics(Magics):
         service = self._service(args.name)
         return show.LogView(service.name, self._call(service.get_logs, num_lines=args.lines).splitlines())
 
-    @no_var_expand
     @line_magic
     def update(self, line: str):
         """Move a service to another image or settings: %update NAME --image NAME:V [settings]."""

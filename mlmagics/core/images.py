@@ -29,7 +29,7 @@ from . import progress as progress_mod
 from .environments import EnvironmentSpec, build_spec, pickled_modules
 from .errors import ConflictError, ImageException, NotFoundError, UserError
 from .models import Model, split_id, tag_filter_matches
-from .preflight import check_script
+from .preflight import Problem, check_script
 from .workspace import Workspace, _make_read_only, _remove_tree, dumps, loads, now
 
 IMAGE_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,30}[a-z0-9])?$")
@@ -450,10 +450,11 @@ def _prepare_spec(cwd: Path, config: ImageConfig, models: list[Model]) -> tuple[
         model_modules |= pickled_modules(model.path)
     environment = build_spec(facts.third_party_imports | model_modules, requirements_file, conda_file)
     if environment.source == "inferred" and model_modules - facts.third_party_imports:
-        extra = sorted(model_modules - facts.third_party_imports)
-        facts.problems.append(
-            progress_note(f"the models need {', '.join(extra)} (read from the pickles): added to the requirements")
-        )
+        from .environments import distributions_for_imports
+
+        needed, _ = distributions_for_imports(model_modules - facts.third_party_imports)
+        facts.problems.append(Problem("warning", f"the model pickles use {', '.join(p.split('==')[0] for p in needed)}: "
+                                                 "added to the requirements"))
     if declared is not None:
         from .environments import distributions_for_imports, normalise
 
@@ -477,12 +478,6 @@ def _prepare_spec(cwd: Path, config: ImageConfig, models: list[Model]) -> tuple[
         "warnings": [str(p) for p in facts.warnings],
     }
     return spec, problems
-
-
-def progress_note(message: str):
-    from .preflight import Problem
-
-    return Problem("warning", message)
 
 
 def _snapshot(cwd: Path, config: ImageConfig, app: Path) -> None:
