@@ -103,6 +103,22 @@ _SETTINGS = (
 )
 
 
+def deploy_request(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments for `mlmagics.core.deploy.deploy(ws, name, ...)` from parsed source and deploy flags."""
+    return {
+        "target": args.target,
+        "image": args.image,
+        "models": args.model,
+        "script": args.script,
+        "requirements": args.requirements,
+        "conda_file": args.conda_file,
+        "runtime": args.runtime,
+        "wait": not args.no_wait,
+        "update": getattr(args, "update", False),
+        **deploy_settings(args),
+    }
+
+
 def deploy_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The v1 keyword arguments the parsed flags stand for (flags not given are left out)."""
     settings = {name: getattr(args, name, None) for name in _SETTINGS}

@@ -151,20 +151,7 @@ def _service(args: argparse.Namespace):
 def service_deploy(args: argparse.Namespace) -> None:
     from mlmagics.core.deploy import deploy
 
-    service = deploy(
-        _workspace(args),
-        args.name,
-        target=args.target,
-        image=args.image,
-        models=args.model,
-        script=args.script,
-        requirements=args.requirements,
-        conda_file=args.conda_file,
-        runtime=args.runtime,
-        progress=_progress(args),
-        wait=not args.no_wait,
-        **arguments.deploy_settings(args),
-    )
+    service = deploy(_workspace(args), args.name, progress=_progress(args), **arguments.deploy_request(args))
     _emit(
         args,
         service.serialize(),

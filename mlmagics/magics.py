@@ -209,23 +209,8 @@ class DeployMagics(Magics):
             return None
         from mlmagics.core.deploy import deploy
 
-        settings = self._call(arguments.deploy_settings, args)
-        service = self._call(
-            deploy,
-            self.ws(),
-            args.name,
-            target=args.target,
-            image=args.image,
-            models=args.model,
-            script=args.script,
-            requirements=args.requirements,
-            conda_file=args.conda_file,
-            runtime=args.runtime,
-            progress=self.reporter(),
-            wait=not args.no_wait,
-            update=args.update,
-            **settings,
-        )
+        request = self._call(arguments.deploy_request, args)
+        service = self._call(deploy, self.ws(), args.name, progress=self.reporter(), **request)
         return self._service_card(service)
 
     def _service_card(self, service):
