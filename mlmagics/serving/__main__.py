@@ -7,6 +7,7 @@ import json
 import os
 import sys
 
+from .listener import ListenerUnavailable
 from .settings import SettingsError, resolve
 from .supervisor import PortInUse, serve
 
@@ -19,6 +20,12 @@ def parser(prog: str = "python -m mlmagics.serving") -> argparse.ArgumentParser:
     p.add_argument("--model-dir", help="folder holding the model(s) (sets AZUREML_MODEL_DIR)")
     p.add_argument("--port", type=int, help="port to listen on (default 5001)")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 inside a container)")
+    p.add_argument(
+        "--listen-from",
+        metavar="SOCKET",
+        help="accept on the listening socket a holder hands over at this Unix socket instead of binding "
+        "--host/--port (how a Docker service keeps its port across updates; see listener.py)",
+    )
     p.add_argument("--workers", type=int, help="worker processes, each runs init() once (default 1)")
     p.add_argument("--config", help="service settings as JSON (keys, timeouts, CORS, data collection ...)")
     p.add_argument("--app-root", help="working directory of the script (default: the current directory)")
@@ -38,6 +45,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m mlmagics.serving"
         "model_dir": args.model_dir,
         "port": args.port,
         "host": args.host,
+        "listen_from": args.listen_from,
         "workers": args.workers,
         "app_root": args.app_root,
         "log_format": args.log_format,
@@ -46,7 +54,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m mlmagics.serving"
     try:
         settings = resolve(cli, environ=environ, config_file=args.config)
         return serve(settings, _reload_source(args.state_file, environ, cli, args.config), args.state_file or "")
-    except (SettingsError, PortInUse) as e:
+    except (SettingsError, PortInUse, ListenerUnavailable) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
 

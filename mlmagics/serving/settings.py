@@ -28,6 +28,8 @@ class Settings:
     model_dir: str = ""  # AZUREML_MODEL_DIR
     host: str = "127.0.0.1"
     port: int = 5001
+    listen_from: str = ""  # a holder's Unix socket that hands over the listening socket (listener.py); host/port unused
+    serve_init_failure: bool = True  # init() failed: answer 503 with the reason (False: accept nothing, the socket is shared)
     workers: int = 1
     # Service settings (deploy configuration); enforced here so every target behaves the same.
     auth_enabled: bool = False
@@ -63,6 +65,8 @@ ENVIRONMENT = {
     "AZUREML_MODEL_DIR": "model_dir",
     "MLMAGICS_HOST": "host",
     "SERVER_PORT": "port",
+    "MLMAGICS_LISTEN_FROM": "listen_from",
+    "MLMAGICS_SERVE_INIT_FAILURE": "serve_init_failure",
     "WORKER_COUNT": "workers",
     "MLMAGICS_AUTH_ENABLED": "auth_enabled",
     "MLMAGICS_PRIMARY_KEY": "primary_key",

@@ -26,6 +26,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .listener import receive
 from .logs import configure, log
 from .metrics import Metrics, retire_worker
 from .settings import Settings, SettingsError
@@ -74,7 +75,8 @@ def serve(settings: Settings, reload_source: Callable[[], Settings] | None = Non
         metrics_dir = tempfile.mkdtemp(prefix="mlmagics-metrics-")
         os.environ["MLMAGICS_METRICS_DIR"] = metrics_dir
     try:
-        sock = bind(settings.host, settings.port)
+        # A handed-over socket (listener.py) keeps a service's address across an update between containers.
+        sock = receive(settings.listen_from) if settings.listen_from else bind(settings.host, settings.port)
         return Supervisor(settings, sock, reload_source, state_file).run()
     finally:
         if metrics_dir:
@@ -119,9 +121,11 @@ class Supervisor:
     # -- main loop ----------------------------------------------------------------------------------
     def run(self) -> int:
         s = self.settings
+        host, port = self.sock.getsockname()[:2]
         self.say(
             "INFO",
-            f"mlmagics scoring server listening on http://{s.host}:{s.port}",
+            f"mlmagics scoring server listening on http://{host}:{port}"
+            + (f" (socket handed over at {s.listen_from})" if s.listen_from else ""),
             entry_script=s.entry_script or "main.py",
             app_root=s.app_root,
             model_dir=s.model_dir,

@@ -39,7 +39,8 @@ def run_worker(settings: Settings, sock: socket.socket, report_fd: int | None = 
     """The body of a worker process; returns its exit code.
 
     A candidate (a worker started by a reload) whose init() fails exits at once; a first
-    generation worker stays up to answer /ready and /score with the reason.
+    generation worker stays up to answer /ready and /score with the reason (unless
+    `serve_init_failure` is off: then it accepts nothing).
     """
     log = configure(settings.log_format, settings.log_level)
     log.redirect_print()
@@ -70,6 +71,11 @@ def run_worker(settings: Settings, sock: socket.socket, report_fd: int | None = 
     _report(report_fd, scorer)
     if candidate and scorer.state == FAILED:
         return 3
+    if scorer.state == FAILED and not settings.serve_init_failure:
+        # The socket is shared with a running version (a Docker update): take none of its requests.
+        # Stay alive, so that the failure stays on record instead of a restart loop; SIGTERM ends this.
+        while True:
+            signal.pause()
 
     loop = scorer.loop = new_event_loop()
     server = HttpServer(App(settings, scorer, metrics))

@@ -1,0 +1,522 @@
+"""The Docker target (v1's ACI): the image as a container on a Docker engine, with cpu/memory limits.
+
+    config = AciWebservice.deploy_configuration(cpu_cores=1, memory_gb=1)     # = DockerWebservice
+    service = Webservice.deploy_from_image(ws, "aci-mnist-3", image, config)  # builds the image if needed
+    service.wait_for_deployment(show_output=True)
+    service.run(json.dumps({"data": [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]]}))     # with the primary key (auth is on)
+    service.update(image=Image(ws, id="myimage:2"))                           # same scoring URI, no request lost
+    service.delete()                                                          # containers gone; the image stays
+
+A service is two containers and a volume on the engine, all labelled with the workspace and
+the service name (`docker ps --filter label=org.mlmagics.service=aci-mnist-3`):
+
+    mlmagics-<service>-<ws>-port   the port holder: publishes 127.0.0.1:<port> (the scoring URI) and
+                                   hands its listening socket to the server (serving/listener.py)
+    mlmagics-<service>-<ws>-<n>    the server, release n: the image, run as uid 10001 with the
+                                   cpu/memory limits, restart policy unless-stopped
+    mlmagics-<service>-<ws>-run    the volume through which the socket is handed over
+
+`update()` starts release n+1 next to release n on the same listening socket. Until its
+`init()` has succeeded it accepts nothing, so release n answers every request; then release n
+stops accepting and drains, and is removed. If release n+1 fails, it is removed and release n
+never noticed. The scoring URI, the port and the keys stay the same for the service's life.
+Keys and settings are copied into the server container (`/var/mlmagics`); a regenerated key
+is copied into the running server, which reads it within a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import ipaddress
+import json
+import tarfile
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+from ..configs import DeploymentConfiguration
+from ..errors import TargetUnavailable, UserError, WebserviceException
+from ..images import Image
+from ..progress import Progress
+from ..services import FAILED, HEALTHY, TRANSITIONING, UNHEALTHY, Webservice, swagger_uri_for
+from . import docker_image
+from .docker_engine import LABEL, engine, short_error
+from .docker_image import PORT, RUN_DIR, SECRETS, SERVING, STATE_FILE, UID
+
+AZURE_ONLY = (
+    "location",
+    "dns_name_label",
+    "enable_app_insights",
+    "cmk_vault_base_url",
+    "cmk_key_name",
+    "cmk_key_version",
+    "vnet_name",
+    "subnet_name",
+)
+LISTENER_SOCKET = f"{RUN_DIR}/listener.sock"
+
+
+@dataclass
+class DockerServiceDeploymentConfiguration(DeploymentConfiguration):
+    """v1's `AciServiceDeploymentConfiguration`, plus where to publish the port (`host`, `port`)."""
+
+    cpu_cores: float | None = None
+    memory_gb: float | None = None
+    port: int | None = None
+    host: str | None = None
+    ssl_enabled: bool | None = None
+    ssl_cert_pem_file: str | None = None
+    ssl_key_pem_file: str | None = None
+    ssl_cname: str | None = None
+    location: str | None = None
+    dns_name_label: str | None = None
+    enable_app_insights: bool | None = None
+    cmk_vault_base_url: str | None = None
+    cmk_key_name: str | None = None
+    cmk_key_version: str | None = None
+    vnet_name: str | None = None
+    subnet_name: str | None = None
+
+    compute_type = "Docker"
+    # auth on by default here (v1's ACI had it off): a published container is reachable by others
+    defaults = {**DeploymentConfiguration.defaults, "auth_enabled": True, "cpu_cores": 0.1, "memory_gb": 0.5, "host": "127.0.0.1"}
+    positive = (*DeploymentConfiguration.positive, "cpu_cores", "memory_gb")
+
+    def validation_errors(self) -> list[str]:
+        errors = super().validation_errors()
+        if self.port is not None and (
+            isinstance(self.port, bool) or not isinstance(self.port, int) or not 1 <= self.port <= 65535
+        ):
+            errors.append(f"port must be an integer in [1, 65535], got {self.port!r}")
+        if self.host is not None:
+            try:
+                ipaddress.ip_address(self.host)
+            except ValueError:
+                errors.append(
+                    f"host must be an IP address to publish the port on, such as 127.0.0.1 or 0.0.0.0, got {self.host!r}"
+                )
+        if self.ssl_enabled:
+            if not (self.ssl_cert_pem_file and self.ssl_key_pem_file and self.ssl_cname):
+                errors.append("SSL is enabled, you must provide a SSL certificate, key, and CNAME.")
+            else:
+                errors.append(
+                    "ssl_enabled=True: the docker target does not terminate TLS yet; serve it behind a "
+                    "TLS proxy (the service listens on plain HTTP)"
+                )
+        return errors
+
+
+def _workspace_key(path: Any) -> str:
+    return hashlib.sha256(str(path).encode()).hexdigest()[:8]
+
+
+def _uri_host(host: str) -> str:
+    """How to reach a port published on `host` from this machine."""
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+def _tar(files: dict[str, bytes], uid: int = UID, mode: int = 0o400) -> bytes:
+    """A tar of `files` owned by the server's user, with sub-second mtimes: the server re-reads a file when its mtime changes."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.uid, info.gid, info.mtime = len(data), mode, uid, uid, time.time()
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def _read_file(container: Any, path: str) -> bytes | None:
+    """A file from a container (the engine's archive API: no shell needed in the image), None if absent."""
+    import docker
+
+    try:
+        stream, _ = container.get_archive(path)
+    except docker.errors.NotFound:
+        return None
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+        member = tar.next()
+        handle = tar.extractfile(member) if member is not None else None
+        return handle.read() if handle is not None else None
+
+
+def _log_tail(container: Any, num_lines: int) -> str:
+    import docker
+
+    try:
+        return container.logs(tail=num_lines, stdout=True, stderr=True).decode("utf-8", "replace").rstrip("\n")
+    except docker.errors.APIError:
+        return ""
+
+
+class DockerWebservice(Webservice):
+    """A service in a container on a Docker engine (v1's `AciWebservice`, which is the same class here)."""
+
+    compute_type = "Docker"
+    config_class = DockerServiceDeploymentConfiguration
+    poll_interval = 0.1
+
+    @staticmethod
+    def deploy_configuration(
+        cpu_cores: float | None = None,
+        memory_gb: float | None = None,
+        tags: dict | None = None,
+        properties: dict | None = None,
+        description: str | None = None,
+        location: str | None = None,
+        auth_enabled: bool | None = None,
+        ssl_enabled: bool | None = None,
+        enable_app_insights: bool | None = None,
+        ssl_cert_pem_file: str | None = None,
+        ssl_key_pem_file: str | None = None,
+        ssl_cname: str | None = None,
+        dns_name_label: str | None = None,
+        primary_key: str | None = None,
+        secondary_key: str | None = None,
+        collect_model_data: bool | None = None,
+        cmk_vault_base_url: str | None = None,
+        cmk_key_name: str | None = None,
+        cmk_key_version: str | None = None,
+        vnet_name: str | None = None,
+        subnet_name: str | None = None,
+        port: int | None = None,
+        host: str | None = None,
+        scoring_timeout_ms: int | None = None,
+        replica_max_concurrent_requests: int | None = None,
+        max_request_wait_time: int | None = None,
+        workers: int | None = None,
+        max_request_body_mb: float | None = None,
+        cors_origins: list[str] | None = None,
+    ) -> DockerServiceDeploymentConfiguration:
+        """v1's ACI parameters, in v1's order, with v1's defaults — except `auth_enabled`, on by default here.
+
+        >>> DockerWebservice.deploy_configuration(cpu_cores=1, memory_gb=1).effective("auth_enabled")
+        True
+
+        `cpu_cores` (0.1) and `memory_gb` (0.5) are the container's hard limits. `port` (default:
+        a free one) and `host` (default 127.0.0.1; 0.0.0.0 publishes on every interface) say where
+        the scoring URI listens. Azure-only settings (location, dns_name_label, enable_app_insights,
+        cmk_*, vnet_name, subnet_name) are accepted so that v1 code runs, and have no effect.
+        """
+        given = locals()
+        for name in AZURE_ONLY:
+            if given[name] is not None:
+                warnings.warn(f"{name} has no effect on the docker target (it is an Azure setting)", UserWarning, stacklevel=2)
+        return DockerServiceDeploymentConfiguration(**given)
+
+    # -- names and lookups ---------------------------------------------------------------------------------
+    @property
+    def _docker(self) -> Any:
+        if getattr(self, "_client", None) is None:
+            self._client = engine()
+        return self._client
+
+    @property
+    def _prefix(self) -> str:
+        return f"mlmagics-{self.name}-{_workspace_key(self.workspace.path)}"
+
+    def _labels(self, role: str, **extra: str) -> dict[str, str]:
+        return {
+            f"{LABEL}.workspace": str(self.workspace.path),
+            f"{LABEL}.service": self.name,
+            f"{LABEL}.role": role,
+            **{f"{LABEL}.{k}": v for k, v in extra.items()},
+        }
+
+    def _containers(self, role: str | None = None) -> list[Any]:
+        """This service's containers on the engine, found by their labels (newest release first)."""
+        labels = [f"{LABEL}.workspace={self.workspace.path}", f"{LABEL}.service={self.name}"]
+        if role:
+            labels.append(f"{LABEL}.role={role}")
+        found = self._docker.containers.list(all=True, filters={"label": labels})
+        return sorted(found, key=lambda c: int(c.labels.get(f"{LABEL}.release", "0")), reverse=True)
+
+    def _get(self, container_id: str | None, role: str) -> Any | None:
+        import docker
+
+        if container_id:
+            try:
+                return self._docker.containers.get(container_id)
+            except docker.errors.NotFound:
+                pass
+        found = self._containers(role)
+        return found[0] if found else None
+
+    @property
+    def container(self) -> Any | None:
+        """The server container (a `docker.models.containers.Container`), or None if it is gone."""
+        return self._get(self.target.get("container"), "server")
+
+    # -- hooks ---------------------------------------------------------------------------------------------
+    @classmethod
+    def _before_deploy(
+        cls, workspace: Any, name: str, image: Image, config: Any, deployment_target: Any, progress: Progress
+    ) -> None:
+        engine()  # no engine: TargetUnavailable now, before the service is recorded
+
+    def _start(self, image: Image, progress: Progress, deployment_target: Any = None) -> None:
+        docker_image.build(image, progress=progress)
+        progress.stage(f"Starting {self.name} on the Docker engine")
+        holder, port, volume = self._start_holder(image)
+        host = self.config.effective("host")
+        scoring_uri = f"http://{_uri_host(host)}:{port}/score"
+        self._save(
+            scoring_uri=scoring_uri,
+            swagger_uri=swagger_uri_for(scoring_uri),
+            state=TRANSITIONING,
+            error=None,
+            target={"holder": holder.id, "port": port, "host": host, "volume": volume, "release": 0},
+        )
+        progress.log(f"port holder {holder.name} publishes {host}:{port}")
+        server = self._start_server(image, self.config, release=1)
+        self._save(target={**self.target, "container": server.id, "release": 1})
+        limits = f"cpu_cores {self._cpu(self.config):g}, memory_gb {float(self.config.effective('memory_gb')):g}"
+        progress.log(f"server container {server.name} starting {image.id} ({limits})")
+
+    def _start_holder(self, image: Image, port: int | None = None) -> tuple[Any, int, str]:
+        """The container that owns the published port and hands its listening socket to the servers."""
+        import docker
+
+        client = self._docker
+        volume = f"{self._prefix}-run"
+        try:
+            client.volumes.get(volume)
+        except docker.errors.NotFound:
+            client.volumes.create(name=volume, labels=self._labels("run"))
+        host = self.config.effective("host")
+        base = image.build_info.get("base_image") or docker_image.base_image(image.environment.python)
+        command = ["python3", "-c", (SERVING / "listener.py").read_text(), "hold", "--host", "0.0.0.0", "--port", str(PORT)]
+        try:
+            holder = client.containers.run(
+                base,
+                command=[*command, "--socket", LISTENER_SOCKET],
+                name=f"{self._prefix}-port",
+                labels=self._labels("port"),
+                detach=True,
+                ports={f"{PORT}/tcp": (host, port or self.config.port)},
+                volumes={volume: {"bind": RUN_DIR, "mode": "rw"}},
+                restart_policy={"Name": "unless-stopped"},
+                mem_limit="64m",
+                read_only=True,
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges"],
+                init=True,
+            )
+        except docker.errors.APIError as e:
+            for leftover in self._containers("port"):  # created, but it could not start (the port is taken, ...)
+                leftover.remove(force=True)
+            raise WebserviceException(
+                f"cannot start the port holder of {self.name} on {host}:{port or self.config.port or 'a free port'}: "
+                f"{short_error(e)}"
+            ) from None
+        holder.reload()
+        bindings = (holder.attrs["NetworkSettings"]["Ports"] or {}).get(f"{PORT}/tcp") or []
+        if not bindings:  # it died at once: e.g. a base image without python3
+            tail = _log_tail(holder, 10)
+            holder.remove(force=True)
+            raise WebserviceException(f"the port holder of {self.name} did not start ({holder.status}; it runs python3 "
+                                      f"from the base image {base}):\n{tail}")  # fmt: skip
+        return holder, int(bindings[0]["HostPort"]), volume
+
+    def _cpu(self, config: DeploymentConfiguration) -> float:
+        return float(config.effective("cpu_cores"))
+
+    def _start_server(self, image: Image, config: DeploymentConfiguration, release: int, beside_another: bool = False) -> Any:
+        """Create release `release`'s server container, copy its settings and keys in, start it.
+
+        `beside_another`: another release accepts on the same socket; this one must take no
+        request unless its init() succeeds (a failed one answers nothing instead of 503s).
+        """
+        import docker
+
+        settings = config.runtime_settings(self.name, f"{SECRETS}/keys.json")
+        settings["service_version"] = str(image.version)
+        memory = int(float(config.effective("memory_gb")) * 1024**3)
+        try:
+            container = self._docker.containers.create(
+                image.build_info["id"],
+                name=f"{self._prefix}-{release}",
+                labels=self._labels("server", image=image.id, release=str(release)),
+                environment={
+                    "AZUREML_CONFIG_FILE": f"{SECRETS}/service.json",
+                    "MLMAGICS_LISTEN_FROM": LISTENER_SOCKET,
+                    "MLMAGICS_SERVE_INIT_FAILURE": "false" if beside_another else "true",
+                },
+                volumes={self.target["volume"]: {"bind": RUN_DIR, "mode": "ro"}},
+                nano_cpus=int(self._cpu(config) * 1e9),
+                mem_limit=memory,
+                memswap_limit=memory,  # no swap: memory_gb is the limit, as on ACI
+                restart_policy={"Name": "unless-stopped"},
+                init=True,
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges"],
+                stop_signal="SIGTERM",
+            )
+        except docker.errors.APIError as e:
+            raise WebserviceException(f"cannot create the container of {self.name}: {short_error(e)}") from None
+        try:
+            container.put_archive(SECRETS, _tar({"service.json": json.dumps(settings).encode(), "keys.json": self._keys_json()}))
+            container.start()
+        except docker.errors.APIError as e:
+            container.remove(force=True)
+            raise WebserviceException(f"cannot start the container of {self.name}: {short_error(e)}") from None
+        return container
+
+    def _keys_json(self) -> bytes:
+        return json.dumps({"primary_key": self._keys["primary"], "secondary_key": self._keys["secondary"]}).encode()
+
+    def _readiness(self, container: Any, starting: bool = True) -> tuple[str, str | None]:
+        """What one server container says of itself: stopped, init() failed, starting, or ready.
+
+        While `starting`, a restart already counts as a failure (it crashed during start-up).
+        """
+        import docker
+
+        try:
+            container.reload()
+        except docker.errors.NotFound:
+            return FAILED, f"the container {container.name} is gone"
+        state = container.attrs["State"]
+        crashed = starting and (state["Status"] == "restarting" or container.attrs.get("RestartCount"))
+        if state["Status"] in ("exited", "dead") or crashed:
+            why = "killed: out of memory (raise memory_gb)" if state.get("OOMKilled") else f"exit code {state.get('ExitCode')}"
+            return FAILED, f"the server container {container.name} stopped ({why}); last log lines:\n{_log_tail(container, 20)}"
+        if state["Status"] != "running":
+            return TRANSITIONING, None
+        raw = _read_file(container, STATE_FILE)
+        try:
+            server = json.loads(raw) if raw else {}
+        except ValueError:  # written just now; read again at the next poll
+            server = {}
+        failure = server.get("init_failure")
+        if failure:
+            return FAILED, f"{failure.get('message')}\n{failure.get('traceback', '')}".strip()
+        workers = server.get("workers") or {}
+        if workers and all(w == "ready" for w in workers.values()) and not server.get("stopping"):
+            return HEALTHY, None
+        return TRANSITIONING, None
+
+    def _probe(self) -> tuple[str, str | None]:
+        import requests
+
+        was_up = self.state in (HEALTHY, UNHEALTHY)
+        server = self.container
+        if server is None:
+            return (UNHEALTHY if was_up else FAILED), "the server container is gone; service.reload() starts a new one"
+        state, error = self._readiness(server, starting=not was_up)
+        holder = self._get(self.target.get("holder"), "port")
+        if holder is None or holder.status != "running":
+            why = f":\n{_log_tail(holder, 10)}" if holder is not None else " (it is gone)"
+            hint = "\nservice.reload() starts it again" if was_up else ""
+            return (UNHEALTHY if was_up else FAILED), f"the port holder container stopped{why}{hint}"
+        if state != HEALTHY:
+            return (UNHEALTHY if was_up and state == FAILED else state), error
+        try:
+            ready = requests.get(f"{self.scoring_uri.rsplit('/', 1)[0]}/ready", timeout=2)
+        except requests.RequestException as e:
+            # e.g. the engine restarted the port holder after the server took its socket
+            return (UNHEALTHY if was_up else TRANSITIONING), (
+                f"the scoring URI does not answer ({e}); service.reload() reconnects the server to its port"
+            )
+        if ready.status_code == 200:
+            return HEALTHY, None
+        return (UNHEALTHY if was_up else TRANSITIONING), f"GET /ready answered {ready.status_code}"
+
+    def _update(self, image: Image, config: DeploymentConfiguration, progress: Progress) -> None:
+        port, host = self.target.get("port"), self.target.get("host")
+        if config.port is not None and config.port != port:
+            raise UserError(f"a docker service keeps its port on update (now {port}); delete and redeploy to change it")
+        if config.effective("host") != host:
+            raise UserError(f"a docker service keeps its host on update (now {host}); delete and redeploy to change it")
+        docker_image.build(image, progress=progress)
+        holder = self._get(self.target.get("holder"), "port")
+        if holder is None:
+            progress.log(f"the port holder is gone: publishing {host}:{port} again")
+            holder, _, _ = self._start_holder(image, port)
+            self._save(target={**self.target, "holder": holder.id})
+        elif holder.status != "running":
+            holder.start()
+        old = self.container
+        release = int(self.target.get("release") or 0) + 1
+        progress.stage(f"Starting {image.id} next to {self.image_id} (release {release})")
+        new = self._start_server(image, config, release, beside_another=True)
+        state, error = self._wait_ready(new)
+        if state != HEALTHY:
+            tail = _log_tail(new, 20)
+            new.remove(force=True)
+            raise WebserviceException(
+                f"update of {self.name} to {image.id} failed; {self.image_id} keeps serving. {error}"
+                + (f"\nLast log lines of the new container:\n{tail}" if tail and tail not in (error or "") else "")
+            )
+        self._save(target={**self.target, "container": new.id, "release": release})
+        progress.log(f"{new.name} is ready; {old.name if old else 'the previous release'} stops accepting and drains")
+        if old is not None and old.id != new.id:
+            self._remove_container(old)
+
+    def _wait_ready(self, container: Any) -> tuple[str, str | None]:
+        deadline = time.monotonic() + self.startup_timeout()
+        while time.monotonic() < deadline:
+            state, error = self._readiness(container)
+            if state in (HEALTHY, FAILED):
+                return state, error
+            time.sleep(self.poll_interval)
+        return UNHEALTHY, f"not ready after {self.startup_timeout():.0f} s"
+
+    def _remove_container(self, container: Any) -> None:
+        import docker
+
+        graceful = float(self.config.effective("scoring_timeout_ms")) / 1000 + 5
+        try:
+            container.stop(timeout=int(min(graceful, 60)))
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+
+    def _stop(self) -> None:
+        import docker
+
+        if not self.target:  # nothing was started (e.g. the engine was unreachable): nothing to remove from it
+            try:
+                self._client = engine()
+            except TargetUnavailable:
+                return
+        containers = self._containers()
+        for container in containers:  # servers first, so that they drain while the port still exists
+            if container.labels.get(f"{LABEL}.role") == "server":
+                self._remove_container(container)
+        for container in containers:
+            if container.labels.get(f"{LABEL}.role") != "server":
+                self._remove_container(container)
+        volume = self.target.get("volume") or f"{self._prefix}-run"
+        try:
+            self._docker.volumes.get(volume).remove(force=True)
+        except docker.errors.NotFound:
+            pass
+
+    def _logs(self, num_lines: int) -> str:
+        server = self.container
+        return _log_tail(server, num_lines) if server is not None else ""
+
+    def _keys_changed(self) -> None:
+        import docker
+
+        for container in self._containers("server"):  # a stopped one too: it reads the file when it starts again
+            try:
+                container.put_archive(SECRETS, _tar({"keys.json": self._keys_json()}))
+            except docker.errors.NotFound:
+                pass
+
+    @staticmethod
+    def remove_image(image: Image) -> None:
+        """Remove the Docker image built for `image` (called by `image.delete()`)."""
+        docker_image.remove(image)
+
+
+AciWebservice = DockerWebservice
+AciServiceDeploymentConfiguration = DockerServiceDeploymentConfiguration

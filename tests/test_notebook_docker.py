@@ -1,0 +1,73 @@
+"""notebooks/06-docker-target.ipynb runs top to bottom with papermill on the real engine, as a user runs it.
+
+Test values are injected into its `parameters` cell: the locally built base image (Docker Hub is
+unreachable here) and the registry on 127.0.0.1:5000. The executed notebook is kept in
+.artifacts/notebooks/ for inspection when something fails.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+from docker_helpers import REGISTRY, TEST_REPO, require_engine, require_registry
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / "notebooks" / "06-docker-target.ipynb"
+ARTIFACTS = ROOT / ".artifacts" / "notebooks"
+
+
+def test_06_docker_target(tmp_path, monkeypatch):
+    import papermill as pm
+
+    client, base = require_engine()
+    require_registry()
+    monkeypatch.setenv("MLMAGICS_IMAGE_REPO", TEST_REPO)  # the kernel inherits it: test images stay apart from a user's
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    out = ARTIFACTS / NOTEBOOK.name
+    parameters = {
+        "workspace": str(tmp_path / "ws"),
+        "service_name": "nb-docker",
+        "base_image": base,
+        "cpu_cores": 1.0,
+        "memory_gb": 0.5,
+        "registry": REGISTRY,
+        "workdir": str(tmp_path / "work"),
+    }
+    pm.execute_notebook(
+        str(NOTEBOOK),
+        str(out),
+        parameters=parameters,
+        kernel_name="python3",
+        cwd=str(tmp_path),
+        progress_bar=False,
+        start_timeout=120,
+        execution_timeout=600,
+    )
+    executed = nbformat.read(out, as_version=4)
+    summary_cell = next(c for c in executed.cells if "summary" in c.metadata.get("tags", []))
+    text = "".join(o.get("text", "") for o in summary_cell.outputs if o.get("output_type") == "stream")
+    summary = json.loads(text.strip().splitlines()[-1])
+
+    from sklearn.datasets import make_classification
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = make_classification(n_samples=300, n_features=10, n_informative=6, n_classes=3, random_state=0)
+    expected = LogisticRegression(max_iter=500).fit(X, y).predict(summary["test_sample"]).tolist()
+    assert summary["first_answer"] == expected, "the service answered with the model's predictions"
+    assert [row["digit"] for row in summary["second_answer"]] == expected, "the update is live"
+    assert (summary["without_key"], summary["with_key"], summary["old_secondary_status"]) == (401, 200, 401)
+    assert summary["same_uri"] is True
+    assert summary["image_size"] > 50e6 and summary["layers"]["requirements"] > 0, "image size reported, part by part"
+    assert summary["location"] == f"{TEST_REPO}/mnist-docker:1"
+    assert summary["pushed"] == f"{REGISTRY}/{TEST_REPO}/mnist-docker:2"
+    assert summary["limits"] == [1_000_000_000, int(0.5 * 1024**3)]
+    assert summary["left"] == [0, 0, 0], "the notebook cleaned up"
+    assert (tmp_path / "work" / "score.py").exists()
+    assert not client.containers.list(all=True, filters={"label": "org.mlmagics.service=nb-docker"})
+    print(
+        f"notebook 06: build {summary['build_seconds']:.1f} s, rebuild {summary['rebuild_seconds']:.1f} s, "
+        f"deploy {summary['deploy_seconds']:.1f} s, update {summary['update_seconds']:.1f} s, "
+        f"{summary['image_size'] / 1e6:.0f} MB"
+    )
