@@ -23,17 +23,29 @@ from .models import Model
 from .preflight import check_script
 from .progress import NullProgress, Progress, Recorder, TextProgress
 from .services import Webservice
+from .targets.docker import AciWebservice, DockerServiceDeploymentConfiguration, DockerWebservice
+from .targets.kubernetes import AksWebservice, KubernetesServiceDeploymentConfiguration, KubernetesWebservice
+from .targets.kubernetes_cluster import AksCompute, ComputeTarget, KubernetesCompute
 from .targets.local import LocalServiceDeploymentConfiguration, LocalWebservice
 from .workspace import Workspace
 
 __all__ = [
+    "AciWebservice",
+    "AksCompute",
+    "AksWebservice",
     "ConflictError",
+    "ComputeTarget",
     "ContainerImage",
     "DeploymentConfiguration",
+    "DockerServiceDeploymentConfiguration",
+    "DockerWebservice",
     "Image",
     "ImageConfig",
     "ImageException",
     "InvalidConfiguration",
+    "KubernetesCompute",
+    "KubernetesServiceDeploymentConfiguration",
+    "KubernetesWebservice",
     "LocalServiceDeploymentConfiguration",
     "LocalWebservice",
     "MlmagicsError",

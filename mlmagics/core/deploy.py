@@ -13,10 +13,11 @@ from typing import Any
 
 from .errors import UserError
 from .images import ContainerImage, Image
-from .models import Model, split_id
+from .models import Model
 from .progress import Progress
 from .services import Webservice
 from .targets import deploy_configuration
+from .versioned import split_id
 from .workspace import Workspace
 
 

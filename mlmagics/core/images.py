@@ -27,9 +27,10 @@ from typing import Any
 
 from . import progress as progress_mod
 from .environments import EnvironmentSpec, build_spec, pickled_modules
-from .errors import ConflictError, ImageException, NotFoundError, UserError
-from .models import Model, split_id, tag_filter_matches
+from .errors import ConflictError, ImageException, UserError
+from .models import Model
 from .preflight import Problem, check_script
+from .versioned import Versioned, split_id
 from .workspace import Workspace, _make_read_only, _remove_tree, dumps, loads, now
 
 IMAGE_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,30}[a-z0-9])?$")
@@ -175,8 +176,10 @@ def _resolve_models(workspace: Workspace, models: list) -> list[Model]:
     return resolved
 
 
-class Image:
+class Image(Versioned):
     """A created image (v1's `azureml.core.image.Image`)."""
+
+    table, noun, missing, example = "images", "image", "does not exist", "Image(ws, id='myimage:1')"
 
     image_type = "Docker"
     image_flavor = "WebApiContainer"
@@ -196,22 +199,6 @@ class Image:
             _row = self._find(workspace, name, id, tags, properties, version)
         self._load(_row)
 
-    @staticmethod
-    def _find(ws: Workspace, name, image_id, tags, properties, version) -> sqlite3.Row:
-        if image_id:
-            name, version = split_id(image_id)
-        if not name:
-            raise UserError("give an image name or id, e.g. Image(ws, id='myimage:1')")
-        rows = ws.query("SELECT * FROM images WHERE name=? ORDER BY version DESC", (name,))
-        for row in rows:
-            if version is not None and row["version"] != version:
-                continue
-            if tag_filter_matches(loads(row["tags"], {}), tags) and tag_filter_matches(loads(row["properties"], {}), properties):
-                return row
-        wanted = f"{name}:{version}" if version is not None else name
-        known = ", ".join(f"{r['name']}:{r['version']}" for r in rows[:5]) or "none"
-        raise NotFoundError(f"image {wanted} does not exist in {ws.path} (versions of {name}: {known})")
-
     def _load(self, row: sqlite3.Row) -> None:
         self.name: str = row["name"]
         self.version: int = row["version"]
@@ -224,10 +211,6 @@ class Image:
         self.spec: dict[str, Any] = loads(row["spec"], {})
         self.error: str | None = row["error"]
         self.build_info: dict[str, Any] = loads(row["build"], {})
-
-    @property
-    def id(self) -> str:
-        return f"{self.name}:{self.version}"
 
     @property
     def folder(self) -> Path:
@@ -350,18 +333,14 @@ class Image:
         tags: Any = None,
         properties: Any = None,
     ) -> list[Image]:
-        rows = workspace.query("SELECT * FROM images ORDER BY name, version DESC")
         out = []
-        for row in rows:
+        for row in Image._rows(workspace, tags, properties, image_name):
             models = loads(row["models"], [])
-            if image_name and row["name"] != image_name:
-                continue
             if model_id and model_id not in models:
                 continue
             if model_name and not any(m.split(":")[0] == model_name for m in models):
                 continue
-            if tag_filter_matches(loads(row["tags"], {}), tags) and tag_filter_matches(loads(row["properties"], {}), properties):
-                out.append(Image(workspace, _row=row))
+            out.append(Image(workspace, _row=row))
         return out
 
     def wait_for_creation(self, show_output: bool = False) -> None:
@@ -398,21 +377,57 @@ class Image:
         _remove_tree(self.folder)
         self.creation_state = "Deleting"
 
+    def build(
+        self,
+        base_image: str | None = None,
+        no_cache: bool = False,
+        progress: progress_mod.Progress | None = None,
+        show_output: bool = False,
+    ) -> str:
+        """Build this image's Docker image (deploying to docker does it too); returns its tag.
+
+            image.build(show_output=True)     # 'mlmagics/myimage:2', the build output streamed live
+
+        Built once: later calls return at once while the Docker image exists. The base image is
+        `base_image`, else the configuration's, else $MLMAGICS_BASE_IMAGE, else python:<3.x>-slim.
+        """
+        from .targets.docker_image import build
+
+        report = progress_mod.resolve(progress, show_output)
+        try:
+            tag = build(self, base_image, report, no_cache=no_cache)
+        except Exception as e:
+            report.done(False, str(e))
+            raise
+        report.done(True, f"{tag} is built ({self.build_info.get('size', 0) / 1e6:.1f} MB)")
+        return tag
+
+    def push(
+        self,
+        registry: str,
+        username: str | None = None,
+        password: str | None = None,
+        progress: progress_mod.Progress | None = None,
+        show_output: bool = False,
+    ) -> str:
+        """Push the Docker image to `registry` (built first if needed); returns where it is, also `image_location`.
+
+            image.push("127.0.0.1:5000")      # '127.0.0.1:5000/mlmagics/myimage:2'
+        """
+        from .targets.docker_image import push
+
+        report = progress_mod.resolve(progress, show_output)
+        try:
+            location = push(self, registry, username, password, report)
+        except Exception as e:
+            report.done(False, str(e))
+            raise
+        report.done(True, f"pushed {location}")
+        return location
+
     def set_build_info(self, **info: Any) -> None:
         self.build_info = {**self.build_info, **info}
-        with self.workspace.transaction() as db:
-            db.execute("UPDATE images SET build=? WHERE name=? AND version=?", (dumps(self.build_info), self.name, self.version))
-
-    def update(self, tags: dict) -> None:
-        self.tags = {k: str(v) for k, v in tags.items()}
-        with self.workspace.transaction() as db:
-            db.execute("UPDATE images SET tags=? WHERE name=? AND version=?", (dumps(self.tags), self.name, self.version))
-
-    def add_tags(self, tags: dict) -> None:
-        self.update({**self.tags, **tags})
-
-    def remove_tags(self, tags: list[str]) -> None:
-        self.update({k: v for k, v in self.tags.items() if k not in tags})
+        self._set(build=self.build_info)
 
     def serialize(self) -> dict[str, Any]:
         return {
@@ -438,6 +453,8 @@ def _prepare_spec(cwd: Path, config: ImageConfig, models: list[Model]) -> tuple[
     """The image's spec, and the pre-flight errors (empty when the image can be created)."""
     script_path = cwd / config.execution_script
     local_modules = {Path(d).stem for d in config.dependencies} | {p.stem for p in script_path.parent.glob("*.py")}
+    if config.runtime == "spark-py":  # the image brings pyspark (and Java), as v1's SparkPython images did
+        local_modules.add("pyspark")
     requirements_file = cwd / config.requirements if config.requirements else None
     conda_file = cwd / config.conda_file if config.conda_file else None
     declared = None

@@ -20,35 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConflictError, ModelNotFoundException, UserError
+from .versioned import Versioned
 from .workspace import Workspace, dumps, loads, now
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 _PACKAGE_DIR = str(Path(__file__).resolve().parents[1])
-
-
-def split_id(model_id: str) -> tuple[str, int | None]:
-    """'name:3' -> ('name', 3); 'name' -> ('name', None)."""
-    name, _, version = model_id.partition(":")
-    if version and not version.isdigit():
-        raise UserError(f"model id {model_id!r} must look like name:version with an integer version")
-    return name, int(version) if version else None
-
-
-def tag_filter_matches(tags: dict[str, str], wanted: Any) -> bool:
-    """v1's filters: ['key'], [['key', 'value']], or (here too) {'key': 'value'}."""
-    if not wanted:
-        return True
-    if isinstance(wanted, dict):
-        wanted = list(wanted.items())
-    for item in wanted:
-        if isinstance(item, str):
-            if item not in tags:
-                return False
-        else:
-            key, value = item
-            if tags.get(key) != value:
-                return False
-    return True
 
 
 def detect_source() -> str:
@@ -70,8 +46,11 @@ def detect_source() -> str:
     return "unknown"
 
 
-class Model:
+class Model(Versioned):
     """A registered model (v1's `azureml.core.model.Model`, same constructor and attributes)."""
+
+    table, noun, missing, not_found = "models", "model", "is not registered", ModelNotFoundException
+    example = "Model(ws, 'sklearn_mnist') or Model(ws, id='sklearn_mnist:1')"
 
     def __init__(
         self,
@@ -90,22 +69,6 @@ class Model:
             _row = self._find(workspace, name, id, tags, properties, version)
         self._load(_row)
 
-    @staticmethod
-    def _find(ws: Workspace, name, model_id, tags, properties, version) -> sqlite3.Row:
-        if model_id:
-            name, version = split_id(model_id)
-        if not name:
-            raise UserError("give a model name or id, e.g. Model(ws, 'sklearn_mnist') or Model(ws, id='sklearn_mnist:1')")
-        rows = ws.query("SELECT * FROM models WHERE name=? ORDER BY version DESC", (name,))
-        for row in rows:
-            if version is not None and row["version"] != version:
-                continue
-            if tag_filter_matches(loads(row["tags"], {}), tags) and tag_filter_matches(loads(row["properties"], {}), properties):
-                return row
-        wanted = f"{name}:{version}" if version is not None else name
-        known = ", ".join(f"{r['name']}:{r['version']}" for r in rows[:5]) or "none"
-        raise ModelNotFoundException(f"model {wanted} is not registered in {ws.path} (versions of {name}: {known})")
-
     def _load(self, row: sqlite3.Row) -> None:
         self.name: str = row["name"]
         self.version: int = row["version"]
@@ -119,10 +82,6 @@ class Model:
         self.source: str | None = row["source"]
         self.model_framework: str | None = row["framework"]
         self.model_framework_version: str | None = row["framework_version"]
-
-    @property
-    def id(self) -> str:
-        return f"{self.name}:{self.version}"
 
     @property
     def path(self) -> Path:
@@ -210,14 +169,9 @@ class Model:
         latest: bool = False,
     ) -> list[Model]:
         """Registered models, newest first; `latest=True` keeps the newest version of each name."""
-        rows = workspace.query(
-            "SELECT * FROM models" + (" WHERE name=?" if name else "") + " ORDER BY name, version DESC", (name,) if name else ()
-        )
         out, seen = [], set()
-        for row in rows:
-            if latest and row["name"] in seen:
-                continue
-            if tag_filter_matches(loads(row["tags"], {}), tags) and tag_filter_matches(loads(row["properties"], {}), properties):
+        for row in Model._rows(workspace, tags, properties, name):
+            if not (latest and row["name"] in seen):
                 out.append(Model(workspace, _row=row))
                 seen.add(row["name"])
         return out
@@ -270,31 +224,13 @@ class Model:
             db.execute("DELETE FROM models WHERE name=? AND version=?", (self.name, self.version))
         self.workspace.remove_artifact_if_unused(self.digest)
 
-    def update(self, tags: dict | None = None, description: str | None = None) -> None:
-        with self.workspace.transaction() as db:
-            if tags is not None:
-                self.tags = {k: str(v) for k, v in tags.items()}
-                db.execute("UPDATE models SET tags=? WHERE name=? AND version=?", (dumps(self.tags), self.name, self.version))
-            if description is not None:
-                self.description = description
-                db.execute("UPDATE models SET description=? WHERE name=? AND version=?", (description, self.name, self.version))
-
-    def add_tags(self, tags: dict) -> None:
-        self.update(tags={**self.tags, **tags})
-
-    def remove_tags(self, tags: list[str]) -> None:
-        self.update(tags={k: v for k, v in self.tags.items() if k not in tags})
-
     def add_properties(self, properties: dict) -> None:
         """Add properties; v1 never lets an existing property change."""
         clash = [k for k in properties if k in self.properties and self.properties[k] != str(properties[k])]
         if clash:
             raise ConflictError(f"properties {clash} already exist with other values; properties cannot change")
         self.properties = {**self.properties, **{k: str(v) for k, v in properties.items()}}
-        with self.workspace.transaction() as db:
-            db.execute(
-                "UPDATE models SET properties=? WHERE name=? AND version=?", (dumps(self.properties), self.name, self.version)
-            )
+        self._set(properties=self.properties)
 
     def serialize(self) -> dict[str, Any]:
         return {

@@ -25,9 +25,10 @@ from typing import Any, ClassVar
 
 from . import progress as progress_mod
 from .configs import DeploymentConfiguration, config_from_dict
-from .errors import ConflictError, NotFoundError, UserError, WebserviceException
+from .errors import ConflictError, MlmagicsError, NotFoundError, UserError, WebserviceException
 from .images import Image, ImageConfig
-from .models import Model, tag_filter_matches
+from .models import Model
+from .versioned import tag_filter_matches
 from .workspace import Workspace, dumps, loads, now
 
 SERVICE_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -141,6 +142,9 @@ class Webservice:
         deployment_config.validate()
         cls = target_for(deployment_config.compute_type)
         report = progress_mod.resolve(progress, show_output)
+        planned = cls._before_deploy(workspace, name, image, deployment_config, deployment_target, report)
+        if planned is not None:  # a dry run: the target answered without deploying or recording anything
+            return planned
         keys = {"primary": deployment_config.primary_key or new_key(), "secondary": deployment_config.secondary_key or new_key()}
         created = now()
         try:
@@ -262,7 +266,10 @@ class Webservice:
                 if model_id and model_id not in ids or model_name and not any(i.split(":")[0] == model_name for i in ids):
                     continue
             if refresh:
-                service.update_deployment_state()
+                try:
+                    service.update_deployment_state()
+                except MlmagicsError as e:  # one unreachable target (a cluster gone) must not hide the others
+                    service.error = f"state not refreshed: {e.message}"
             out.append(service)
         return out
 
@@ -440,6 +447,20 @@ class Webservice:
     @staticmethod
     def deploy_configuration(**kwargs: Any) -> DeploymentConfiguration:
         raise NotImplementedError
+
+    @classmethod
+    def _before_deploy(
+        cls,
+        workspace: Workspace,
+        name: str,
+        image: Image,
+        config: DeploymentConfiguration,
+        deployment_target: Any,
+        progress: progress_mod.Progress,
+    ) -> Webservice | None:
+        """Runs before the service is recorded: a target refuses here what it can check early (no cluster),
+        or answers the deploy itself (a dry run returns the planned, unrecorded service)."""
+        return None
 
     def _start(self, image: Image, progress: progress_mod.Progress, deployment_target: Any) -> None:
         raise NotImplementedError

@@ -1,0 +1,104 @@
+"""What models and images share: `name:version` ids, v1's lookups and filters, and tags.
+
+    Model(ws, "sklearn_mnist")            # the latest version
+    Image(ws, id="myimage:2")             # one version
+    Model.list(ws, tags=[["stage", "prod"]])
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any, ClassVar
+
+from .errors import NotFoundError, UserError
+from .workspace import Workspace, dumps, loads
+
+
+def split_id(item_id: str) -> tuple[str, int | None]:
+    """'name:3' -> ('name', 3); 'name' -> ('name', None)."""
+    name, _, version = item_id.partition(":")
+    if version and not version.isdigit():
+        raise UserError(f"id {item_id!r} must look like name:version with an integer version")
+    return name, int(version) if version else None
+
+
+def tag_filter_matches(tags: dict[str, str], wanted: Any) -> bool:
+    """v1's filters: ['key'], [['key', 'value']], or (here too) {'key': 'value'}."""
+    if not wanted:
+        return True
+    if isinstance(wanted, dict):
+        wanted = list(wanted.items())
+    for item in wanted:
+        if isinstance(item, str):
+            if item not in tags:
+                return False
+        else:
+            key, value = item
+            if tags.get(key) != value:
+                return False
+    return True
+
+
+def row_matches(row: sqlite3.Row, tags: Any, properties: Any) -> bool:
+    return tag_filter_matches(loads(row["tags"], {}), tags) and tag_filter_matches(loads(row["properties"], {}), properties)
+
+
+class Versioned:
+    """A row of `table` keyed by (name, version); subclasses say what they are called."""
+
+    table: ClassVar[str]
+    noun: ClassVar[str]  # "model", "image"
+    missing: ClassVar[str]  # how to say it is not there: "is not registered", "does not exist"
+    not_found: ClassVar[type[NotFoundError]] = NotFoundError
+    example: ClassVar[str]
+
+    workspace: Workspace
+    name: str
+    version: int
+    tags: dict[str, str]
+
+    @property
+    def id(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    @classmethod
+    def _find(cls, ws: Workspace, name: str | None, item_id: str | None, tags: Any, properties: Any,
+              version: int | None) -> sqlite3.Row:
+        if item_id:
+            name, version = split_id(item_id)
+        if not name:
+            raise UserError(f"give a {cls.noun} name or id, e.g. {cls.example}")
+        rows = ws.query(f"SELECT * FROM {cls.table} WHERE name=? ORDER BY version DESC", (name,))
+        for row in rows:
+            if (version is None or row["version"] == version) and row_matches(row, tags, properties):
+                return row
+        wanted = f"{name}:{version}" if version is not None else name
+        known = ", ".join(f"{r['name']}:{r['version']}" for r in rows[:5]) or "none"
+        raise cls.not_found(f"{cls.noun} {wanted} {cls.missing} in {ws.path} (versions of {name}: {known})")
+
+    @classmethod
+    def _rows(cls, ws: Workspace, tags: Any = None, properties: Any = None, name: str | None = None) -> list[sqlite3.Row]:
+        query = f"SELECT * FROM {cls.table}" + (" WHERE name=?" if name else "") + " ORDER BY name, version DESC"
+        return [row for row in ws.query(query, (name,) if name else ()) if row_matches(row, tags, properties)]
+
+    def _set(self, **columns: Any) -> None:
+        """Write columns of this version's row (dicts JSON-encoded)."""
+        assignments = ", ".join(f"{k}=?" for k in columns)
+        values = [dumps(v) if isinstance(v, dict | list) else v for v in columns.values()]
+        with self.workspace.transaction() as db:
+            db.execute(f"UPDATE {self.table} SET {assignments} WHERE name=? AND version=?", (*values, self.name, self.version))
+
+    def update(self, tags: dict | None = None, description: str | None = None) -> None:
+        changes: dict[str, Any] = {}
+        if tags is not None:
+            self.tags = changes["tags"] = {k: str(v) for k, v in tags.items()}
+        if description is not None:
+            self.description = changes["description"] = description
+        if changes:
+            self._set(**changes)
+
+    def add_tags(self, tags: dict) -> None:
+        self.update(tags={**self.tags, **tags})
+
+    def remove_tags(self, tags: list[str]) -> None:
+        self.update(tags={k: v for k, v in self.tags.items() if k not in tags})
