@@ -4,9 +4,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench lint clean
+.PHONY: install test demo bench lint clean lab
 
-$(STAMP): pyproject.toml
+# The JupyterLab extension's sources: when they change, the next install rebuilds it (npm, via pip).
+LABEXTENSION_SOURCES := $(wildcard labextension/package.json labextension/yarn.lock labextension/tsconfig.json labextension/src/* labextension/style/*)
+
+$(STAMP): pyproject.toml $(LABEXTENSION_SOURCES)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test]"
@@ -29,5 +32,8 @@ bench: install
 lint: install
 	$(PY) -m ruff check mlmagics tests benchmarks
 
+lab: install  ## JupyterLab on the notebooks with the Deployments panel (for people, not CI)
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+
 clean:
-	rm -rf $(VENV) .pytest_cache build dist *.egg-info
+	rm -rf $(VENV) .pytest_cache build dist *.egg-info mlmagics/labextension labextension/lib labextension/tsconfig.tsbuildinfo

@@ -22,3 +22,13 @@ def load_ipython_extension(ipython) -> None:
 
 def unload_ipython_extension(ipython) -> None:
     pass
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    """Jupyter server: the Deployments panel's REST API lives in `mlmagics.server` (imported only by the server)."""
+    return [{"module": "mlmagics.server"}]
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """JupyterLab: the prebuilt Deployments panel, built from labextension/ into mlmagics/labextension."""
+    return [{"src": "labextension", "dest": "mlmagics"}]

@@ -1,0 +1,125 @@
+"""A real JupyterLab for browser tests: started on 127.0.0.1 with the mlmagics extension, driven by
+Debian's Chromium through Playwright (never a downloaded browser), always stopped afterwards."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from mlmagics.core.targets.local import free_port
+
+CHROMIUM = Path("/usr/bin/chromium")
+# As root in a sandbox without network: no sandbox, no GPU, no calls home (they would be refused, many at a time).
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+]
+
+
+def require(ok: bool, reason: str) -> None:
+    """Skip a browser test when something it needs is missing, but fail under CI=true, where it must run."""
+    if ok:
+        return
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{reason} (CI=true: the browser test must run)", pytrace=False)
+    pytest.skip(reason)
+
+
+def built_labextension() -> Path | None:
+    """The installed (prebuilt) labextension of mlmagics in this environment, if there is one."""
+    folder = Path(sys.prefix) / "share" / "jupyter" / "labextensions" / "mlmagics"
+    return folder if list((folder / "static").glob("remoteEntry.*.js")) else None
+
+
+class JupyterLab:
+    """`jupyter lab` in its own process group, with a fresh root, workspaces and config folder."""
+
+    def __init__(self, folder: Path, workspace: Path, startup_timeout: float = 90.0) -> None:
+        self.port = free_port()
+        self.token = secrets.token_hex(16)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = folder / "jupyterlab.log"
+        for sub in ("root", "workspaces", "config", "runtime"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        command = [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={self.port}",
+            "--port-retries=0",
+            "--allow-root",
+            f"--IdentityProvider.token={self.token}",
+            f"--ServerApp.root_dir={folder / 'root'}",
+            f"--LabApp.workspaces_dir={folder / 'workspaces'}",
+            "--LabApp.news_url=None",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            f"--MlmagicsServer.workspace={workspace}",
+        ]
+        # no "get notified about Jupyter news?" toast over the screenshots
+        (folder / "config" / "labconfig").mkdir(exist_ok=True)
+        (folder / "config" / "labconfig" / "page_config.json").write_text(
+            json.dumps({"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}})
+        )
+        env = {
+            **os.environ,
+            "JUPYTER_CONFIG_DIR": str(folder / "config"),
+            "JUPYTER_RUNTIME_DIR": str(folder / "runtime"),
+            "MLMAGICS_HOME": str(workspace),  # for the kernels: %deploy_form shows the same workspace
+        }
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        try:
+            self._wait_until_up(startup_timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_until_up(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"jupyter lab exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                if requests.get(f"{self.url}/api/status", params={"token": self.token}, timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"jupyter lab did not answer within {timeout:.0f} s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        """SIGTERM (the server shuts its kernels down), then SIGKILL to the whole group if it lingers."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)  # kernels or anything else left in the group
+        except ProcessLookupError:
+            pass
+        if self.process.poll() is None:
+            self.process.wait(timeout=10)
