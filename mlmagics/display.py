@@ -425,3 +425,37 @@ def _type_of(schema: dict) -> str:
         return f"array of {_type_of(schema.get('items', {}))}"
     fmt = schema.get("format")
     return f"{kind} ({fmt})" if fmt else kind
+
+
+@dataclass
+class ManifestPlan:
+    """A dry run's result: the manifests a deploy would apply, written for GitOps, shown for reading."""
+
+    service: str
+    files: list[str]
+    kinds: list[str]
+
+    @classmethod
+    def of(cls, service: Any) -> ManifestPlan:
+        kinds = [f"{m.get('kind')}/{m.get('metadata', {}).get('name')}" for m in getattr(service, "manifests", [])]
+        return cls(service.name, [str(f) for f in getattr(service, "manifest_files", [])], kinds)
+
+    def yaml(self) -> str:
+        from pathlib import Path
+
+        return "\n".join(Path(f).read_text() for f in self.files if not f.endswith(".secret.yaml") and Path(f).exists())
+
+    def __repr__(self) -> str:
+        lines = [f"Dry run for {self.service}: nothing applied; {len(self.kinds)} objects written"]
+        lines += [f"  {f}" for f in self.files]
+        lines += [f"  - {k}" for k in self.kinds]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        files = "".join(f"<li><code>{esc(f)}</code></li>" for f in self.files)
+        return (
+            f"<div style='{_BOX}'>{badge('DryRun')} <b>Manifests for {esc(self.service)}</b> — nothing applied; "
+            f"{esc(', '.join(self.kinds))}<ul>{files}</ul>"
+            f"<details><summary>YAML</summary><pre style='max-height:30em;overflow:auto'>{esc(self.yaml())}</pre>"
+            f"</details></div>"
+        )

@@ -214,8 +214,8 @@ class DeployMagics(Magics):
         return self._service_card(service)
 
     def _service_card(self, service):
-        if getattr(service, "manifests", None):  # a dry run: the manifests are the result
-            return service
+        if service.state == "DryRun":  # the manifests are the result
+            return show.ManifestPlan.of(service)
         return show.service_card(service, reveal_keys=self.reveal_keys)
 
     def _service(self, name: str):

@@ -202,7 +202,7 @@ class DeployForm:
             self.service = deploy(
                 self.workspace, self.name.value, target=self.target.value, progress=self.progress, **source, **self.settings()
             )
-            card = self.service if getattr(self.service, "manifests", None) else show.service_card(self.service)
+            card = show.ManifestPlan.of(self.service) if self.service.state == "DryRun" else show.service_card(self.service)
             self.result.append_display_data(card)
         except MlmagicsError as e:
             self.error = e.message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from core_helpers import ECHO_SCRIPT, FAILING_INIT
@@ -212,3 +213,16 @@ def test_test_service_sends_dataframes_and_arrays_as_json():
     assert json.loads(_to_body(np.array([[1, 2]]))) == [[1, 2]]
     assert json.loads(_to_body(pd.DataFrame({"a": [1], "b": ["x"]}))) == [{"a": 1, "b": "x"}]
     assert _to_body("already text") == b"already text"
+
+
+def test_deploy_aks_dry_run_shows_the_manifests_without_a_cluster(ip, tmp_path):
+    (tmp_path / "tiny.txt").write_text("weights of tiny")
+    ip.run_line_magic("register_model", "tiny.txt --name tiny")
+    ip.run_cell_magic("score_script", "", ECHO_SCRIPT.format(version="v1", model="tiny"))
+    ip.run_line_magic("build_image", "echo --script score.py --model tiny")
+    plan = ip.run_line_magic("deploy", "aks planned --image echo:1 --autoscale 1:4 --target-utilization 30 --dry-run")
+    assert repr(plan).startswith("Dry run for planned: nothing applied")
+    assert any(kind.startswith("HorizontalPodAutoscaler/") for kind in plan.kinds)
+    assert all((tmp_path / "manifests").joinpath(Path(f).name).exists() for f in plan.files)
+    assert "kind: Deployment" in plan.yaml() and "DryRun" in html_of(ip, plan)
+    assert Webservice.list(Workspace()) == [], "a dry run records no service"
