@@ -2,7 +2,9 @@
 
 ``prepare`` trains a LogisticRegression on sklearn's ``load_digits``, writes the
 v1 ``score.py``, the model in the v1 ``azureml-models`` layout, the request
-bodies and the ``azureml.core.model`` shim that the reference server needs.
+bodies and the ``azureml.core.model`` shim that the reference server needs; it
+also writes the "trivial" echo script into an app root of its own (with an
+empty ``azureml-models``), which isolates each server's own overhead.
 ``inprocess`` imports that ``score.py``, calls ``init()`` once and ``run()`` in a
 tight loop. Both print one JSON object on stdout.
 
@@ -40,6 +42,15 @@ def run(raw_data):
     return json.dumps(model.predict(data).tolist())
 """
 
+# The "trivial" script: echo the request body. run() returns a str, so a v1 server
+# JSON-encodes it once more (the double encoding); what is left is server overhead.
+TRIVIAL_PY = """\
+def init():
+    pass
+def run(raw_data):
+    return raw_data
+"""
+
 # azureml-inference-server-http does not ship azureml.core; this is the minimum
 # score.py needs: v1's get_model_path for the azureml-models/<name>/<version>/<entry> layout.
 SHIM_MODEL_PY = '''\
@@ -70,6 +81,7 @@ class Model:
 def layout(root: Path) -> dict[str, Any]:
     """Return the paths that ``prepare`` writes under ``root``."""
     app_root = root / "app"
+    trivial_root = root / "trivial" / "app"
     return {
         "app_root": str(app_root),
         "score_py": str(app_root / "score.py"),
@@ -77,6 +89,11 @@ def layout(root: Path) -> dict[str, Any]:
         "model_file": str(app_root / "azureml-models" / MODEL_NAME / "1" / f"{MODEL_NAME}_model.pkl"),
         "shim_dir": str(root / "shim"),
         "bodies": {str(n): str(root / "bodies" / f"rows-{n}.json") for n in ROW_COUNTS},
+        "trivial": {
+            "app_root": str(trivial_root),
+            "score_py": str(trivial_root / "score.py"),
+            "model_dir": str(trivial_root / "azureml-models"),
+        },
     }
 
 
@@ -104,6 +121,9 @@ def prepare(root: Path) -> dict[str, Any]:
     joblib.dump(model, paths["model_file"])
     Path(paths["score_py"]).write_text(SCORE_PY)
     write_shim(Path(paths["shim_dir"]))
+    trivial = paths["trivial"]
+    Path(trivial["model_dir"]).mkdir(parents=True, exist_ok=True)
+    Path(trivial["score_py"]).write_text(TRIVIAL_PY)
     for rows, body_path in paths["bodies"].items():
         Path(body_path).parent.mkdir(parents=True, exist_ok=True)
         Path(body_path).write_text(json.dumps({"data": features[: int(rows)].tolist()}))

@@ -38,12 +38,17 @@ def decode_answer(wire: bytes) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-def score(port: int, body: bytes, headers: dict[str, str]) -> Any:
-    """POST ``body`` to /score and return the decoded answer; ServerFailed unless 200."""
+def score_wire(port: int, body: bytes, headers: dict[str, str]) -> bytes:
+    """POST ``body`` to /score and return the response body as sent; ServerFailed unless 200."""
     status, wire = request(port, "POST", "/score", body, {"Content-Type": "application/json", **headers})
     if status != 200:
         raise ServerFailed(f"POST /score answered {status}: {wire[:300]!r}")
-    return decode_answer(wire)
+    return wire
+
+
+def score(port: int, body: bytes, headers: dict[str, str]) -> Any:
+    """POST ``body`` to /score and return the decoded answer; ServerFailed unless 200."""
+    return decode_answer(score_wire(port, body, headers))
 
 
 @dataclass

@@ -1,14 +1,16 @@
-"""Start servers in their own process group, stop them for sure, and measure their memory.
+"""Start servers in their own process group, stop them for sure, pin them, and measure their memory.
 
 Both servers fork workers, so a server is its whole process tree: it is started
 with ``start_new_session=True`` and stopped with ``killpg``; memory is summed over
-every descendant found in ``/proc``.
+every descendant found in ``/proc``. Pinning runs a command under ``taskset -c``;
+forked workers inherit the CPU set.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -16,6 +18,48 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Pinning:
+    """CPU lists for ``taskset -c``: wrk on one CPU, the servers on others; None means unpinned."""
+
+    wrk_cpus: str | None
+    server_cpus: str | None
+    description: str
+
+    @staticmethod
+    def _prefix(cpus: str | None) -> list[str]:
+        return ["taskset", "-c", cpus] if cpus else []
+
+    @property
+    def wrk(self) -> list[str]:
+        """Command prefix for wrk."""
+        return self._prefix(self.wrk_cpus)
+
+    @property
+    def server(self) -> list[str]:
+        """Command prefix for a server (and the in-process loop, so it runs on the same CPU)."""
+        return self._prefix(self.server_cpus)
+
+
+def plan_pinning(enabled: bool, workers: int) -> Pinning:
+    """wrk on the first CPU this process may use, the servers on the next ``workers`` (at least one).
+
+    Off with ``enabled=False`` or fewer than 2 usable CPUs; with N workers and fewer
+    than N + 1 CPUs the workers share the CPUs left after wrk's.
+    """
+    cpus = sorted(os.sched_getaffinity(0))
+    if not enabled:
+        return Pinning(None, None, "off (--no-pin); wrk and the server share every CPU")
+    if len(cpus) < 2:
+        return Pinning(None, None, f"off: only {len(cpus)} CPU; wrk and the server share it")
+    server = ",".join(str(cpu) for cpu in cpus[1 : 1 + workers])
+    return Pinning(
+        str(cpus[0]),
+        server,
+        f"wrk under `taskset -c {cpus[0]}`, each server's process tree (and the in-process loop) under `taskset -c {server}`",
+    )
 
 
 def free_port() -> int:
@@ -60,6 +104,72 @@ def spawn(name: str, cmd: list[str], *, cwd: Path, env: dict[str, str], log_path
             start_new_session=True,
         )
     return Spawned(name=name, proc=proc, started=started, log_path=log_path)
+
+
+_TICK_S = 1 / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    """CPU seconds so far: the machine (busy, and stolen by the hypervisor), a server tree, reaped children, us."""
+
+    machine_busy: float
+    steal: float
+    server: float
+    children: float
+    own: float
+
+
+@dataclass(frozen=True)
+class Interference:
+    """CPUs' worth of work that was not the benchmark's during a run (0.25 = a quarter of one CPU)."""
+
+    other: float
+    steal: float
+
+
+def _machine_cpu_s() -> tuple[float, float]:
+    """(non-idle, stolen) CPU seconds summed over every CPU since boot, from /proc/stat."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = ticks
+    return (user + nice + system + irq + softirq) * _TICK_S, steal * _TICK_S
+
+
+def _tree_cpu_s(pid: int) -> float:
+    """utime + stime of every live process in the tree rooted at ``pid``."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total * _TICK_S
+
+
+def cpu_snapshot(server_pid: int) -> CpuSnapshot:
+    """Take a snapshot; compare two with :func:`interference`."""
+    children, own = (resource.getrusage(who) for who in (resource.RUSAGE_CHILDREN, resource.RUSAGE_SELF))
+    busy, steal = _machine_cpu_s()
+    return CpuSnapshot(
+        machine_busy=busy,
+        steal=steal,
+        server=_tree_cpu_s(server_pid),
+        children=children.ru_utime + children.ru_stime,
+        own=own.ru_utime + own.ru_stime,
+    )
+
+
+def interference(before: CpuSnapshot, after: CpuSnapshot, wall_s: float) -> Interference:
+    """Other processes' CPU between two snapshots, and CPU the hypervisor stole, per second of ``wall_s``.
+
+    "Other" is everything the machine did minus the server tree, the reaped
+    children (wrk) and this process; kernel work done for them in interrupt
+    context (softirqs) lands there too, so a few percent is normal.
+    """
+    ours = sum(getattr(after, f) - getattr(before, f) for f in ("server", "children", "own"))
+    other = (after.machine_busy - before.machine_busy - ours) / wall_s
+    return Interference(other=max(0.0, other), steal=(after.steal - before.steal) / wall_s)
 
 
 def _proc_stats() -> list[tuple[int, str, int, int]]:

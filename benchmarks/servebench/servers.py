@@ -152,6 +152,12 @@ class ServerSpec:
     log_path: Path
     headers: dict[str, str] = field(default_factory=dict)
     notes: str = ""
+    script: str = "sklearn"
+
+    @property
+    def label(self) -> str:
+        """``server/script``, for logs and error messages."""
+        return f"{self.name}/{self.script}"
 
     @property
     def score_url(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,9 @@ class WrkResult:
     non_2xx: int
     socket_errors: dict[str, int]
     raw: str
+    # Set by the driver: CPUs' worth of other processes' work and of hypervisor steal during the run.
+    other_cpu: float = float("nan")
+    steal_cpu: float = float("nan")
 
     @property
     def errors(self) -> int:
@@ -83,9 +87,37 @@ def parse(raw: str) -> WrkResult:
     )
 
 
-def run(url: str, lua: Path, connections: int, seconds: float, timeout_s: float = 10.0) -> WrkResult:
-    """Run ``wrk -t<min(c,2)> -c<c> -d<s>s --latency -s <lua> <url>`` and parse it."""
+def median(runs: list[WrkResult]) -> WrkResult:
+    """Median req/s, p50 and p99 of repeated runs (each independently); requests and errors summed."""
+    sockets: dict[str, int] = {}
+    for one in runs:
+        for kind, count in one.socket_errors.items():
+            sockets[kind] = sockets.get(kind, 0) + count
+    return WrkResult(
+        requests_per_s=statistics.median(r.requests_per_s for r in runs),
+        p50_ms=statistics.median(r.p50_ms for r in runs),
+        p99_ms=statistics.median(r.p99_ms for r in runs),
+        requests=sum(r.requests for r in runs),
+        non_2xx=sum(r.non_2xx for r in runs),
+        socket_errors=sockets,
+        raw="",
+    )
+
+
+def run(
+    url: str,
+    lua: Path,
+    connections: int,
+    seconds: float,
+    timeout_s: float = 10.0,
+    prefix: list[str] | None = None,
+) -> WrkResult:
+    """Run ``[prefix] wrk -t<min(c,2)> -c<c> -d<s>s --latency -s <lua> <url>`` and parse it.
+
+    ``prefix`` is e.g. ``["taskset", "-c", "0"]`` to pin wrk to a CPU.
+    """
     cmd = [
+        *(prefix or []),
         "wrk",
         f"-t{min(connections, 2)}",
         f"-c{connections}",
