@@ -195,6 +195,8 @@ def test_script_exception_is_logged_with_its_traceback(servers):
     servers["text"].post(json_body={"raise": True}, headers=AUTH)
     errors = [r for r in servers["text"].log_records() if r["level"] == "ERROR" and "scripted failure" in r["msg"]]
     assert errors and 'raise RuntimeError("scripted failure")' in errors[-1]["traceback"]
+    frames = [line for line in errors[-1]["traceback"].splitlines() if line.strip().startswith('File "')]
+    assert frames and all("mlmagics/serving" not in f for f in frames), "the script's frames, not the server's"
 
 
 def test_overload_answers_503_with_retry_after_within_the_wait_limit(tmp_path, serve):

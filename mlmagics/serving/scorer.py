@@ -26,7 +26,7 @@ from . import datacollection, outputs
 from .inputs import InputError, headers_dict, run_arguments
 from .logs import log
 from .metrics import Metrics
-from .script import LoadFailure, ScoringScript, describe_failure
+from .script import LoadFailure, ScoringScript, describe_failure, user_traceback
 
 if TYPE_CHECKING:
     from .http import Connection, HttpRequest
@@ -185,7 +185,13 @@ class Scorer:
             log.error("user_script", str(e), request_id=job.request_id)
             return error(500, "An unexpected internal error occurred. Check the logs for more info."), None
         except Exception as e:  # noqa: BLE001 - the script's exception becomes v1's 500
-            log.error("user_script", f"run() raised {type(e).__name__}: {e}", exc=e, request_id=job.request_id)
+            log.emit(
+                "ERROR",
+                "user_script",
+                f"run() raised {type(e).__name__}: {e}",
+                traceback=user_traceback(e),
+                request_id=job.request_id,
+            )
             return error(500, "An unexpected error occurred in scoring script. Check the logs for more info.", True), None
 
     def check_stuck(self, grace_s: float = 5.0) -> None:

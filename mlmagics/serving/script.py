@@ -136,9 +136,22 @@ def schema_lint(run: Callable, param_names: list[str]) -> list[str]:
     ]
 
 
+_SERVING_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def user_traceback(exc: BaseException) -> str:
+    """The traceback as the script's author needs it: the server's own frames (mlmagics/serving)
+    and the import machinery's are left out, so the first frame shown is the script's."""
+    summary = traceback.TracebackException.from_exception(exc)
+    frames = [f for f in summary.stack if not f.filename.startswith(_SERVING_DIR) and not f.filename.startswith("<frozen")]
+    if frames:  # a failure inside the server itself keeps every frame
+        summary.stack = traceback.StackSummary.from_list(frames)
+    return "".join(summary.format())
+
+
 def describe_failure(stage: str, exc: BaseException) -> LoadFailure:
     """A one-line reason plus the traceback, for the log and the readiness answer."""
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    text = user_traceback(exc)
     if isinstance(exc, ScriptError):
         message = str(exc)
     elif stage == "init":
