@@ -15,6 +15,7 @@ import signal
 import socket
 import sys
 import threading
+import traceback
 import warnings
 
 from .app import App
@@ -68,7 +69,9 @@ def run_worker(settings: Settings, sock: socket.socket, report_fd: int | None = 
         metrics,
     )
     scorer.start()
-    _report(report_fd, scorer)
+    if scorer.state == FAILED:
+        _report(report_fd, scorer.failure)
+        report_fd = None
     if candidate and scorer.state == FAILED:
         return 3
     if scorer.state == FAILED and not settings.serve_init_failure:
@@ -88,14 +91,21 @@ def run_worker(settings: Settings, sock: socket.socket, report_fd: int | None = 
 
     async def serve() -> None:
         await server.start(sock)
+        # Ready only now that this worker accepts: an update or a reload switches traffic on this report.
+        _report(report_fd, None)
         every_second()
         await stop.wait()
         await server.shutdown(settings.graceful_timeout_s)
+
+    outcome = {"code": 0}
 
     def serve_http() -> None:
         asyncio.set_event_loop(loop)
         try:
             loop.run_until_complete(serve())
+        except BaseException as e:  # noqa: BLE001 - the worker must say why it stops serving, then be replaced
+            log.emit("CRITICAL", "server", f"the HTTP loop stopped: {type(e).__name__}: {e}", traceback=traceback.format_exc())
+            outcome["code"] = 1
         finally:
             scorer.stop()  # lets the main thread leave its job loop
 
@@ -108,14 +118,13 @@ def run_worker(settings: Settings, sock: socket.socket, report_fd: int | None = 
     metrics.publish()
     log.info("server", "worker stopped")
     log.flush()
-    return 0
+    return outcome["code"]
 
 
-def _report(fd: int | None, scorer: Scorer) -> None:
-    """Tell the supervisor how init() went (one JSON message on a pipe)."""
+def _report(fd: int | None, failure) -> None:
+    """Tell the supervisor how start-up went (one JSON message on a pipe): ready, or why not."""
     if fd is None:
         return
-    failure = scorer.failure
     report = (
         {"ok": True}
         if failure is None
