@@ -220,21 +220,9 @@ class LogView:
     lines: list[str]
 
     def readable(self) -> list[str]:
-        out = []
-        for line in self.lines:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                out.append(line)
-                continue
-            if not isinstance(record, dict) or "msg" not in record:
-                out.append(line)
-                continue
-            out.append(f"{record.get('time', '')} {record.get('level', '')[:1]} {record.get('logger', '')}: {record['msg']}")
-            for key in ("traceback", "exc"):
-                if record.get(key):
-                    out.extend("    " + t for t in str(record[key]).rstrip().splitlines())
-        return out
+        from mlmagics.serving.logs import readable
+
+        return readable(self.lines)
 
     def __repr__(self) -> str:
         return "\n".join(self.readable())

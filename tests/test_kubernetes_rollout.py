@@ -159,6 +159,6 @@ def test_the_report_shows_the_events_and_the_traceback_from_the_runtimes_json_lo
     )
     assert "\nEvents:\n  Warning Unhealthy: Readiness probe failed: Get" in report, "in the order they happened"
     assert "\n  Warning Unhealthy (x3): Readiness probe failed: HTTP probe failed with statuscode: 503\n" in report
-    assert "ERROR user_script - init() raised RuntimeError: the model file is corrupt\nTraceback" in report
+    assert "E user_script: init() raised RuntimeError: the model file is corrupt\n    Traceback" in report
     assert report.endswith("not json: printed by something else")
     assert explain_log("") == ""

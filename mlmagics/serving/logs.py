@@ -125,3 +125,23 @@ def configure(fmt: str, level: str) -> Log:
     log.min_level = _LEVELS.get(level.upper(), 20)
     log.pid = os.getpid()
     return log
+
+
+def readable(lines: list[str]) -> list[str]:
+    """This log's JSON lines as text for people: `time L logger: message`, a traceback spelled out
+    under its line; lines that are not ours (a library's own output) pass as they are."""
+    out = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            out.append(line)
+            continue
+        if not isinstance(record, dict) or "msg" not in record:
+            out.append(line)
+            continue
+        out.append(f"{record.get('time', '')} {str(record.get('level', ''))[:1]} {record.get('logger', '')}: {record['msg']}")
+        for key in ("traceback", "exc"):
+            if record.get(key):
+                out.extend("    " + t for t in str(record[key]).rstrip().splitlines())
+    return out

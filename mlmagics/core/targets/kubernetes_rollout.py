@@ -26,7 +26,6 @@ failure, while one that times out means init() is still running.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -259,19 +258,7 @@ def diagnose(deployment: Any, pods: list[Any], events: list[Any]) -> Diagnosis:
 
 
 def explain_log(text: str) -> str:
-    """The runtime logs JSON lines (`{"time", "level", "logger", "msg", ...}`); show them as text,
-    with a failure's traceback spelled out."""
-    out = []
-    for line in text.splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            out.append(line)
-            continue
-        if not isinstance(record, dict) or "msg" not in record:
-            out.append(line)
-            continue
-        out.append(f"{record.get('time', '')} {record.get('level', '')} {record.get('logger', '')} - {record['msg']}".strip())
-        if record.get("traceback"):
-            out.append(str(record["traceback"]).rstrip())
-    return "\n".join(out)
+    """The runtime's JSON log lines as text, with a failure's traceback spelled out."""
+    from mlmagics.serving.logs import readable
+
+    return "\n".join(readable(text.splitlines()))
