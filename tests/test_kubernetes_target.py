@@ -139,7 +139,7 @@ def test_a_failing_init_ends_the_wait_with_the_diagnosis_events_and_traceback(ws
     assert message.startswith("Service deployment polling reached non-successful terminal state, current service state: Failed")
     assert "ProbeFailure: the scoring script did not start: GET /ready answers 503" in message
     assert "Readiness probe failed: HTTP probe failed with statuscode: 503" in message
-    assert "RuntimeError: the model file is corrupt\nTraceback (most recent call last)" in message
+    assert "RuntimeError: the model file is corrupt\n    Traceback (most recent call last)" in message
     assert Webservice(ws, "mnist").state == "Failed"
     assert progress.events[-1][0] == "done" and progress.events[-1][1][0] is False
 
