@@ -7,25 +7,16 @@ unreachable here) and the registry on 127.0.0.1:5000. The executed notebook is k
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-import nbformat
 from docker_helpers import REGISTRY, TEST_REPO, require_engine, require_registry
+from notebook_helpers import ROOT, run_notebook
 
-ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "06-docker-target.ipynb"
-ARTIFACTS = ROOT / ".artifacts" / "notebooks"
 
 
 def test_06_docker_target(tmp_path, monkeypatch):
-    import papermill as pm
-
     client, base = require_engine()
     require_registry()
     monkeypatch.setenv("MLMAGICS_IMAGE_REPO", TEST_REPO)  # the kernel inherits it: test images stay apart from a user's
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    out = ARTIFACTS / NOTEBOOK.name
     parameters = {
         "workspace": str(tmp_path / "ws"),
         "service_name": "nb-docker",
@@ -35,20 +26,7 @@ def test_06_docker_target(tmp_path, monkeypatch):
         "registry": REGISTRY,
         "workdir": str(tmp_path / "work"),
     }
-    pm.execute_notebook(
-        str(NOTEBOOK),
-        str(out),
-        parameters=parameters,
-        kernel_name="python3",
-        cwd=str(tmp_path),
-        progress_bar=False,
-        start_timeout=120,
-        execution_timeout=600,
-    )
-    executed = nbformat.read(out, as_version=4)
-    summary_cell = next(c for c in executed.cells if "summary" in c.metadata.get("tags", []))
-    text = "".join(o.get("text", "") for o in summary_cell.outputs if o.get("output_type") == "stream")
-    summary = json.loads(text.strip().splitlines()[-1])
+    summary, _ = run_notebook(NOTEBOOK, tmp_path, timeout=600, **parameters)
 
     from sklearn.datasets import make_classification
     from sklearn.linear_model import LogisticRegression

@@ -7,17 +7,15 @@ The executed notebook is kept in .artifacts/notebooks/ for inspection.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import nbformat
 import yaml
 from kubernetes_helpers import validate
+from notebook_helpers import ROOT, run_notebook
 
-ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "07-kubernetes-target.ipynb"
-ARTIFACTS = ROOT / ".artifacts" / "notebooks"
 
 
 def test_the_notebook_is_committed_clean_with_parameters():
@@ -28,20 +26,12 @@ def test_the_notebook_is_committed_clean_with_parameters():
 
 
 def test_07_kubernetes_target(tmp_path):
-    import papermill as pm
-
     context = os.environ.get("MLMAGICS_TEST_KUBE_CONTEXT", "")
     parameters = {"workspace": str(tmp_path / "ws"), "context": context}
     if context:
         parameters.update(registry=os.environ.get("MLMAGICS_TEST_REGISTRY", ""),
                           namespace=os.environ.get("MLMAGICS_TEST_KUBE_NAMESPACE", "default"))  # fmt: skip
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    out = ARTIFACTS / NOTEBOOK.name
-    pm.execute_notebook(str(NOTEBOOK), str(out), parameters=parameters, kernel_name="python3", cwd=str(tmp_path),
-                        progress_bar=False, start_timeout=120, execution_timeout=600)  # fmt: skip
-    executed = nbformat.read(out, as_version=4)
-    text = "".join(o.get("text", "") for o in executed.cells[-1].outputs if o.get("output_type") == "stream")
-    summary = json.loads(text.strip().splitlines()[-1])
+    summary, executed = run_notebook(NOTEBOOK, tmp_path, timeout=600, **parameters)
     assert summary["seed_example_replicas"] == 286
     assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {}) for c in executed.cells
                for o in c.get("outputs", [])), "the replica plot is drawn"  # fmt: skip

@@ -1,8 +1,8 @@
 """Every notebook in notebooks/ runs top to bottom with papermill, as a user runs it, and does what it says.
 
 Each notebook ends with a cell tagged `summary` that prints one JSON object; the checks below
-assert on it (the service answered, with what) and on the files the notebook wrote. The
-executed notebooks are kept in .artifacts/notebooks/ for inspection when something fails.
+assert on it (the service answered, with what) and on the files the notebook wrote
+(notebook_helpers.py runs them).
 """
 
 from __future__ import annotations
@@ -11,32 +11,13 @@ import json
 from pathlib import Path
 
 import nbformat
+from notebook_helpers import ROOT, run_notebook
 
-ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("0[1-5]-*.ipynb"))
-ARTIFACTS = ROOT / ".artifacts" / "notebooks"
 
 
 def execute(notebook: Path, tmp_path: Path, **parameters) -> dict:
-    import papermill as pm
-
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    out = ARTIFACTS / notebook.name
-    pm.execute_notebook(
-        str(notebook),
-        str(out),
-        parameters={"workspace": str(tmp_path / "ws"), "progress": "text", **parameters},
-        kernel_name="python3",
-        cwd=str(tmp_path),
-        progress_bar=False,
-        start_timeout=120,
-        execution_timeout=300,
-    )
-    executed = nbformat.read(out, as_version=4)
-    summary = [c for c in executed.cells if "summary" in c.metadata.get("tags", [])]
-    assert summary, f"{notebook.name} has no cell tagged 'summary'"
-    text = "".join(o.get("text", "") for o in summary[-1].outputs if o.get("output_type") == "stream")
-    return json.loads(text.strip().splitlines()[-1])
+    return run_notebook(notebook, tmp_path, **parameters)[0]
 
 
 def test_every_notebook_is_clean_and_parameterised():
