@@ -7,7 +7,10 @@ medians. A trivial echo script (``run`` returns its input) served the same way
 at 8 and 64 connections isolates each server's own overhead. Also measured:
 cold start for both scripts, idle memory of the process tree, and the
 in-process ``run()`` limit. wrk and the servers are pinned to different CPUs
-when there are two or more. The Markdown report goes to stdout and --out.
+when there are two or more. Each server runs in a venv of its own holding its own
+requirements and the same model stack (``benchmarks/.venv-reference``,
+``benchmarks/.venv-mlmagics``, created on first use), as its image would.
+The Markdown report goes to stdout and --out.
 
 Example::
 
@@ -105,7 +108,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--python",
         type=Path,
         default=REPO_ROOT / ".venv" / "bin" / "python",
-        help="the project venv's python (runs mlmagics, the fixture and the in-process loop)",
+        help="the project venv's python (trains the model; each server runs in a venv of its own)",
     )
     args = parser.parse_args(argv)
     if args.workers < 1:
@@ -135,14 +138,10 @@ def preflight(args: argparse.Namespace, wanted: list[str]) -> None:
         raise BenchError(f"project python {args.python} not found (create the venv or pass --python)")
     if args.pin and not shutil.which("taskset"):
         raise BenchError("taskset not found on PATH (apt-get install util-linux) or pass --no-pin")
-    if "mlmagics" in wanted:
-        missing = servers.mlmagics_missing(args.python, REPO_ROOT)
-        if missing:
-            raise BenchError(f"mlmagics server unavailable: {missing}; run with --only reference")
 
 
 def run_fixture(python: Path, *args: str, prefix: list[str] | None = None) -> dict[str, Any]:
-    """Run ``servebench/fixture.py`` in the project venv (under ``prefix``, e.g. taskset) and return its JSON."""
+    """Run ``servebench/fixture.py`` with ``python`` (under ``prefix``, e.g. taskset) and return its JSON."""
     done = subprocess.run(
         [*(prefix or []), str(python), str(FIXTURE), *args],
         capture_output=True,
@@ -210,7 +209,7 @@ def build_specs(
     wanted: list[str],
     script: str,
     app: dict[str, Any],
-    ref_python: Path | None,
+    pythons: dict[str, Path],
     args: argparse.Namespace,
     auth: tuple[Path, str] | None,
     out_dir: Path,
@@ -218,10 +217,10 @@ def build_specs(
 ) -> list[servers.ServerSpec]:
     """The server specs for one script's app root, each on its own free port, logging into ``out_dir``."""
     specs = []
-    if "reference" in wanted and ref_python:
+    if "reference" in wanted:
         specs.append(
             servers.reference_spec(
-                ref_python,
+                pythons["reference"],
                 app,
                 procs.free_port(),
                 args.workers,
@@ -231,7 +230,7 @@ def build_specs(
     if "mlmagics" in wanted and auth:
         specs.append(
             servers.mlmagics_spec(
-                args.python,
+                pythons["mlmagics"],
                 REPO_ROOT,
                 app,
                 port=procs.free_port(),
@@ -378,19 +377,42 @@ def load_phase(bench: Bench, script: ScriptApp, cases: list[Case], lua_dir: Path
         bench.registry.stop(running[spec.name])
 
 
-def prepare_envs(args: argparse.Namespace, wanted: list[str], out_dir: Path) -> tuple[dict[str, Any], Path | None]:
-    """Versions of the project venv and (creating it if needed) the reference venv."""
+def prepare_envs(args: argparse.Namespace, wanted: list[str], out_dir: Path) -> tuple[dict[str, Any], dict[str, Path]]:
+    """The venvs each server runs in (created once), and the package versions of all three.
+
+    Returns the versions per venv and each server's python. Both servers get a venv of their own
+    with the same model stack, as their images would; the project venv only trains the model.
+    """
     project = servers.versions(args.python, servers.PROJECT_PACKAGES)
-    envs = {"project venv": project}
-    ref_python = None
+    base = project["base"]
+    envs = {"project venv (trains the model)": project}
+    pythons = {}
     if "reference" in wanted:
-        ref_python = servers.ensure_reference_venv(
+        pythons["reference"] = servers.ensure_venv(
             BENCH_DIR / ".venv-reference",
-            project,
+            servers.reference_requirements(project),
+            base,
             out_dir / "serving-reference-pip.log",
+            "the reference server",
         )
-        envs["reference venv"] = servers.versions(ref_python, servers.REFERENCE_PACKAGES)
-    return envs, ref_python
+        envs["reference venv"] = servers.versions(pythons["reference"], servers.REFERENCE_PACKAGES)
+    # The in-process loop runs in the mlmagics venv even with --only reference: the script's own speed
+    # is measured where no server's packages are loaded.
+    pythons["mlmagics"] = servers.ensure_venv(
+        BENCH_DIR / ".venv-mlmagics",
+        servers.runtime_requirements(project, REPO_ROOT / "mlmagics" / "serving" / "requirements.txt"),
+        base,
+        out_dir / "serving-mlmagics-pip.log",
+        "the mlmagics runtime's requirements",
+    )
+    envs["mlmagics venv (what an image holds; the runtime from this checkout)"] = servers.versions(
+        pythons["mlmagics"], servers.RUNTIME_PACKAGES
+    )
+    if "mlmagics" in wanted:
+        missing = servers.mlmagics_missing(pythons["mlmagics"], REPO_ROOT)
+        if missing:
+            raise BenchError(f"mlmagics server unavailable: {missing}; run with --only reference")
+    return envs, pythons
 
 
 def script_apps(
@@ -453,7 +475,7 @@ def run(args: argparse.Namespace) -> str:
     log(f"CPU pinning: {pinning.description}")
     out_dir = args.out.resolve().parent
     out_dir.mkdir(parents=True, exist_ok=True)
-    envs, ref_python = prepare_envs(args, wanted, out_dir)
+    envs, pythons = prepare_envs(args, wanted, out_dir)
     with (
         tempfile.TemporaryDirectory(prefix="serving-bench-") as tmp_name,
         procs.Registry() as registry,
@@ -461,11 +483,11 @@ def run(args: argparse.Namespace) -> str:
         tmp = Path(tmp_name)
         log(f"training the model and writing the app roots under {tmp}")
         app = run_fixture(args.python, "prepare", "--root", str(tmp))
-        inproc = measure_inprocess(args.python, tmp, timing["inprocess_s"], pinning)
+        inproc = measure_inprocess(pythons["mlmagics"], tmp, timing["inprocess_s"], pinning)
         auth = mlmagics_auth(tmp) if "mlmagics" in wanted else None
 
         def spec_for(script: str, script_app: dict[str, Any]) -> list[servers.ServerSpec]:
-            return build_specs(wanted, script, script_app, ref_python, args, auth, out_dir, pinning)
+            return build_specs(wanted, script, script_app, pythons, args, auth, out_dir, pinning)
 
         apps = script_apps(app, {rows: inproc[str(rows)]["answer"] for rows in ROW_COUNTS}, spec_for)
         result = new_result(args, timing, pinning, envs, apps["sklearn"].specs, inproc, wanted, out_dir)
@@ -477,7 +499,7 @@ def run(args: argparse.Namespace) -> str:
         load_phase(bench, apps["sklearn"], SKLEARN_CASES, tmp, memory=True)
         load_phase(bench, apps["trivial"], ECHO_CASES, tmp, memory=False)
         # A limit is the best achievable: keep the better of the runs before and after.
-        again = measure_inprocess(args.python, tmp, timing["inprocess_s"], pinning)
+        again = measure_inprocess(pythons["mlmagics"], tmp, timing["inprocess_s"], pinning)
         for rows in ROW_COUNTS:
             result.inprocess[rows] = max(result.inprocess[rows], again[str(rows)]["calls_per_s"])
     result.machine["load_before"] = load_before

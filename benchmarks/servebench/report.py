@@ -463,7 +463,7 @@ def setup_section(result: BenchResult) -> list[str]:
         ),
     ]
     for env_name, pkgs in machine["envs"].items():
-        listed = ", ".join(f"{k} {v}" for k, v in pkgs.items() if k != "base" and v)
+        listed = ", ".join(f"{k} {v}" if v else f"no {k}" for k, v in pkgs.items() if k != "base")
         lines.append(f"- {env_name}: {listed}")
     lines.append(_settings_line(settings))
     for name, run in result.servers.items():
@@ -484,17 +484,23 @@ def setup_section(result: BenchResult) -> list[str]:
             "mlmagics brings its own `azureml.core.model`; the in-process run uses the shim."
         ),
         (
-            "2. Both servers run the same v1 `score.py` from a temp app root (CWD), with AZUREML_MODEL_DIR="
+            "2. Each server runs in a venv of its own: its own requirements plus the same model stack "
+            "(inference-schema, scikit-learn, numpy, joblib at the versions above), as in an image. The in-process "
+            "loop runs in the mlmagics venv. Not in the project venv: scikit-learn imports pandas whenever it is "
+            "installed, which costs 0.2-0.4 s of cold start that neither server's image has."
+        ),
+        (
+            "3. Both servers run the same v1 `score.py` from a temp app root (CWD), with AZUREML_MODEL_DIR="
             "`<app root>/azureml-models` and a LogisticRegression trained on `load_digits` (64 features). "
             "The trivial script (`def init(): pass` / `def run(raw_data): return raw_data`) has an app root of its own "
             "with an empty `azureml-models`."
         ),
         (
-            "3. RSS sums every process of the tree, so pages shared by forked workers count once per process; "
+            "4. RSS sums every process of the tree, so pages shared by forked workers count once per process; "
             "PSS splits them fairly."
         ),
         (
-            "4. A ⚠ marks a load case with non-2xx responses or socket errors in any of its runs (listed under the "
+            "5. A ⚠ marks a load case with non-2xx responses or socket errors in any of its runs (listed under the "
             "table); its numbers are not comparable."
         ),
         "",
