@@ -208,6 +208,21 @@ def test_keys_auth_and_key_regeneration_without_restart(ws, tmp_path):
         service.regen_key("tertiary")
 
 
+def test_the_server_log_rotates_and_get_logs_reads_across_the_files(ws, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLMAGICS_LOG_MAX_BYTES", "4096")  # the server reads it (default 10 MiB)
+    monkeypatch.setenv("MLMAGICS_LOG_BACKUPS", "3")
+    service = Webservice.deploy_from_image(ws, "chatty", echo_image(ws, tmp_path / "app"), LocalWebservice.deploy_configuration())
+    service.wait_for_deployment()
+    for i in range(60):  # ~250 bytes of access line each: several files' worth
+        requests.post(service.scoring_uri, data="{}", headers={"x-request-id": f"chatty-{i:02d}"}, timeout=10)
+    time.sleep(0.3)  # flushed within 50 ms
+    assert (service.folder / "server.log.1").exists() and not (service.folder / "server.log.4").exists()
+    lines = service.get_logs(num_lines=40).splitlines()
+    ids = [json.loads(line)["request_id"] for line in lines if '"logger": "access"' in line]
+    assert len(lines) == 40 and ids == [f"chatty-{i:02d}" for i in range(60 - len(ids), 60)]
+    assert len(ids) > (service.folder / "server.log").read_text().count('"logger": "access"')  # it read a rotated file
+
+
 def test_logs_settings_list_and_run_errors(ws, tmp_path):
     image = echo_image(ws, tmp_path / "app")
     service = Webservice.deploy_from_image(

@@ -219,6 +219,7 @@ def test_limits_restart_policy_ports_and_labels_are_applied(client, ws, echo_v1)
     host = server.attrs["HostConfig"]
     assert host["NanoCpus"] == 250_000_000
     assert host["Memory"] == host["MemorySwap"] == int(0.3 * 1024**3)
+    assert host["LogConfig"] == {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "5"}}  # bounded logs
     assert host["RestartPolicy"]["Name"] == "unless-stopped"
     assert server.attrs["Config"]["User"] == "10001:10001"
     assert server.labels[f"{LABEL}.service"] == "limited" and server.labels[f"{LABEL}.image"] == "echo:1"

@@ -65,6 +65,48 @@ def test_one_json_log_line_per_request(tmp_path, serve):
     assert all(r["status"] == 200 and r["path"] == "/score" and r["duration_ms"] > 0 for r in access)
 
 
+NATIVE_OUTPUT = """
+import os
+
+def init():
+    pass
+
+def run(raw_data):
+    if raw_data == "native":
+        os.write(2, b"straight to file descriptor 2\\n")  # what a C library's output looks like
+    return raw_data
+"""
+
+
+def test_a_log_file_is_rotated_by_size_and_every_process_follows(tmp_path, serve):
+    """Two workers write one log file; it rotates at log_max_bytes into log_backups files, no line is
+    torn or lost to a stale file, and output that bypasses Python (fd 2) lands in it too."""
+    log_file = tmp_path / "logs" / "server.log"
+    log_file.parent.mkdir()
+    server = serve(
+        app_with(tmp_path, NATIVE_OUTPUT),
+        workers=2,
+        config={"log_max_bytes": 8192, "log_backups": 2},
+        extra_args=["--log-file", str(log_file)],
+    )
+    for i in range(300):  # ~250 bytes of access line each: about 9 files' worth
+        assert server.post(data=f"body-{i}", headers={"x-request-id": f"rotation-{i:03d}"}).status_code == 200
+    assert server.post(data="native").status_code == 200
+    time.sleep(0.3)  # every process flushes (and follows a rotation) within 50 ms
+
+    kept = [log_file, log_file.with_name("server.log.1"), log_file.with_name("server.log.2")]
+    assert all(p.exists() for p in kept)
+    assert not log_file.with_name("server.log.3").exists()  # log_backups=2: older files are dropped
+    assert sum(p.stat().st_size for p in kept) < 3 * (8192 + 16384)  # bounded, not 75 KB and growing
+    lines = [line for p in reversed(kept) for line in p.read_text().splitlines()]
+    assert "straight to file descriptor 2" in lines
+    records = [json.loads(line) for line in lines if line != "straight to file descriptor 2"]  # none torn
+    ids = [r["request_id"] for r in records if r["logger"] == "access" and r["request_id"].startswith("rotation-")]
+    assert ids[-20:] == [f"rotation-{i:03d}" for i in range(280, 300)]  # the newest lines are all there
+    assert len(ids) < 200  # and the oldest were rotated away
+    assert server.log_path.read_text() == ""  # nothing went to stdout
+
+
 def test_request_ids_are_echoed_or_created(tmp_path, serve):
     server = serve(app_with(tmp_path, ECHO))
     r = server.post(json_body={}, headers={"x-request-id": "abc", "x-ms-client-request-id": "client-1", "TraceId": "t1"})

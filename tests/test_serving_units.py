@@ -83,6 +83,8 @@ def test_settings_reject_bad_values_with_a_clear_message(tmp_path):
         resolve({"scoring_timeout_ms": 0}, environ={})
     with pytest.raises(SettingsError, match="auth_enabled is true but no key is set"):
         resolve({"auth_enabled": True}, environ={})
+    with pytest.raises(SettingsError, match="a log file needs log_max_bytes >= 4096 and log_backups >= 1, got 100 and 5"):
+        resolve({"log_file": "server.log"}, environ={"MLMAGICS_LOG_MAX_BYTES": "100"})
     with pytest.raises(SettingsError, match="is not valid JSON"):
         (tmp_path / "bad.json").write_text("{")
         resolve(config_file=str(tmp_path / "bad.json"), environ={})

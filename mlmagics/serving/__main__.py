@@ -31,6 +31,11 @@ def parser(prog: str = "python -m mlmagics.serving") -> argparse.ArgumentParser:
     p.add_argument("--app-root", help="working directory of the script (default: the current directory)")
     p.add_argument("--log-format", choices=["json", "text"], help="log line format (default json)")
     p.add_argument(
+        "--log-file",
+        help="write the log (and stdout/stderr) to this file instead of stdout, rotated by size "
+        "(log_max_bytes, default 10 MiB; log_backups, default 5)",
+    )
+    p.add_argument(
         "--state-file",
         help="keep a JSON description of the running server here; SIGHUP then reloads "
         "the server from the request in STATE_FILE.reload (used by deploy targets)",
@@ -49,6 +54,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m mlmagics.serving"
         "workers": args.workers,
         "app_root": args.app_root,
         "log_format": args.log_format,
+        "log_file": args.log_file,
     }
     environ = dict(os.environ)
     try:

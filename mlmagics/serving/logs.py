@@ -5,11 +5,18 @@ like the reference server's (`2026-01-01T10:00:00.123Z I [pid] access - POST /sc
 `print()` from the scoring script becomes a line from the `print` logger, as in v1.
 Writes are buffered and flushed at most every 50 ms, so a busy server does not pay one
 system call per request, and `get_logs()` still sees a line within a tick.
+
+With a log file (`--log-file`, how the local target runs it) the file takes file descriptors 1
+and 2 of every server process, so a library's own output and a crash's last words land there
+too, and it is rotated by size (`server.log` -> `server.log.1` ... `.N`): the first process to
+see it full after a flush renames it under a lock; the others notice the new file at their next
+flush and follow.
 """
 
 from __future__ import annotations
 
 import builtins
+import fcntl
 import json
 import os
 import sys
@@ -32,6 +39,7 @@ class Log:
         self._pending = False
         self._second = -1
         self._stamp = ""
+        self.file: LogFile | None = None
 
     def _timestamp(self) -> str:
         now = time.time()
@@ -87,10 +95,14 @@ class Log:
         if self._pending:
             with self._lock:
                 self._pending = False
+                if self.file is not None:
+                    self.file.follow()
                 try:
                     self.stream.flush()
                 except (OSError, ValueError):
                     pass
+                if self.file is not None:
+                    self.file.rotate_if_full()
 
     def start_flusher(self, interval: float = 0.05) -> None:
         """Flush from a daemon thread, so lines reach the log even when no request comes."""
@@ -116,14 +128,76 @@ class Log:
         builtins.print = print_to_log
 
 
+class LogFile:
+    """Keeps stdout and stderr (fds 1 and 2) on `path`, rotating it at `max_bytes` into `backups` files."""
+
+    def __init__(self, path: str, max_bytes: int, backups: int) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self.inode = -1
+
+    def attach(self) -> None:
+        """Point fds 1 and 2 at the file now at `path` (created if missing)."""
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            self.inode = os.fstat(fd).st_ino
+        finally:
+            os.close(fd)
+
+    def follow(self) -> None:
+        """Before a flush: move to the new file if another process rotated this one (or it was removed)."""
+        try:
+            if os.stat(self.path).st_ino == self.inode:
+                return
+        except FileNotFoundError:
+            pass
+        self.attach()
+
+    def rotate_if_full(self) -> None:
+        """After a flush: rotate the file once it reached `max_bytes`."""
+        try:
+            if os.fstat(1).st_size < self.max_bytes:
+                return
+        except OSError:
+            return
+        self._rotate()
+
+    def _rotate(self) -> None:
+        # A POSIX record lock on the full file (fd 1): held per process, so forked workers sharing
+        # the descriptor still exclude each other (flock would not); one rotates, the others follow.
+        fcntl.lockf(1, fcntl.LOCK_EX)
+        try:
+            st = os.stat(self.path)
+            if st.st_ino == self.inode and st.st_size >= self.max_bytes:  # nobody rotated it meanwhile
+                for n in range(self.backups - 1, 0, -1):
+                    older = f"{self.path}.{n}"
+                    if os.path.exists(older):
+                        os.replace(older, f"{self.path}.{n + 1}")
+                os.replace(self.path, f"{self.path}.1")
+        except FileNotFoundError:
+            pass  # removed meanwhile: attach() starts a new one
+        finally:
+            fcntl.lockf(1, fcntl.LOCK_UN)
+        self.attach()
+
+
 log = Log()
 
 
-def configure(fmt: str, level: str) -> Log:
-    """Set the process-wide log's format and level (called once per process)."""
+def configure(fmt: str, level: str, file: str = "", max_bytes: int = 0, backups: int = 0) -> Log:
+    """Set the process-wide log's format and level, and its file if one is given (once per process;
+    forked workers inherit the file)."""
     log.fmt = fmt
     log.min_level = _LEVELS.get(level.upper(), 20)
     log.pid = os.getpid()
+    if file:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        log.file = LogFile(file, max_bytes, backups)
+        log.file.attach()
     return log
 
 

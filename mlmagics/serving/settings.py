@@ -48,6 +48,9 @@ class Settings:
     log_format: str = "json"  # "json" (one object per line) or "text"
     log_level: str = "INFO"
     request_log: bool = True
+    log_file: str = ""  # write the log here (stdout and stderr too) instead of stdout, rotated by size
+    log_max_bytes: int = 10 * 1024 * 1024
+    log_backups: int = 5  # server.log.1 ... server.log.5 are kept
     metrics_enabled: bool = True
     graceful_timeout_s: float = 30.0
     startup_timeout_s: float = 600.0  # how long a reload waits for the new workers' init()
@@ -85,6 +88,9 @@ ENVIRONMENT = {
     "MLMAGICS_LOG_FORMAT": "log_format",
     "AZUREML_LOG_LEVEL": "log_level",
     "MLMAGICS_REQUEST_LOG": "request_log",
+    "MLMAGICS_LOG_FILE": "log_file",
+    "MLMAGICS_LOG_MAX_BYTES": "log_max_bytes",
+    "MLMAGICS_LOG_BACKUPS": "log_backups",
     "MLMAGICS_METRICS": "metrics_enabled",
     "MLMAGICS_GRACEFUL_TIMEOUT": "graceful_timeout_s",
     "MLMAGICS_STARTUP_TIMEOUT": "startup_timeout_s",
@@ -181,8 +187,9 @@ def resolve(
         # v1 joins AZUREML_ENTRY_SCRIPT onto the app root; a command-line path is relative to the CWD.
         base = os.getcwd() if "entry_script" in cli else app_root
         values["entry_script"] = os.path.abspath(os.path.join(base, entry))
-    if values.get("model_dir"):
-        values["model_dir"] = os.path.abspath(values["model_dir"])
+    for path in ("model_dir", "log_file"):
+        if values.get(path):
+            values[path] = os.path.abspath(values[path])
     if not values.get("data_collection_dir"):
         values["data_collection_dir"] = os.path.join(app_root, "model-data")
     settings = Settings(**values)
@@ -193,6 +200,11 @@ def resolve(
 def check(settings: Settings) -> None:
     if settings.log_format not in {"json", "text"}:
         raise SettingsError(f"log_format must be 'json' or 'text', got {settings.log_format!r}")
+    if settings.log_file and (settings.log_max_bytes < 4096 or settings.log_backups < 1):
+        raise SettingsError(
+            "a log file needs log_max_bytes >= 4096 and log_backups >= 1, "
+            f"got {settings.log_max_bytes} and {settings.log_backups}"
+        )
     if not 0 < settings.port < 65536:
         raise SettingsError(f"port must be in 1..65535, got {settings.port}")
     if settings.auth_enabled and not (settings.keys or settings.keys_file):

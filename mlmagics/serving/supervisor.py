@@ -68,7 +68,7 @@ def export_environment(settings: Settings) -> None:
 
 def serve(settings: Settings, reload_source: Callable[[], Settings] | None = None, state_file: str = "") -> int:
     """Run the server in the foreground until SIGTERM/SIGINT; returns the exit code."""
-    configure(settings.log_format, settings.log_level)
+    configure(settings.log_format, settings.log_level, settings.log_file, settings.log_max_bytes, settings.log_backups)
     export_environment(settings)
     metrics_dir = ""
     if settings.metrics_enabled:

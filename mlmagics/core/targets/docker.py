@@ -56,6 +56,8 @@ AZURE_ONLY = (
     "subnet_name",
 )
 LISTENER_SOCKET = f"{RUN_DIR}/listener.sock"
+# Docker's json-file driver keeps a container's output forever unless told: 5 x 10 MiB, as the local target.
+LOG_CONFIG = {"type": "json-file", "config": {"max-size": "10m", "max-file": "5"}}
 
 
 @dataclass
@@ -307,6 +309,7 @@ class DockerWebservice(Webservice):
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges"],
                 init=True,
+                log_config=LOG_CONFIG,
             )
         except docker.errors.APIError as e:
             for leftover in self._containers("port"):  # created, but it could not start (the port is taken, ...)
@@ -357,6 +360,7 @@ class DockerWebservice(Webservice):
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges"],
                 stop_signal="SIGTERM",
+                log_config=LOG_CONFIG,
             )
         except docker.errors.APIError as e:
             raise WebserviceException(f"cannot create the container of {self.name}: {short_error(e)}") from None

@@ -8,7 +8,8 @@ The server runs in its own session (process group), so it outlives the notebook 
 started it, an interrupted cell, or a kernel restart; `Webservice(ws, "my-local")` finds it
 again from any process. Its files live in `<workspace>/services/<name>/`:
 
-    server.log        everything the server printed (get_logs() reads its tail)
+    server.log        everything the server printed, rotated at 10 MiB into server.log.1 ... .5
+                      (get_logs() reads the tail across them)
     keys.json         the keys (0600); the server re-reads it, so regen_key() needs no restart
     state.json        the server's own account of itself (port, workers, last reload)
     releases/<n>/     one folder per deployed version: app/ (the image's files, writable) with
@@ -82,8 +83,18 @@ def _start_time(pid: int) -> str | None:
 
 
 def _tail(path: Path, num_lines: int) -> str:
-    if not path.exists():
-        return ""
+    """The last `num_lines` lines of the log at `path`, reaching into its rotated files (`path.1`, ...) when needed."""
+    lines: list[bytes] = []
+    rotated = 0
+    current = path
+    while current.exists() and len(lines) < num_lines:
+        lines = _last_lines(current, num_lines - len(lines)) + lines
+        rotated += 1
+        current = path.with_name(f"{path.name}.{rotated}")
+    return b"\n".join(lines).decode("utf-8", "replace")
+
+
+def _last_lines(path: Path, num_lines: int) -> list[bytes]:
     with open(path, "rb") as f:
         f.seek(0, os.SEEK_END)
         size = f.tell()
@@ -93,7 +104,7 @@ def _tail(path: Path, num_lines: int) -> str:
             size -= step
             f.seek(size)
             data = f.read(step) + data
-    return b"\n".join(data.splitlines()[-num_lines:]).decode("utf-8", "replace")
+    return data.splitlines()[-num_lines:] if num_lines > 0 else []
 
 
 class LocalWebservice(Webservice):
@@ -220,6 +231,8 @@ class LocalWebservice(Webservice):
             release["app_root"],
             "--state-file",
             str(self.state_path),
+            "--log-file",  # the server rotates it; until it starts, its output is appended there too
+            str(self.log_path),
         ]
         if release["model_dir"]:
             args += ["--model-dir", release["model_dir"]]
