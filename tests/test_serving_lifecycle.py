@@ -56,6 +56,65 @@ def test_print_from_the_script_reaches_the_log(tmp_path, serve):
     assert "scoring {'hello': 'log'}" in prints
 
 
+USES_LOGGING = """
+import logging
+
+log = logging.getLogger(__name__)
+
+def init():
+    logging.info("model loaded")
+    logging.getLogger("some.library").debug("too detailed for INFO")
+
+def run(raw_data):
+    log.warning("odd input: %s", raw_data)
+    try:
+        1 / 0
+    except ZeroDivisionError:
+        log.exception("scoring failed")
+    return raw_data
+"""
+
+
+def test_the_scripts_logging_calls_reach_the_log_as_json_lines(tmp_path, serve):
+    """v1 scripts log with `logging`; their records become lines of the server's log, at its level."""
+    server = serve(app_with(tmp_path, USES_LOGGING))
+    server.post(data="abc")
+    records = {r["msg"]: r for r in server.log_records()}
+    assert records["model loaded"]["logger"] == "root" and records["model loaded"]["level"] == "INFO"
+    assert records["odd input: abc"]["logger"] == "entry_module" and records["odd input: abc"]["level"] == "WARNING"
+    assert records["odd input: abc"]["where"].endswith("score.py:11")
+    assert "ZeroDivisionError: division by zero" in records["scoring failed"]["traceback"]
+    assert "too detailed for INFO" not in records  # AZUREML_LOG_LEVEL (default INFO) applies
+
+
+def test_a_logging_json_in_the_app_root_configures_logging_as_in_v1(tmp_path, serve):
+    app = app_with(tmp_path, USES_LOGGING)
+    (app / "logging.json").write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "formatters": {"plain": {"format": "%(levelname)s|%(name)s|%(message)s"}},
+                "handlers": {"file": {"class": "logging.FileHandler", "filename": str(app / "user.log"), "formatter": "plain"}},
+                "root": {"level": "DEBUG", "handlers": ["file"]},
+            }
+        )
+    )
+    server = serve(app)
+    server.post(data="abc")
+    assert any(r["msg"] == f"logging configured from {app / 'logging.json'}" for r in server.log_records())
+    user_log = (app / "user.log").read_text().splitlines()
+    assert user_log[:3] == [
+        "INFO|root|model loaded",
+        "DEBUG|some.library|too detailed for INFO",
+        "WARNING|entry_module|odd input: abc",
+    ]
+
+    (app / "logging.json").write_text('{"version": 1, "handlers": {"x": {"class": "no.such.Handler"}}}')
+    broken = serve(app)
+    assert broken.post(data="abc").status_code == 200  # a broken logging.json is reported, not fatal
+    assert any("logging.json was not applied (ValueError" in r["msg"] for r in broken.log_records())
+
+
 def test_one_json_log_line_per_request(tmp_path, serve):
     server = serve(app_with(tmp_path, ECHO))
     for i in range(5):

@@ -18,6 +18,8 @@ from __future__ import annotations
 import builtins
 import fcntl
 import json
+import logging
+import logging.config
 import os
 import sys
 import threading
@@ -126,6 +128,40 @@ class Log:
                 original(*objects, sep=sep, end=end, file=file, flush=flush)
 
         builtins.print = print_to_log
+
+
+class _Forward(logging.Handler):
+    """A `logging` record from the script or its libraries as one of this log's lines."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad format string must not lose the line
+            msg = f"{record.msg} {record.args}"
+        fields: dict[str, Any] = {}
+        if record.exc_info:
+            fields["traceback"] = "".join(traceback.format_exception(*record.exc_info))
+        level = record.levelname if record.levelname in _LEVELS else "INFO"
+        log.emit(level, record.name, msg, where=f"{record.pathname}:{record.lineno}", **fields)
+
+
+def capture_logging(level: str, folders: list[str]) -> None:
+    """Route the `logging` module into this log at `level` (v1 scripts log with it), then let a
+    `logging.json` in the first of `folders` that has one reconfigure it, as v1 allows."""
+    root = logging.getLogger()
+    root.addHandler(_Forward())
+    root.setLevel(_LEVELS.get(level.upper(), 20))
+    for folder in folders:
+        path = os.path.join(folder, "logging.json")
+        if not os.path.isfile(path):
+            continue
+        try:
+            with open(path, encoding="utf-8") as f:
+                logging.config.dictConfig(json.load(f))
+            log.info("server", f"logging configured from {path}")
+        except (OSError, ValueError, TypeError, AttributeError, ImportError) as e:
+            log.warning("server", f"{path} was not applied ({type(e).__name__}: {e}); fix it or remove it")
+        return
 
 
 class LogFile:

@@ -20,7 +20,7 @@ import warnings
 
 from .app import App
 from .http import HttpServer
-from .logs import configure
+from .logs import capture_logging, configure
 from .metrics import Metrics
 from .scorer import FAILED, Scorer
 from .script import ScoringScript
@@ -54,6 +54,8 @@ def run_worker(settings: Settings, sock: socket.socket, report_fd: int | None = 
         signal.signal(sig, lambda signum, frame: os._exit(0))
 
     os.chdir(settings.app_root)
+    folders = [settings.app_root, os.path.dirname(settings.entry_script)] if settings.entry_script else [settings.app_root]
+    capture_logging(settings.log_level, folders)
     if settings.app_root not in sys.path:
         sys.path.insert(0, settings.app_root)
     source_dir = os.environ.get("AZUREML_SOURCE_DIRECTORY")
