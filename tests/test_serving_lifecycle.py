@@ -221,6 +221,29 @@ def run(raw_data):
 """
 
 
+def test_a_separate_health_port_answers_liveness_and_readiness_only(tmp_path, serve):
+    """v1's SEPERATE_HEALTH_ENDPOINT=true + HEALTH_PORT: a second port for the probes, answering
+    even while every worker is busy in run()."""
+    from serving_helpers import free_port
+
+    health_port = free_port()
+    server = serve(app_with(tmp_path, ECHO), env={"SEPERATE_HEALTH_ENDPOINT": "true", "HEALTH_PORT": str(health_port)})
+    health = f"http://127.0.0.1:{health_port}"
+    busy = threading.Thread(target=server.post, kwargs={"json_body": {"sleep": 1.5}})
+    busy.start()
+    time.sleep(0.3)
+    started = time.monotonic()
+    live = requests.get(health + "/", timeout=5)
+    assert (live.status_code, live.text) == (200, "Healthy") and time.monotonic() - started < 0.5
+    assert requests.get(health + "/ready", timeout=5).json()["status"] == "Ready"
+    refused = requests.post(health + "/score", json={}, timeout=5)
+    assert refused.status_code == 404
+    assert refused.json()["message"] == f"This is the health port: it answers GET / and GET /ready; score on port {server.port}"
+    busy.join()
+    assert server.get("/").text == "Healthy" and server.post(json_body={}).status_code == 200  # the main port is unchanged
+    assert any(f"health on http://127.0.0.1:{health_port}/" in r["msg"] for r in server.log_records())
+
+
 def test_init_failure_is_reported_with_its_traceback_not_served_as_500s(tmp_path, serve):
     app = app_with(tmp_path, FAILING_INIT)
     (app / "azureml-models" / "other" / "1").mkdir(parents=True)

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from serving_helpers import app_with
+from serving_helpers import app_with, free_port
 
 from mlmagics.serving import outputs
 from mlmagics.serving.compat.azureml.contrib.services.aml_response import AMLResponse
@@ -110,6 +110,34 @@ def test_cli_reports_a_port_in_use_in_one_line(tmp_path):
         out.stderr.strip()
         == f"mlmagics serve: error: port {port} is already in use on 127.0.0.1; choose another with --port or stop what uses it"
     )
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        taken = s.getsockname()[1]
+        out = subprocess.run(
+            [sys.executable, "-m", "mlmagics", "serve", "score.py", "--port", str(free_port()), "--health-port", str(taken)],
+            cwd=app,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert out.returncode == 2
+    assert out.stderr.strip() == (
+        f"mlmagics serve: error: port {taken} is already in use on 127.0.0.1; choose another with --health-port "
+        "or stop what uses it"
+    )
+
+
+def test_the_health_port_follows_v1s_rules():
+    assert resolve({"port": 6001}, environ={}).separate_health_port is None
+    assert resolve({"port": 6001}, environ={"HEALTH_PORT": "6001"}).separate_health_port is None  # v1's default: same port
+    assert resolve({"port": 6001}, environ={"SEPERATE_HEALTH_ENDPOINT": "true"}).separate_health_port == 5000
+    separate = {"SEPERATE_HEALTH_ENDPOINT": "true", "HEALTH_PORT": "6002"}
+    assert resolve({"port": 6001}, environ=separate).separate_health_port == 6002
+    assert resolve({"port": 6001, "health_port": 6003}, environ={}).separate_health_port == 6003
+    with pytest.raises(SettingsError, match="the separate health port must differ from the scoring port 5000"):
+        resolve({"port": 5000}, environ={"SEPERATE_HEALTH_ENDPOINT": "true"})
 
 
 # -- outputs ------------------------------------------------------------------------------------------

@@ -21,6 +21,12 @@ def parser(prog: str = "python -m mlmagics.serving") -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="port to listen on (default 5001)")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 inside a container)")
     p.add_argument(
+        "--health-port",
+        type=int,
+        help="also answer GET / and GET /ready, and nothing else, on this port "
+        "(v1: HEALTH_PORT with SEPERATE_HEALTH_ENDPOINT=true, whose default is 5000)",
+    )
+    p.add_argument(
         "--listen-from",
         metavar="SOCKET",
         help="accept on the listening socket a holder hands over at this Unix socket instead of binding "
@@ -50,6 +56,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m mlmagics.serving"
         "model_dir": args.model_dir,
         "port": args.port,
         "host": args.host,
+        "health_port": args.health_port,
         "listen_from": args.listen_from,
         "workers": args.workers,
         "app_root": args.app_root,

@@ -6,6 +6,9 @@
     GET  /swagger.json  the API document (?version=2|3|3.1)
     GET  /metrics       Prometheus text format
 
+With a separate health port (v1's `SEPERATE_HEALTH_ENDPOINT`, or `--health-port`) a second,
+health-only App answers `GET /` and `GET /ready` there, and only those.
+
 Every answer carries the request id headers; every error body is `{"message": ...}`.
 Cheap routes are answered at once, on the event loop; `/score` goes to the scorer, which runs
 the script on the main thread. Answers on one connection keep their order: an answer that is
@@ -41,7 +44,7 @@ _ROUTES = {"/score": "/score", "/": "/", "/swagger.json": "/swagger.json", "/rea
 
 
 class App:
-    def __init__(self, settings: Settings, scorer: Scorer, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, scorer: Scorer, metrics: Metrics, health_only: bool = False) -> None:
         self.settings = settings
         self.scorer = scorer
         self.metrics = metrics
@@ -51,7 +54,9 @@ class App:
         self.prefix = f"/{prefix}" if prefix else ""
         self.cors = set(settings.cors_origins)
         self._swagger: Swagger | None = None
-        scorer.complete = self.complete
+        self.health_only = health_only
+        if not health_only:
+            scorer.complete = self.complete
 
     # -- entry point (called by the connection for each complete request) -------------------------------
     def dispatch(self, conn: Connection, request: HttpRequest) -> None:
@@ -66,6 +71,8 @@ class App:
             answer = error(431, problem)
         elif request.too_large:
             answer = error(413, f"Request body is larger than the service's limit of {self.max_body_bytes} bytes")
+        elif self.health_only and route not in ("/", "/ready"):
+            answer = error(404, f"This is the health port: it answers GET / and GET /ready; score on port {self.settings.port}")
         elif route == "/score":
             answer = self.check_score(request)
             if answer is None:

@@ -28,6 +28,8 @@ class Settings:
     model_dir: str = ""  # AZUREML_MODEL_DIR
     host: str = "127.0.0.1"
     port: int = 5001
+    health_port: int | None = None  # a second port answering only / and /ready (v1: HEALTH_PORT)
+    separate_health_endpoint: bool = False  # v1's SEPERATE_HEALTH_ENDPOINT: the health port defaults to 5000
     listen_from: str = ""  # a holder's Unix socket that hands over the listening socket (listener.py); host/port unused
     serve_init_failure: bool = True  # init() failed: answer 503 with the reason (False: accept nothing, the socket is shared)
     workers: int = 1
@@ -57,6 +59,16 @@ class Settings:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
+    def separate_health_port(self) -> int | None:
+        """The port of the health-only endpoint, when there is one: v1's rule (asked for with
+        SEPERATE_HEALTH_ENDPOINT, default 5000), or a health port other than the scoring port."""
+        if self.separate_health_endpoint:
+            return self.health_port or 5000
+        if self.health_port and self.health_port != self.port:
+            return self.health_port
+        return None
+
+    @property
     def keys(self) -> tuple[str, ...]:
         return tuple(k for k in (self.primary_key, self.secondary_key) if k)
 
@@ -68,6 +80,9 @@ ENVIRONMENT = {
     "AZUREML_MODEL_DIR": "model_dir",
     "MLMAGICS_HOST": "host",
     "SERVER_PORT": "port",
+    "HEALTH_PORT": "health_port",
+    "SEPERATE_HEALTH_ENDPOINT": "separate_health_endpoint",  # sic, as v1 spells it
+    "SEPARATE_HEALTH_ENDPOINT": "separate_health_endpoint",
     "MLMAGICS_LISTEN_FROM": "listen_from",
     "MLMAGICS_SERVE_INIT_FAILURE": "serve_init_failure",
     "WORKER_COUNT": "workers",
@@ -207,6 +222,11 @@ def check(settings: Settings) -> None:
         )
     if not 0 < settings.port < 65536:
         raise SettingsError(f"port must be in 1..65535, got {settings.port}")
+    health = settings.separate_health_port
+    if health is not None and not 0 < health < 65536:
+        raise SettingsError(f"health_port must be in 1..65535, got {health}")
+    if health == settings.port:
+        raise SettingsError(f"the separate health port must differ from the scoring port {settings.port}")
     if settings.auth_enabled and not (settings.keys or settings.keys_file):
         raise SettingsError("auth_enabled is true but no key is set: give primary_key/secondary_key or keys_file")
     if settings.entry_script and not settings.entry_script.endswith(".py"):

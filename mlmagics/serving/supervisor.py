@@ -77,7 +77,13 @@ def serve(settings: Settings, reload_source: Callable[[], Settings] | None = Non
     try:
         # A handed-over socket (listener.py) keeps a service's address across an update between containers.
         sock = receive(settings.listen_from) if settings.listen_from else bind(settings.host, settings.port)
-        return Supervisor(settings, sock, reload_source, state_file).run()
+        health_port = settings.separate_health_port
+        try:
+            health_sock = bind(settings.host, health_port) if health_port else None
+        except PortInUse as e:
+            sock.close()
+            raise PortInUse(str(e).replace("--port", "--health-port")) from None
+        return Supervisor(settings, sock, reload_source, state_file, health_sock).run()
     finally:
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -96,10 +102,16 @@ class Worker:
 
 class Supervisor:
     def __init__(
-        self, settings: Settings, sock: socket.socket, reload_source: Callable[[], Settings] | None = None, state_file: str = ""
+        self,
+        settings: Settings,
+        sock: socket.socket,
+        reload_source: Callable[[], Settings] | None = None,
+        state_file: str = "",
+        health_sock: socket.socket | None = None,
     ) -> None:
         self.settings = settings
         self.sock = sock
+        self.health_sock = health_sock  # the separate health-only port, when there is one
         self.reload_source = reload_source
         self.state_file = state_file
         self.workers: dict[int, Worker] = {}
@@ -125,7 +137,8 @@ class Supervisor:
         self.say(
             "INFO",
             f"mlmagics scoring server listening on http://{host}:{port}"
-            + (f" (socket handed over at {s.listen_from})" if s.listen_from else ""),
+            + (f" (socket handed over at {s.listen_from})" if s.listen_from else "")
+            + (f", health on http://{s.host}:{self.health_sock.getsockname()[1]}/" if self.health_sock else ""),
             entry_script=s.entry_script or "main.py",
             app_root=s.app_root,
             model_dir=s.model_dir,
@@ -166,6 +179,8 @@ class Supervisor:
                 self.reload_requested = False
                 self._reload()
         self.sock.close()
+        if self.health_sock:
+            self.health_sock.close()
         self.say("INFO", "server stopped")
         return 0
 
@@ -189,7 +204,7 @@ class Supervisor:
                     signal.signal(sig, signal.SIG_DFL)
                 from .worker import run_worker
 
-                code = run_worker(self.settings, self.sock, report_w, candidate)
+                code = run_worker(self.settings, self.sock, report_w, candidate, self.health_sock)
             except BaseException:  # noqa: BLE001 - a worker must never return into the supervisor's loop
                 log.emit("CRITICAL", "server", "worker crashed", traceback=traceback.format_exc())
                 log.flush()
@@ -328,6 +343,7 @@ class Supervisor:
             "pid": os.getpid(),
             "host": s.host,
             "port": s.port,
+            "health_port": self.health_sock.getsockname()[1] if self.health_sock else None,
             "generation": self.generation,
             "entry_script": s.entry_script,
             "app_root": s.app_root,

@@ -36,7 +36,13 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
         return asyncio.new_event_loop()
 
 
-def run_worker(settings: Settings, sock: socket.socket, report_fd: int | None = None, candidate: bool = False) -> int:
+def run_worker(
+    settings: Settings,
+    sock: socket.socket,
+    report_fd: int | None = None,
+    candidate: bool = False,
+    health_sock: socket.socket | None = None,
+) -> int:
     """The body of a worker process; returns its exit code.
 
     A candidate (a worker started by a reload) whose init() fails exits at once; a first
@@ -84,6 +90,7 @@ def run_worker(settings: Settings, sock: socket.socket, report_fd: int | None = 
 
     loop = scorer.loop = new_event_loop()
     server = HttpServer(App(settings, scorer, metrics))
+    health = HttpServer(App(settings, scorer, metrics, health_only=True)) if health_sock else None
     stop = asyncio.Event()
 
     def every_second() -> None:
@@ -93,10 +100,14 @@ def run_worker(settings: Settings, sock: socket.socket, report_fd: int | None = 
 
     async def serve() -> None:
         await server.start(sock)
+        if health:
+            await health.start(health_sock)
         # Ready only now that this worker accepts: an update or a reload switches traffic on this report.
         _report(report_fd, None)
         every_second()
         await stop.wait()
+        if health:
+            await health.shutdown(1.0)
         await server.shutdown(settings.graceful_timeout_s)
 
     outcome = {"code": 0}
