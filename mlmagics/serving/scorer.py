@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import datacollection, outputs
+from .debugger import wait_for_debugger
 from .inputs import InputError, headers_dict, run_arguments
 from .logs import log
 from .metrics import Metrics
@@ -80,11 +81,15 @@ class Scorer:
         self._wakeup_pending = False
 
     # -- start-up -------------------------------------------------------------------------------------
-    def start(self) -> None:
-        """Import the script and call init(); record why if either fails."""
+    def start(self, debug_port: str = "") -> None:
+        """Import the script and call init() (after a debugger attached, with `debug_port`); record why if either fails."""
         signal.signal(signal.SIGALRM, self._on_alarm)
         stage = "import"
         try:
+            if debug_port:
+                stage = "debugger"
+                wait_for_debugger(debug_port)
+                stage = "import"
             self.script.load()
             for warning in self.script.warnings:
                 log.warning("user_script", warning)

@@ -56,6 +56,7 @@ class Settings:
     metrics_enabled: bool = True
     graceful_timeout_s: float = 30.0
     startup_timeout_s: float = 600.0  # how long a reload waits for the new workers' init()
+    debug_port: str = ""  # v1's AZUREML_DEBUG_PORT: `port` or `host:port` of a listening debugger (debugger.py)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -109,6 +110,7 @@ ENVIRONMENT = {
     "MLMAGICS_METRICS": "metrics_enabled",
     "MLMAGICS_GRACEFUL_TIMEOUT": "graceful_timeout_s",
     "MLMAGICS_STARTUP_TIMEOUT": "startup_timeout_s",
+    "AZUREML_DEBUG_PORT": "debug_port",
 }
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
@@ -222,6 +224,13 @@ def check(settings: Settings) -> None:
         )
     if not 0 < settings.port < 65536:
         raise SettingsError(f"port must be in 1..65535, got {settings.port}")
+    if settings.debug_port:
+        from .debugger import address
+
+        try:
+            address(settings.debug_port)
+        except ValueError:
+            raise SettingsError(f"AZUREML_DEBUG_PORT must be a port or host:port, got {settings.debug_port!r}") from None
     health = settings.separate_health_port
     if health is not None and not 0 < health < 65536:
         raise SettingsError(f"health_port must be in 1..65535, got {health}")

@@ -76,7 +76,7 @@ def run_worker(
         settings.service_name,
         metrics,
     )
-    scorer.start()
+    scorer.start(settings.debug_port)
     if scorer.state == FAILED:
         _report(report_fd, scorer.failure)
         report_fd = None
