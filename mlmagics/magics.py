@@ -282,7 +282,9 @@ class DeployMagics(Magics):
         headers = {"Content-Type": "application/json"}
         if service.auth_enabled:
             headers["Authorization"] = f"Bearer {service.get_keys()[0]}"
-        return requests.post(service.scoring_uri, data=payload, headers=headers, timeout=self.test_timeout)
+        return requests.post(
+            service.scoring_uri, data=payload, headers=headers, timeout=self.test_timeout, verify=service.tls_verify
+        )
 
     def _score_once(self, service, payload: bytes) -> show.TestResult:
         import requests
@@ -402,7 +404,9 @@ class DeployMagics(Magics):
         if not service.swagger_uri:
             raise UsageError(f"service {service.name} has no swagger URI ({service.state})")
         try:
-            response = requests.get(service.swagger_uri, params={"version": args.version}, timeout=self.test_timeout)
+            response = requests.get(
+                service.swagger_uri, params={"version": args.version}, timeout=self.test_timeout, verify=service.tls_verify
+            )
         except requests.RequestException as e:
             raise UsageError(f"could not reach {service.swagger_uri}: {e}") from None
         if response.status_code != 200:

@@ -282,7 +282,7 @@ class ServiceView:
         import requests
 
         try:
-            return requests.get(self.service.swagger_uri, timeout=10).json()
+            return requests.get(self.service.swagger_uri, timeout=10, verify=self.service.tls_verify).json()
         except (requests.RequestException, ValueError, TypeError):
             return {}
 

@@ -129,3 +129,17 @@ def place_model(app_root: Path, model_file: Path, name: str = "sklearn_mnist", v
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy(model_file, folder / model_file.name)
     return app_root / "azureml-models"
+
+
+def self_signed_certificate(folder: Path, name: str = "localhost") -> tuple[Path, Path]:
+    """A self-signed certificate for `name`, localhost and 127.0.0.1 (openssl), as (cert.pem, key.pem)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={name}",
+         "-addext", f"subjectAltName=DNS:{name},DNS:localhost,IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import subprocess
 import sys
 import threading
@@ -373,6 +374,31 @@ def test_update_keeps_the_scoring_uri_and_a_failed_update_keeps_the_old_version_
     with pytest.raises(UserError, match="keeps its port"):
         again.update(port=1)
     again.delete()
+
+
+def test_tls_the_container_serves_https_with_the_given_certificate(ws, echo_v1, echo_v2, tmp_path):
+    """v1's ACI ssl_enabled + ssl_cert_pem_file + ssl_key_pem_file + ssl_cname: the server terminates TLS."""
+    from serving_helpers import self_signed_certificate
+
+    cert, key = self_signed_certificate(tmp_path / "tls")
+    service = deploy(ws, "secure", echo_v1[0], ssl_enabled=True, ssl_cert_pem_file=str(cert), ssl_key_pem_file=str(key),
+                     ssl_cname="localhost")  # fmt: skip
+    port = service.target["port"]
+    assert service.scoring_uri == f"https://localhost:{port}/score"
+    assert service.run({"x": 1})["version"] == "v1"  # the client trusts the service's own certificate
+    assert requests.get(service.swagger_uri, verify=str(cert), timeout=5).json()["swagger"] == "2.0"
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.post(service.scoring_uri, data="{}", headers=bearer(service.get_keys()[0]), timeout=5)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/", timeout=5)
+    renewed, renewed_key = self_signed_certificate(tmp_path / "renewed")
+    service.update(image=echo_v2[0], ssl_cert_pem_file=str(renewed), ssl_key_pem_file=str(renewed_key))
+    assert service.scoring_uri == f"https://localhost:{port}/score" and service.run("{}")["version"] == "v2"
+    served = ssl.get_server_certificate(("127.0.0.1", port))
+    assert served.strip() == renewed.read_text().strip()  # the new certificate is the one served
+    with pytest.raises(UserError, match="TLS on/off and ssl_cname cannot change"):
+        service.update(ssl_enabled=False)
+    service.delete()
 
 
 def test_delete_removes_the_containers_and_keeps_the_image_until_image_delete(client, ws, app, echo_v1):

@@ -52,7 +52,7 @@ def test_v1_validation_collects_every_error_in_one_message():
     assert "memory_gb must be greater than zero." in str(info.value)
     with pytest.raises(InvalidConfiguration, match="SSL is enabled, you must provide a SSL certificate, key, and CNAME."):
         AciWebservice.deploy_configuration(ssl_enabled=True, ssl_cert_pem_file="cert.pem")
-    with pytest.raises(InvalidConfiguration, match="does not terminate TLS yet"):
+    with pytest.raises(InvalidConfiguration, match="ssl_cert_pem_file c does not exist. ssl_key_pem_file k does not exist."):
         AciWebservice.deploy_configuration(ssl_enabled=True, ssl_cert_pem_file="c", ssl_key_pem_file="k", ssl_cname="x.example")
     with pytest.raises(InvalidConfiguration, match=r"port must be an integer in \[1, 65535\]"):
         AciWebservice.deploy_configuration(port=70000)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
+import pytest
 import requests
 from serving_helpers import app_with
 
@@ -242,6 +245,61 @@ def test_a_separate_health_port_answers_liveness_and_readiness_only(tmp_path, se
     busy.join()
     assert server.get("/").text == "Healthy" and server.post(json_body={}).status_code == 200  # the main port is unchanged
     assert any(f"health on http://127.0.0.1:{health_port}/" in r["msg"] for r in server.log_records())
+
+
+def test_https_with_a_certificate_and_key(tmp_path, serve):
+    from serving_helpers import self_signed_certificate
+
+    cert, key = self_signed_certificate(tmp_path / "tls")
+    server = serve(
+        app_with(tmp_path, ECHO),
+        ready=False,
+        config={"auth_enabled": True, "primary_key": "k1"},
+        extra_args=["--ssl-cert", str(cert), "--ssl-key", str(key)],
+    )
+    https = f"https://localhost:{server.port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            requests.get(https + "/ready", verify=str(cert), timeout=2).raise_for_status()
+            break
+        except requests.RequestException:
+            time.sleep(0.05)
+    answer = requests.post(https + "/score", json={}, headers={"Authorization": "Bearer k1"}, verify=str(cert), timeout=10)
+    assert answer.status_code == 200 and answer.json()["cwd"] == str(tmp_path / "app")
+    with pytest.raises(requests.exceptions.SSLError):  # an unknown certificate is refused by a careful client
+        requests.get(https + "/", timeout=5)
+    with pytest.raises(requests.ConnectionError):  # plain HTTP gets no answer ...
+        requests.get(f"http://127.0.0.1:{server.port}/", timeout=5)
+    assert requests.get(https + "/", verify=str(cert), timeout=5).text == "Healthy"  # ... and harms nothing
+    assert any(r["msg"].startswith("mlmagics scoring server listening on https://") for r in server.log_records())
+
+
+def test_https_settings_are_checked_at_start(tmp_path):
+    from serving_helpers import self_signed_certificate
+
+    app = app_with(tmp_path, ECHO)
+    cert, key = self_signed_certificate(tmp_path / "tls")
+    other_cert, _ = self_signed_certificate(tmp_path / "other")
+
+    def start(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "mlmagics.serving", "score.py", "--port", "1", *args],
+            cwd=app, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert done.returncode == 2
+        return done.stderr.strip()
+
+    assert start("--ssl-cert", str(cert)) == (
+        "python -m mlmagics.serving: error: HTTPS needs both ssl_cert_file and ssl_key_file (PEM files); give both or neither"
+    )
+    mismatch = start("--ssl-cert", str(other_cert), "--ssl-key", str(key))
+    assert mismatch.startswith(
+        f"python -m mlmagics.serving: error: cannot use the TLS certificate {other_cert} with the key {key}"
+    )
+    assert mismatch.endswith("give PEM files that belong together")
+    missing = start("--ssl-cert", str(tmp_path / "nope.pem"), "--ssl-key", str(key))
+    assert "cannot use the TLS certificate" in missing and "No such file or directory" in missing
 
 
 def test_init_failure_is_reported_with_its_traceback_not_served_as_500s(tmp_path, serve):

@@ -21,6 +21,7 @@ import re
 import secrets
 import sqlite3
 import time
+from pathlib import Path
 from typing import Any, ClassVar
 
 from . import progress as progress_mod
@@ -208,8 +209,6 @@ class Webservice:
         show_output: bool = False,
     ) -> Webservice:
         """Register the files in `model_paths`, then `deploy_from_model`."""
-        from pathlib import Path
-
         models = [Model.register(workspace, p, Path(p).name[:30]) for p in model_paths]
         return Webservice.deploy_from_model(
             workspace, name, models, image_config, deployment_config, deployment_target, progress, show_output
@@ -325,6 +324,22 @@ class Webservice:
     def startup_timeout(self) -> float:
         return 300.0
 
+    @property
+    def tls_verify(self) -> bool | str:
+        """What a client checks this service's HTTPS certificate against (requests' `verify=`): the usual
+        CAs, plus the service's own certificate when it has one, so that a self-signed one works too."""
+        cert = (self.target or {}).get("tls_cert")
+        if not cert:
+            return True
+        import certifi
+
+        bundle = Path(certifi.where()).read_text() + "\n" + cert
+        path = self.workspace.path / "tls" / f"{self.name}.pem"
+        if not path.exists() or path.read_text() != bundle:
+            path.parent.mkdir(exist_ok=True)
+            path.write_text(bundle)
+        return str(path)
+
     def run(self, input_data: Any) -> Any:
         """POST `input_data` (str or bytes, sent as given; a dict or list is JSON-encoded) to the scoring URI.
 
@@ -349,6 +364,7 @@ class Webservice:
                 data=input_data,
                 headers=headers,
                 timeout=self.config.effective("scoring_timeout_ms") / 1000 + 10,
+                verify=self.tls_verify,
             )
         except requests.RequestException as e:
             raise WebserviceException(

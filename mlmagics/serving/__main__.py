@@ -26,6 +26,8 @@ def parser(prog: str = "python -m mlmagics.serving") -> argparse.ArgumentParser:
         help="also answer GET / and GET /ready, and nothing else, on this port "
         "(v1: HEALTH_PORT with SEPERATE_HEALTH_ENDPOINT=true, whose default is 5000)",
     )
+    p.add_argument("--ssl-cert", help="serve HTTPS with this PEM certificate (chain); needs --ssl-key")
+    p.add_argument("--ssl-key", help="the PEM private key of --ssl-cert")
     p.add_argument(
         "--listen-from",
         metavar="SOCKET",
@@ -57,6 +59,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m mlmagics.serving"
         "port": args.port,
         "host": args.host,
         "health_port": args.health_port,
+        "ssl_cert_file": args.ssl_cert,
+        "ssl_key_file": args.ssl_key,
         "listen_from": args.listen_from,
         "workers": args.workers,
         "app_root": args.app_root,

@@ -17,6 +17,7 @@ queue and are answered in order. What this module guarantees:
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -215,9 +216,9 @@ class HttpServer:
         self._server: asyncio.AbstractServer | None = None
         self._tick()
 
-    async def start(self, sock: Any) -> None:
+    async def start(self, sock: Any, tls: ssl.SSLContext | None = None) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: Connection(self), sock=sock, backlog=2048)
+        self._server = await loop.create_server(lambda: Connection(self), sock=sock, backlog=2048, ssl=tls)
         loop.call_later(1.0, self._every_second)
 
     def _tick(self) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +57,8 @@ class Settings:
     metrics_enabled: bool = True
     graceful_timeout_s: float = 30.0
     startup_timeout_s: float = 600.0  # how long a reload waits for the new workers' init()
+    ssl_cert_file: str = ""  # serve HTTPS with this PEM certificate (chain) ...
+    ssl_key_file: str = ""  # ... and its PEM private key
     debug_port: str = ""  # v1's AZUREML_DEBUG_PORT: `port` or `host:port` of a listening debugger (debugger.py)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -111,6 +114,8 @@ ENVIRONMENT = {
     "MLMAGICS_GRACEFUL_TIMEOUT": "graceful_timeout_s",
     "MLMAGICS_STARTUP_TIMEOUT": "startup_timeout_s",
     "AZUREML_DEBUG_PORT": "debug_port",
+    "MLMAGICS_SSL_CERT_FILE": "ssl_cert_file",
+    "MLMAGICS_SSL_KEY_FILE": "ssl_key_file",
 }
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
@@ -204,7 +209,7 @@ def resolve(
         # v1 joins AZUREML_ENTRY_SCRIPT onto the app root; a command-line path is relative to the CWD.
         base = os.getcwd() if "entry_script" in cli else app_root
         values["entry_script"] = os.path.abspath(os.path.join(base, entry))
-    for path in ("model_dir", "log_file"):
+    for path in ("model_dir", "log_file", "ssl_cert_file", "ssl_key_file"):
         if values.get(path):
             values[path] = os.path.abspath(values[path])
     if not values.get("data_collection_dir"):
@@ -212,6 +217,21 @@ def resolve(
     settings = Settings(**values)
     check(settings)
     return settings
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The server side TLS context for `ssl_cert_file` + `ssl_key_file`, or None for plain HTTP."""
+    if not settings.ssl_cert_file:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(settings.ssl_cert_file, settings.ssl_key_file)
+    except (OSError, ssl.SSLError) as e:
+        raise SettingsError(
+            f"cannot use the TLS certificate {settings.ssl_cert_file} with the key {settings.ssl_key_file}: "
+            f"{getattr(e, 'strerror', None) or e}; give PEM files that belong together"
+        ) from None
+    return context
 
 
 def check(settings: Settings) -> None:
@@ -224,6 +244,10 @@ def check(settings: Settings) -> None:
         )
     if not 0 < settings.port < 65536:
         raise SettingsError(f"port must be in 1..65535, got {settings.port}")
+    if bool(settings.ssl_cert_file) != bool(settings.ssl_key_file):
+        raise SettingsError("HTTPS needs both ssl_cert_file and ssl_key_file (PEM files); give both or neither")
+    if settings.ssl_cert_file:
+        tls_context(settings)  # a certificate that cannot be used is a start-up error, not a failed handshake later
     if settings.debug_port:
         from .debugger import address
 

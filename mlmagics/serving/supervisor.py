@@ -134,11 +134,12 @@ class Supervisor:
     def run(self) -> int:
         s = self.settings
         host, port = self.sock.getsockname()[:2]
+        scheme = "https" if s.ssl_cert_file else "http"
         self.say(
             "INFO",
-            f"mlmagics scoring server listening on http://{host}:{port}"
+            f"mlmagics scoring server listening on {scheme}://{host}:{port}"
             + (f" (socket handed over at {s.listen_from})" if s.listen_from else "")
-            + (f", health on http://{s.host}:{self.health_sock.getsockname()[1]}/" if self.health_sock else ""),
+            + (f", health on {scheme}://{s.host}:{self.health_sock.getsockname()[1]}/" if self.health_sock else ""),
             entry_script=s.entry_script or "main.py",
             app_root=s.app_root,
             model_dir=s.model_dir,

@@ -24,7 +24,7 @@ from .logs import capture_logging, configure
 from .metrics import Metrics
 from .scorer import FAILED, Scorer
 from .script import ScoringScript
-from .settings import Settings
+from .settings import Settings, tls_context
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -99,9 +99,10 @@ def run_worker(
         loop.call_later(1.0, every_second)
 
     async def serve() -> None:
-        await server.start(sock)
+        tls = tls_context(settings)
+        await server.start(sock, tls)
         if health:
-            await health.start(health_sock)
+            await health.start(health_sock, tls)
         # Ready only now that this worker accepts: an update or a reload switches traffic on this report.
         _report(report_fd, None)
         every_second()

@@ -30,10 +30,12 @@ import hashlib
 import io
 import ipaddress
 import json
+import os
 import tarfile
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..configs import DeploymentConfiguration
@@ -103,10 +105,11 @@ class DockerServiceDeploymentConfiguration(DeploymentConfiguration):
             if not (self.ssl_cert_pem_file and self.ssl_key_pem_file and self.ssl_cname):
                 errors.append("SSL is enabled, you must provide a SSL certificate, key, and CNAME.")
             else:
-                errors.append(
-                    "ssl_enabled=True: the docker target does not terminate TLS yet; serve it behind a "
-                    "TLS proxy (the service listens on plain HTTP)"
-                )
+                errors += [
+                    f"{name} {path} does not exist."
+                    for name, path in (("ssl_cert_pem_file", self.ssl_cert_pem_file), ("ssl_key_pem_file", self.ssl_key_pem_file))
+                    if not os.path.isfile(path)
+                ]
         return errors
 
 
@@ -267,7 +270,10 @@ class DockerWebservice(Webservice):
         progress.stage(f"Starting {self.name} on the Docker engine")
         holder, port, volume = self._start_holder(image)
         host = self.config.effective("host")
-        scoring_uri = f"http://{_uri_host(host)}:{port}/score"
+        if self.config.ssl_enabled:  # the certificate names the service: clients reach it by that name (ssl_cname)
+            scoring_uri = f"https://{self.config.ssl_cname}:{port}/score"
+        else:
+            scoring_uri = f"http://{_uri_host(host)}:{port}/score"
         self._save(
             scoring_uri=scoring_uri,
             swagger_uri=swagger_uri_for(scoring_uri),
@@ -364,8 +370,15 @@ class DockerWebservice(Webservice):
             )
         except docker.errors.APIError as e:
             raise WebserviceException(f"cannot create the container of {self.name}: {short_error(e)}") from None
+        files = {"keys.json": self._keys_json()}
+        if config.ssl_enabled:  # the server terminates TLS itself (serving/settings.py tls_context)
+            files["tls.crt"] = Path(config.ssl_cert_pem_file).read_bytes()
+            files["tls.key"] = Path(config.ssl_key_pem_file).read_bytes()
+            settings.update(ssl_cert_file=f"{SECRETS}/tls.crt", ssl_key_file=f"{SECRETS}/tls.key")
+            self._save(target={**self.target, "tls_cert": files["tls.crt"].decode()})
+        files["service.json"] = json.dumps(settings).encode()
         try:
-            container.put_archive(SECRETS, _tar({"service.json": json.dumps(settings).encode(), "keys.json": self._keys_json()}))
+            container.put_archive(SECRETS, _tar(files))
             container.start()
         except docker.errors.APIError as e:
             container.remove(force=True)
@@ -422,7 +435,7 @@ class DockerWebservice(Webservice):
         if state != HEALTHY:
             return (UNHEALTHY if was_up and state == FAILED else state), error
         try:
-            ready = requests.get(f"{self.scoring_uri.rsplit('/', 1)[0]}/ready", timeout=2)
+            ready = requests.get(f"{self.scoring_uri.rsplit('/', 1)[0]}/ready", timeout=2, verify=self.tls_verify)
         except requests.RequestException as e:
             # e.g. the engine restarted the port holder after the server took its socket
             return (UNHEALTHY if was_up else TRANSITIONING), (
@@ -438,6 +451,13 @@ class DockerWebservice(Webservice):
             raise UserError(f"a docker service keeps its port on update (now {port}); delete and redeploy to change it")
         if config.effective("host") != host:
             raise UserError(f"a docker service keeps its host on update (now {host}); delete and redeploy to change it")
+        if bool(config.ssl_enabled) != self.scoring_uri.startswith("https:") or (
+            config.ssl_enabled and not self.scoring_uri.startswith(f"https://{config.ssl_cname}:")
+        ):
+            raise UserError(
+                f"a docker service keeps its scoring URI {self.scoring_uri} on update: TLS on/off and ssl_cname cannot "
+                "change (a new certificate for the same name can); delete and redeploy to change them"
+            )
         docker_image.build(image, progress=progress)
         holder = self._get(self.target.get("holder"), "port")
         if holder is None:
