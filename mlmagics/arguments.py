@@ -70,6 +70,10 @@ def add_deploy_options(parser: argparse.ArgumentParser) -> None:
     container = parser.add_argument_group("docker / aci, kubernetes / aks")
     container.add_argument("--cpu", type=float, dest="cpu_cores", help="cpu_cores")
     container.add_argument("--memory", type=float, dest="memory_gb", help="memory_gb")
+    tls = parser.add_argument_group("docker / aci: HTTPS (ssl_enabled, all three together)")
+    tls.add_argument("--ssl-cert", dest="ssl_cert_pem_file", help="PEM certificate the service presents")
+    tls.add_argument("--ssl-key", dest="ssl_key_pem_file", help="its PEM private key")
+    tls.add_argument("--ssl-cname", dest="ssl_cname", help="the name in the certificate: the scoring URI's host")
     cluster = parser.add_argument_group("kubernetes / aks")
     cluster.add_argument("--replicas", type=int, dest="num_replicas", help="num_replicas (turns autoscale off)")
     cluster.add_argument("--autoscale", type=autoscale_range, metavar="MIN:MAX", help="autoscale between MIN and MAX replicas")
@@ -96,6 +100,9 @@ _SETTINGS = (
     "port",
     "cpu_cores",
     "memory_gb",
+    "ssl_cert_pem_file",
+    "ssl_key_pem_file",
+    "ssl_cname",
     "num_replicas",
     "autoscale_target_utilization",
     "namespace",
@@ -129,4 +136,6 @@ def deploy_settings(args: argparse.Namespace) -> dict[str, Any]:
         settings["autoscale_min_replicas"], settings["autoscale_max_replicas"] = args.autoscale
     if getattr(args, "dry_run", False):
         settings["dry_run"] = True
+    if any(settings[name] for name in ("ssl_cert_pem_file", "ssl_key_pem_file", "ssl_cname")):
+        settings["ssl_enabled"] = True  # v1's validation then asks for the missing ones
     return {k: v for k, v in settings.items() if v is not None}

@@ -77,6 +77,22 @@ def test_faces_reach_the_docker_settings_by_v1_names():
         deploy_configuration("docker", num_replicas=2)
 
 
+def test_the_tls_flags_of_the_cli_and_magics_turn_ssl_enabled_on(tmp_path):
+    import argparse
+
+    from mlmagics import arguments
+
+    parser = argparse.ArgumentParser()
+    arguments.add_deploy_options(parser)
+    cert, key = write(tmp_path / "cert.pem", "certificate"), write(tmp_path / "key.pem", "key")
+    args = parser.parse_args(["--ssl-cert", str(cert), "--ssl-key", str(key), "--ssl-cname", "localhost"])
+    config = deploy_configuration("docker", **arguments.deploy_settings(args))
+    assert (config.ssl_enabled, config.ssl_cert_pem_file, config.ssl_cname) == (True, str(cert), "localhost")
+    with pytest.raises(InvalidConfiguration, match="SSL is enabled, you must provide a SSL certificate, key, and CNAME."):
+        deploy_configuration("docker", **arguments.deploy_settings(parser.parse_args(["--ssl-cert", str(cert)])))
+    assert "ssl_enabled" not in arguments.deploy_settings(parser.parse_args([]))
+
+
 def test_the_base_image_is_a_setting(monkeypatch):
     monkeypatch.delenv("MLMAGICS_BASE_IMAGE", raising=False)
     assert base_image("3.11") == "python:3.11-slim"
