@@ -401,6 +401,21 @@ def test_tls_the_container_serves_https_with_the_given_certificate(ws, echo_v1, 
     service.delete()
 
 
+def test_tls_deploys_before_its_name_resolves_and_run_says_where_it_went(ws, echo_v1, tmp_path):
+    """As on ACI, the certificate's name is pointed at the service after the deploy: the deploy checks
+    the service at its published address against that name, and only clients need the name to resolve."""
+    from serving_helpers import self_signed_certificate
+
+    cname = "scoring.mlmagics-test.invalid"  # .invalid never resolves
+    cert, key = self_signed_certificate(tmp_path / "tls", name=cname)
+    service = deploy(ws, "unnamed", echo_v1[0], ssl_enabled=True, ssl_cert_pem_file=str(cert), ssl_key_pem_file=str(key),
+                     ssl_cname=cname)  # fmt: skip
+    assert service.state == "Healthy" and service.scoring_uri == f"https://{cname}:{service.target['port']}/score"
+    with pytest.raises(WebserviceException, match=f"Could not reach https://{cname}:"):
+        service.run("{}")
+    service.delete()
+
+
 def test_delete_removes_the_containers_and_keeps_the_image_until_image_delete(client, ws, app, echo_v1):
     image = echo_image(ws, app / "doomed", name="doomed")
     service = deploy(ws, "doomed-svc", image)

@@ -31,6 +31,8 @@ import io
 import ipaddress
 import json
 import os
+import socket
+import ssl
 import tarfile
 import time
 import warnings
@@ -435,15 +437,36 @@ class DockerWebservice(Webservice):
         if state != HEALTHY:
             return (UNHEALTHY if was_up and state == FAILED else state), error
         try:
-            ready = requests.get(f"{self.scoring_uri.rsplit('/', 1)[0]}/ready", timeout=2, verify=self.tls_verify)
-        except requests.RequestException as e:
+            status = self._ready_status()
+        except (requests.RequestException, OSError) as e:
             # e.g. the engine restarted the port holder after the server took its socket
             return (UNHEALTHY if was_up else TRANSITIONING), (
                 f"the scoring URI does not answer ({e}); service.reload() reconnects the server to its port"
             )
-        if ready.status_code == 200:
+        if status == 200:
             return HEALTHY, None
-        return (UNHEALTHY if was_up else TRANSITIONING), f"GET /ready answered {ready.status_code}"
+        return (UNHEALTHY if was_up else TRANSITIONING), f"GET /ready answered {status}"
+
+    def _ready_status(self) -> int:
+        """GET /ready through the published port. With TLS: at the published address, checking the
+        certificate against ssl_cname — whether or not that name resolves here yet (v1's ACI too
+        expected you to point the name at the service after the deploy)."""
+        import requests
+
+        host, port = _uri_host(self.target["host"]).strip("[]"), self.target["port"]
+        if not self.scoring_uri.startswith("https:"):
+            return requests.get(f"http://{_uri_host(self.target['host'])}:{port}/ready", timeout=2).status_code
+        cname = self.scoring_uri.split("//", 1)[1].rsplit(":", 1)[0]
+        context = ssl.create_default_context(cafile=self.tls_verify)
+        with socket.create_connection((host, port), timeout=2) as raw, context.wrap_socket(raw, server_hostname=cname) as tls:
+            tls.sendall(f"GET /ready HTTP/1.1\r\nHost: {cname}\r\nConnection: close\r\n\r\n".encode())
+            head = b""
+            while b"\r\n" not in head and (chunk := tls.recv(256)):
+                head += chunk
+        try:
+            return int(head.split(b" ", 2)[1])
+        except (IndexError, ValueError):
+            raise OSError(f"no HTTP answer from {host}:{port}") from None
 
     def _update(self, image: Image, config: DeploymentConfiguration, progress: Progress) -> None:
         port, host = self.target.get("port"), self.target.get("host")
