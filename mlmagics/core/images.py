@@ -200,12 +200,7 @@ class Image(Versioned):
         self._load(_row)
 
     def _load(self, row: sqlite3.Row) -> None:
-        self.name: str = row["name"]
-        self.version: int = row["version"]
-        self.description: str | None = row["description"]
-        self.tags: dict[str, str] = loads(row["tags"], {})
-        self.properties: dict[str, str] = loads(row["properties"], {})
-        self.created_time: str = row["created_time"]
+        self._load_common(row)
         self.creation_state: str = row["state"]
         self.model_ids: list[str] = loads(row["models"], [])
         self.spec: dict[str, Any] = loads(row["spec"], {})

@@ -21,7 +21,7 @@ from typing import Any
 
 from .errors import ConflictError, ModelNotFoundException, UserError
 from .versioned import Versioned
-from .workspace import Workspace, dumps, loads, now
+from .workspace import Workspace, dumps, now
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 _PACKAGE_DIR = str(Path(__file__).resolve().parents[1])
@@ -70,12 +70,7 @@ class Model(Versioned):
         self._load(_row)
 
     def _load(self, row: sqlite3.Row) -> None:
-        self.name: str = row["name"]
-        self.version: int = row["version"]
-        self.description: str | None = row["description"]
-        self.tags: dict[str, str] = loads(row["tags"], {})
-        self.properties: dict[str, str] = loads(row["properties"], {})
-        self.created_time: str = row["created_time"]
+        self._load_common(row)
         self.digest: str = row["digest"]
         self.artifact: str = row["artifact"]
         self.size: int = row["size"]

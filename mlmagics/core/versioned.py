@@ -61,6 +61,15 @@ class Versioned:
     def id(self) -> str:
         return f"{self.name}:{self.version}"
 
+    def _load_common(self, row: sqlite3.Row) -> None:
+        """The columns every versioned table has; a subclass's `_load` reads its own after these."""
+        self.name = row["name"]
+        self.version = row["version"]
+        self.description: str | None = row["description"]
+        self.tags = loads(row["tags"], {})
+        self.properties: dict[str, str] = loads(row["properties"], {})
+        self.created_time: str = row["created_time"]
+
     @classmethod
     def _find(cls, ws: Workspace, name: str | None, item_id: str | None, tags: Any, properties: Any,
               version: int | None) -> sqlite3.Row:
