@@ -16,7 +16,6 @@ flush and follow.
 from __future__ import annotations
 
 import builtins
-import fcntl
 import json
 import logging
 import logging.config
@@ -202,6 +201,8 @@ class LogFile:
         self._rotate()
 
     def _rotate(self) -> None:
+        import fcntl  # POSIX only, as is the rest of the runtime's process model
+
         # A POSIX record lock on the full file (fd 1): held per process, so forked workers sharing
         # the descriptor still exclude each other (flock would not); one rotates, the others follow.
         fcntl.lockf(1, fcntl.LOCK_EX)
