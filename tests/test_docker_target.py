@@ -319,29 +319,42 @@ def test_a_failing_init_fails_the_deploy_in_seconds_with_the_traceback(ws, broke
 
 
 class Hammer:
-    """Three clients sending requests with keep-alive until stopped; every answer is kept."""
+    """Three clients sending requests with keep-alive until stopped; every answer is kept, and for a
+    failure when it started, so that a failed assertion says in which phase of an update it fell."""
 
     def __init__(self, uri: str, key: str) -> None:
         self.answers: list = []
+        self.failures: list[str] = []
+        self.started = time.monotonic()
+        self.phases: list[str] = []
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._loop, args=(uri, key)) for _ in range(3)]
         for t in self._threads:
             t.start()
 
+    def mark(self, phase: str) -> None:
+        self.phases.append(f"{time.monotonic() - self.started:.2f} s {phase}")
+
     def _loop(self, uri: str, key: str) -> None:
         session = requests.Session()
         while not self._stop.is_set():
+            sent = time.monotonic() - self.started
             try:
                 answer = session.post(uri, data="{}", headers=bearer(key), timeout=10)
                 self.answers.append(answer.json()["version"] if answer.status_code == 200 else answer.status_code)
             except requests.RequestException as e:
                 self.answers.append(type(e).__name__)
+                self.failures.append(f"{type(e).__name__} for a request sent at {sent:.2f} s: {e}")
 
     def stop(self) -> Counter:
+        self.mark("stop")
         self._stop.set()
         for t in self._threads:
             t.join()
         return Counter(self.answers)
+
+    def report(self) -> str:
+        return "phases: " + "; ".join(self.phases) + "\nfailures:\n" + "\n".join(self.failures)
 
 
 def test_update_keeps_the_scoring_uri_and_a_failed_update_keeps_the_old_version_serving(client, ws, echo_v1, echo_v2, broken):
@@ -350,18 +363,24 @@ def test_update_keeps_the_scoring_uri_and_a_failed_update_keeps_the_old_version_
     load = Hammer(uri, service.get_keys()[0])
     try:
         started = time.monotonic()
+        load.mark("update to echo:2")
         service.update(image=echo_v2[0])
+        load.mark("updated")
         print(f"update to a new image: {time.monotonic() - started:.2f} s")
         assert (service.image_id, service.state, service.scoring_uri) == ("echo:2", "Healthy", uri), "same URI"
+        load.mark("update to broken:1")
         with pytest.raises(WebserviceException) as info:
             service.update(image=broken)
+        load.mark("update refused")
         time.sleep(0.3)
     finally:
         answers = load.stop()
     message = str(info.value)
     assert message.startswith("update of rolling to broken:1 failed; echo:2 keeps serving.")
     assert "init() raised RuntimeError: the model file is corrupt" in message and "score.py" in message
-    assert set(answers) == {"v1", "v2"}, f"every request was answered by v1 or v2, none refused or lost: {answers}"
+    assert set(answers) == {"v1", "v2"}, (
+        f"every request was answered by v1 or v2, none refused or lost: {answers}\n{load.report()}"
+    )
     again = Webservice(ws, "rolling")
     assert (again.image_id, again.state, again.scoring_uri) == ("echo:2", "Healthy", uri)
     assert again.run("{}")["version"] == "v2"
