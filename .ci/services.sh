@@ -83,6 +83,17 @@ $(log_tail "$DOCKERD_LOG")"
   step "dockerd: up"
 fi
 
+# --- (b2) a fixed MAC address for docker0 -----------------------------------------
+# A Linux bridge whose address nobody set takes the lowest MAC of its ports, so docker0's
+# address changes whenever a container with a lower one starts or stops. Containers that still
+# send to the old address (their ARP entry for the gateway, which docker-proxy connects from) lose
+# packets for seconds: open connections to a published port stall (seen as 10 s read timeouts in
+# the Docker update test). Once the address is set, the kernel keeps it.
+if [ -e /sys/class/net/docker0/addr_assign_type ] && [ "$(cat /sys/class/net/docker0/addr_assign_type)" != 3 ]; then
+  ip link set docker0 address 02:42:ac:11:00:01 || die "could not set docker0's MAC address"
+  step "docker0: MAC address fixed at 02:42:ac:11:00:01 (it no longer follows the containers)"
+fi
+
 # --- (c) local registry ------------------------------------------------------
 registry_up() { curl -fs -o /dev/null --max-time 2 "http://$REGISTRY_ADDR/v2/"; }
 

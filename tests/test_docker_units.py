@@ -93,6 +93,18 @@ def test_the_tls_flags_of_the_cli_and_magics_turn_ssl_enabled_on(tmp_path):
     assert "ssl_enabled" not in arguments.deploy_settings(parser.parse_args([]))
 
 
+def test_a_bridge_whose_mac_follows_its_containers_is_detected(tmp_path):
+    from mlmagics.core.targets.docker_engine import bridge_address_unstable
+
+    bridge = tmp_path / "docker0"
+    assert bridge_address_unstable(bridge) is False  # no bridge: nothing to say
+    bridge.mkdir()
+    (bridge / "addr_assign_type").write_text("1\n")  # random, then the lowest port's: it moves
+    assert bridge_address_unstable(bridge) is True
+    (bridge / "addr_assign_type").write_text("3\n")  # set by someone (.ci/services.sh): it stays
+    assert bridge_address_unstable(bridge) is False
+
+
 def test_the_base_image_is_a_setting(monkeypatch):
     monkeypatch.delenv("MLMAGICS_BASE_IMAGE", raising=False)
     assert base_image("3.11") == "python:3.11-slim"

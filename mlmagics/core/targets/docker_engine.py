@@ -16,6 +16,8 @@ pip >= 22.3 (every official Python image has them; on Debian, `python3-venv pyth
 from __future__ import annotations
 
 import os
+import warnings
+from pathlib import Path
 from typing import Any
 
 from ..errors import TargetUnavailable
@@ -41,7 +43,29 @@ def engine(timeout: int = 120) -> Any:
         raise TargetUnavailable(
             f"no Docker engine at {engine_url()}: start dockerd (or Docker Desktop) or set DOCKER_HOST"
         ) from None
+    global _bridge_checked
+    if not _bridge_checked and engine_url() == DEFAULT_ENGINE:
+        _bridge_checked = True
+        if bridge_address_unstable():
+            warnings.warn(BRIDGE_WARNING, stacklevel=2)
     return client
+
+
+_bridge_checked = False
+BRIDGE_WARNING = (
+    "docker0's MAC address is not fixed on this host, so it changes whenever a container starts or stops, "
+    "and open connections to services can stall for seconds meanwhile. Fix it once, as root: "
+    "ip link set docker0 address 02:42:ac:11:00:01"
+)
+
+
+def bridge_address_unstable(device: Path = Path("/sys/class/net/docker0")) -> bool:
+    """Whether the local engine's bridge takes its MAC from its ports (the kernel's default unless one was set):
+    then every container that starts or stops can move it, and containers keep sending to the old one."""
+    try:
+        return (device / "addr_assign_type").read_text().strip() != "3"  # 3: NET_ADDR_SET, set by someone
+    except OSError:
+        return False  # no such bridge here (Docker Desktop, a remote engine)
 
 
 def base_image(python: str, requested: str | None = None) -> str:
