@@ -395,7 +395,7 @@ def test_update_keeps_the_scoring_uri_and_a_failed_update_keeps_the_old_version_
     again.delete()
 
 
-def test_tls_the_container_serves_https_with_the_given_certificate(ws, echo_v1, echo_v2, tmp_path):
+def test_tls_the_container_serves_https_with_the_given_certificate(ws, echo_v1, echo_v2, broken, tmp_path):
     """v1's ACI ssl_enabled + ssl_cert_pem_file + ssl_key_pem_file + ssl_cname: the server terminates TLS."""
     from serving_helpers import self_signed_certificate
 
@@ -417,6 +417,10 @@ def test_tls_the_container_serves_https_with_the_given_certificate(ws, echo_v1, 
     assert served.strip() == renewed.read_text().strip()  # the new certificate is the one served
     with pytest.raises(UserError, match="TLS on/off and ssl_cname cannot change"):
         service.update(ssl_enabled=False)
+    third, third_key = self_signed_certificate(tmp_path / "third")
+    with pytest.raises(WebserviceException, match="keeps serving"):
+        service.update(image=broken, ssl_cert_pem_file=str(third), ssl_key_pem_file=str(third_key))
+    assert Webservice(ws, "secure").run("{}")["version"] == "v2"  # the serving certificate is still the trusted one
     service.delete()
 
 

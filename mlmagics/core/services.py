@@ -331,13 +331,15 @@ class Webservice:
         cert = (self.target or {}).get("tls_cert")
         if not cert:
             return True
+        cached = getattr(self, "_tls_bundle", None)
+        if cached and cached[0] == cert:  # written once per certificate, not per request (%test_service --bench)
+            return cached[1]
         import certifi
 
-        bundle = Path(certifi.where()).read_text() + "\n" + cert
         path = self.workspace.path / "tls" / f"{self.name}.pem"
-        if not path.exists() or path.read_text() != bundle:
-            path.parent.mkdir(exist_ok=True)
-            path.write_text(bundle)
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(Path(certifi.where()).read_text() + "\n" + cert)
+        self._tls_bundle = (cert, str(path))
         return str(path)
 
     def run(self, input_data: Any) -> Any:

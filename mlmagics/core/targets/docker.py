@@ -119,6 +119,11 @@ def _workspace_key(path: Any) -> str:
     return hashlib.sha256(str(path).encode()).hexdigest()[:8]
 
 
+def _served_certificate(config: DeploymentConfiguration) -> dict[str, str]:
+    """The target's record of the certificate the server presents (what `tls_verify` trusts), if it serves TLS."""
+    return {"tls_cert": Path(config.ssl_cert_pem_file).read_text()} if config.ssl_enabled else {}
+
+
 def _uri_host(host: str) -> str:
     """How to reach a port published on `host` from this machine."""
     if host in ("0.0.0.0", ""):
@@ -285,7 +290,7 @@ class DockerWebservice(Webservice):
         )
         progress.log(f"port holder {holder.name} publishes {host}:{port}")
         server = self._start_server(image, self.config, release=1)
-        self._save(target={**self.target, "container": server.id, "release": 1})
+        self._save(target={**self.target, "container": server.id, "release": 1, **_served_certificate(self.config)})
         limits = f"cpu_cores {self._cpu(self.config):g}, memory_gb {float(self.config.effective('memory_gb')):g}"
         progress.log(f"server container {server.name} starting {image.id} ({limits})")
 
@@ -377,7 +382,6 @@ class DockerWebservice(Webservice):
             files["tls.crt"] = Path(config.ssl_cert_pem_file).read_bytes()
             files["tls.key"] = Path(config.ssl_key_pem_file).read_bytes()
             settings.update(ssl_cert_file=f"{SECRETS}/tls.crt", ssl_key_file=f"{SECRETS}/tls.key")
-            self._save(target={**self.target, "tls_cert": files["tls.crt"].decode()})
         files["service.json"] = json.dumps(settings).encode()
         try:
             container.put_archive(SECRETS, _tar(files))
@@ -501,7 +505,8 @@ class DockerWebservice(Webservice):
                 f"update of {self.name} to {image.id} failed; {self.image_id} keeps serving. {error}"
                 + (f"\nLast log lines of the new container:\n{tail}" if tail and tail not in (error or "") else "")
             )
-        self._save(target={**self.target, "container": new.id, "release": release})
+        # Only now the new certificate is the one clients check: a failed update keeps the old one trusted.
+        self._save(target={**self.target, "container": new.id, "release": release, **_served_certificate(config)})
         progress.log(f"{new.name} is ready; {old.name if old else 'the previous release'} stops accepting and drains")
         if old is not None and old.id != new.id:
             self._remove_container(old)
