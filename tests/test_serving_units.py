@@ -85,6 +85,8 @@ def test_settings_reject_bad_values_with_a_clear_message(tmp_path):
         resolve({"auth_enabled": True}, environ={})
     with pytest.raises(SettingsError, match="a log file needs log_max_bytes >= 4096 and log_backups >= 1, got 100 and 5"):
         resolve({"log_file": "server.log"}, environ={"MLMAGICS_LOG_MAX_BYTES": "100"})
+    with pytest.raises(SettingsError, match=r"cannot write the log file /no/such/folder/server.log: its folder does not"):
+        resolve({"log_file": "/no/such/folder/server.log"}, environ={})
     with pytest.raises(SettingsError, match="is not valid JSON"):
         (tmp_path / "bad.json").write_text("{")
         resolve(config_file=str(tmp_path / "bad.json"), environ={})

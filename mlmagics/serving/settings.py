@@ -237,6 +237,8 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
 def check(settings: Settings) -> None:
     if settings.log_format not in {"json", "text"}:
         raise SettingsError(f"log_format must be 'json' or 'text', got {settings.log_format!r}")
+    if settings.log_file and not os.access(os.path.dirname(settings.log_file), os.W_OK):
+        raise SettingsError(f"cannot write the log file {settings.log_file}: its folder does not exist or is not writable")
     if settings.log_file and (settings.log_max_bytes < 4096 or settings.log_backups < 1):
         raise SettingsError(
             "a log file needs log_max_bytes >= 4096 and log_backups >= 1, "

@@ -38,7 +38,7 @@ class PortInUse(Exception):
     pass
 
 
-def bind(host: str, port: int) -> socket.socket:
+def bind(host: str, port: int, option: str = "--port") -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -47,7 +47,9 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError as e:
         sock.close()
         if e.errno == errno.EADDRINUSE:
-            raise PortInUse(f"port {port} is already in use on {host}; choose another with --port or stop what uses it") from None
+            raise PortInUse(
+                f"port {port} is already in use on {host}; choose another with {option} or stop what uses it"
+            ) from None
         raise
     sock.listen(2048)
     sock.set_inheritable(True)
@@ -79,10 +81,10 @@ def serve(settings: Settings, reload_source: Callable[[], Settings] | None = Non
         sock = receive(settings.listen_from) if settings.listen_from else bind(settings.host, settings.port)
         health_port = settings.separate_health_port
         try:
-            health_sock = bind(settings.host, health_port) if health_port else None
-        except PortInUse as e:
+            health_sock = bind(settings.host, health_port, "--health-port") if health_port else None
+        except PortInUse:
             sock.close()
-            raise PortInUse(str(e).replace("--port", "--health-port")) from None
+            raise
         return Supervisor(settings, sock, reload_source, state_file, health_sock).run()
     finally:
         if metrics_dir:
