@@ -403,7 +403,7 @@ def run(raw_data):
 
 def test_model_data_collector_writes_rotated_json_lines_when_enabled(tmp_path, serve):
     app = app_with(tmp_path, COLLECTING)
-    server = serve(app, config={"collect_model_data": True}, env={"MLMAGICS_DATA_COLLECTION_MAX_BYTES": "600"})
+    server = serve(app, config={"collect_model_data": True}, env={"MLMAGICS_DATA_COLLECTION_FILE_BYTES": "600"})
     ids = [server.post(json_body={"data": [[i, i + 1]]}, headers={"x-request-id": f"r{i}"}).json() for i in range(8)]
     assert ids == [f"r{i}" for i in range(8)], "the correlation id is the request id"
     files = sorted((app / "model-data" / "best_model" / "inputs").rglob("*.jsonl"))

@@ -4,7 +4,7 @@ Enabled by the service's `collect_model_data` setting (env `AML_MODEL_DC_STORAGE
 otherwise `collect()` returns at once and records nothing, as in v1. Records go to
 `<collection dir>/<model>/<designation>/<YYYY>/<MM>/<DD>/data-<pid>.jsonl` (one file per
 worker process, so lines never interleave), and a file is rotated to `.1.jsonl`, `.2.jsonl`...
-once it passes `MLMAGICS_DATA_COLLECTION_MAX_BYTES` (default 10 MB).
+once it passes `MLMAGICS_DATA_COLLECTION_FILE_BYTES` (default 10 MB).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class ModelDataCollector:
         self.model_version = model_version
         self.enabled = os.environ.get("AML_MODEL_DC_STORAGE_ENABLED", "").lower() in _ON
         self.root = os.environ.get("MLMAGICS_DATA_COLLECTION_DIR") or os.path.join(os.getcwd(), "model-data")
-        self.max_bytes = int(os.environ.get("MLMAGICS_DATA_COLLECTION_MAX_BYTES", 10 * 1024 * 1024))
+        self.max_bytes = int(os.environ.get("MLMAGICS_DATA_COLLECTION_FILE_BYTES", 10 * 1024 * 1024))
         self._lock = threading.Lock()
 
     def collect(self, input_data: Any, user_correlation_id: str = "") -> str:

@@ -45,6 +45,8 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     collect_model_data: bool = False
     data_collection_dir: str = ""
+    data_collection_file_bytes: int = 10 * 1024 * 1024  # a collector file is rotated past this size
+    data_collection_max_bytes: int = 1024 * 1024 * 1024  # all collected files of the service; oldest removed first
     service_name: str = "ML service"
     service_version: str = "1.0"
     service_path_prefix: str = ""
@@ -101,6 +103,8 @@ ENVIRONMENT = {
     "AML_MODEL_DC_STORAGE_ENABLED": "collect_model_data",
     "AML_MDC_STORAGE_ENABLED": "collect_model_data",
     "MLMAGICS_DATA_COLLECTION_DIR": "data_collection_dir",
+    "MLMAGICS_DATA_COLLECTION_FILE_BYTES": "data_collection_file_bytes",
+    "MLMAGICS_DATA_COLLECTION_MAX_BYTES": "data_collection_max_bytes",
     "SERVICE_NAME": "service_name",
     "SERVICE_VERSION": "service_version",
     "SERVICE_PATH_PREFIX": "service_path_prefix",

@@ -65,6 +65,8 @@ def export_environment(settings: Settings) -> None:
         os.environ.pop("AZUREML_MODEL_DIR", None)
     os.environ["SERVICE_NAME"] = settings.service_name
     os.environ["MLMAGICS_DATA_COLLECTION_DIR"] = settings.data_collection_dir
+    os.environ["MLMAGICS_DATA_COLLECTION_FILE_BYTES"] = str(settings.data_collection_file_bytes)
+    os.environ["MLMAGICS_DATA_COLLECTION_MAX_BYTES"] = str(settings.data_collection_max_bytes)
     os.environ["AML_MODEL_DC_STORAGE_ENABLED"] = "true" if settings.collect_model_data else "false"
 
 
