@@ -109,6 +109,31 @@ class ScoringServer:
         return self.process.returncode
 
 
+def connect(server) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", server.port), timeout=10)
+
+
+def read_responses(sock: socket.socket, count: int) -> list[tuple[int, dict[str, str], bytes]]:
+    """Read `count` HTTP responses (content-length framed) from the socket; fewer if it closes first."""
+    buffer, out = b"", []
+    while len(out) < count:
+        while b"\r\n\r\n" not in buffer:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return out
+            buffer += chunk
+        head, buffer = buffer.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+        length = int(headers.get("content-length", 0))
+        while len(buffer) < length:
+            buffer += sock.recv(65536)
+        out.append((status, headers, buffer[:length]))
+        buffer = buffer[length:]
+    return out
+
+
 def app_with(tmp_path: Path, script_source: str, name: str = "score.py") -> Path:
     app = tmp_path / "app"
     app.mkdir(parents=True, exist_ok=True)

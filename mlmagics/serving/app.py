@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING
 
 from . import outputs
 from .auth import UNAUTHORIZED, KeyAuth
-from .inputs import query_params
+from .http import HttpRequest
+from .inputs import InputError, query_params
 from .logs import log
 from .metrics import Metrics
 from .scorer import FAILED, READY, Answer, Job, Scorer, error
@@ -32,15 +33,26 @@ from .settings import Settings
 from .swagger import Swagger, SwaggerError
 
 if TYPE_CHECKING:
-    from .http import Connection, HttpRequest
+    from .http import Connection
 
 HEADER_LIMIT = 100
+# v1's answers to a path it does not serve and to a method a route does not take (Werkzeug's texts,
+# which clients' tests compare); the server's own hint goes to the access log line instead.
 NOT_FOUND = (
     "The requested URL was not found on the server. If you entered the URL manually please check your spelling and try again."
 )
+METHOD_NOT_ALLOWED = "The method is not allowed for the requested URL."
 _HEALTHY: Answer = (200, [outputs.TEXT_HTML], b"Healthy")
 _QUIET_ROUTES = {"/", "/ready", "/metrics"}  # probes and scrapes: no access line unless they fail
-_ROUTES = {"/score": "/score", "/": "/", "/swagger.json": "/swagger.json", "/ready": "/ready", "/metrics": "/metrics"}
+_PROBES = ("/", "/ready")  # open to everybody; the rest needs a key when key auth is on
+_METHODS = {  # route -> the methods it answers (v1's, with Flask's automatic HEAD and OPTIONS)
+    "/score": ("GET", "POST", "OPTIONS"),
+    "/": ("GET", "HEAD", "OPTIONS"),
+    "/ready": ("GET", "HEAD", "OPTIONS"),
+    "/swagger.json": ("GET", "HEAD", "OPTIONS"),
+    "/metrics": ("GET", "HEAD", "OPTIONS"),
+}
+OTHER = "other"
 
 
 class App:
@@ -48,7 +60,6 @@ class App:
         self.settings = settings
         self.scorer = scorer
         self.metrics = metrics
-        self.max_body_bytes = settings.max_body_bytes
         self.auth = KeyAuth(settings.auth_enabled, settings.keys, settings.keys_file)
         prefix = settings.service_path_prefix.strip("/")
         self.prefix = f"/{prefix}" if prefix else ""
@@ -58,29 +69,67 @@ class App:
         if not health_only:
             scorer.complete = self.complete
 
-    # -- entry point (called by the connection for each complete request) -------------------------------
-    def dispatch(self, conn: Connection, request: HttpRequest) -> None:
+    # -- entry points (called by the connection) --------------------------------------------------------
+    def admit(self, conn: Connection, request: HttpRequest) -> Job:
+        """At headers-complete, before the body is read: the request's job, with its answer
+        already set when the request is refused (route, method, key, a script that failed)."""
         path = request.path
         if self.prefix and path.startswith(self.prefix):
             path = request.path = path[len(self.prefix) :] or "/"
         request_id, id_headers, problem = request_ids(request)
-        route = _ROUTES.get(path, "other")
+        route = path if path in _METHODS else OTHER
         job = Job(conn, request, request_id, id_headers, route)
-        conn.pending.append(job)
         if problem:
-            answer = error(431, problem)
-        elif request.too_large:
-            answer = error(413, f"Request body is larger than the service's limit of {self.max_body_bytes} bytes")
-        elif self.health_only and route not in ("/", "/ready"):
-            answer = error(404, f"This is the health port: it answers GET / and GET /ready; score on port {self.settings.port}")
-        elif route == "/score":
-            answer = self.check_score(request)
-            if answer is None:
-                self.scorer.submit(job)  # answered through complete() once run() returns
-                return
+            job.answer = error(431, problem)
+        elif self.health_only and route not in _PROBES:
+            job.answer = self.refusal(job, 404, NOT_FOUND, hint=f"this is the health port (GET / and /ready only); "
+                                                               f"score on port {self.settings.port}")  # fmt: skip
+        elif route == OTHER:
+            job.answer = self.refusal(job, 404, NOT_FOUND, hint=f"no route {path}; the service answers {', '.join(_METHODS)}")
+        elif request.method not in _METHODS[route]:
+            allowed = ", ".join(m for m in _METHODS[route] if m != "OPTIONS")
+            job.answer = self.refusal(job, 405, METHOD_NOT_ALLOWED, hint=f"{route} takes {allowed}")
+        elif request.method == "OPTIONS" or route in _PROBES:
+            pass  # pre-flights carry no key; probes are open (/ready's details need the key, see ready())
+        elif not self.auth.allows(request.header(b"authorization").encode("latin-1")):
+            status, headers, body = error(401, UNAUTHORIZED)
+            job.answer = status, headers + [(b"www-authenticate", b"Bearer")], body
+        elif route == "/score" and self.scorer.state == FAILED:
+            job.answer = self.not_started()
+        return job
+
+    def refusal(self, job: Job, status: int, message: str, hint: str = "", retry_after: bool = False) -> Answer:
+        """An error answer for `job`; `hint` (for the person reading the log) goes to its access line."""
+        job.hint = hint
+        status, headers, body = error(status, message)
+        if retry_after:
+            headers = headers + [(b"retry-after", b"1")]
+        return status, headers, body
+
+    def protocol_error(self, conn: Connection, status: int, message: str) -> Job:
+        """The job of an answer to bytes that are not a request this server can read (400, 408, 414, 431 ...)."""
+        request = HttpRequest("-", "-", b"", [], keep_alive=False, client=conn.client[:2])
+        job = Job(conn, request, new_request_id().decode(), [], OTHER)
+        job.answer = error(status, message)
+        return job
+
+    def dispatch(self, job: Job) -> None:
+        """The request is complete (or refused): queue its answer, or work it out."""
+        job.conn.pending.append(job)
+        if job.answer is not None:
+            job.conn.flush()
+            return
+        request = job.request
+        if request.method == "OPTIONS":
+            self.complete(job, self.options(job.route), None)
+        elif job.route == "/score":
+            self.scorer.submit(job)  # answered through complete() once run() returns
         else:
-            answer = self.answer(route, request)
-        self.complete(job, answer, None)
+            try:
+                answer = self.answer(job.route, request)
+            except InputError as e:
+                answer = error(e.status, e.message)
+            self.complete(job, answer, None)
 
     def complete(self, job: Job, answer: Answer, exec_ms: float | None) -> None:
         """The answer is known; it goes out as soon as the connection's earlier answers have."""
@@ -101,52 +150,48 @@ class App:
         seconds = time.monotonic() - request.received
         self.metrics.request_done(job.route, request.method, status, seconds)
         if self.settings.request_log and (job.route not in _QUIET_ROUTES or status >= 400):
-            log.access(job.request_id, request.method, request.path, status, seconds * 1000, len(body))
+            log.access(job.request_id, request.method, request.path, status, seconds * 1000, len(body), job.hint)
 
     # -- routes -------------------------------------------------------------------------------------------
-    def check_score(self, request: HttpRequest) -> Answer | None:
-        """The answer to a /score request that does not reach run(), or None when it should run."""
-        method = request.method
-        if method == "OPTIONS":
+    def options(self, route: str) -> Answer:
+        """v1: `OPTIONS /score` is 200 with an empty body (CORS headers added when on); Flask's automatic
+        OPTIONS elsewhere adds `Allow`."""
+        if route == "/score":
             return 200, [outputs.TEXT_HTML, outputs.RUN_OK], b""
-        if method not in ("GET", "POST"):
-            return error(405, f"Method {method} is not allowed on /score; use POST (or GET)")
-        if not self.auth.allows(request.header(b"authorization").encode("latin-1")):
-            status, headers, body = error(401, UNAUTHORIZED)
-            return status, headers + [(b"www-authenticate", b"Bearer")], body
-        if self.scorer.state == FAILED:
-            return self.not_started()
-        return None
+        return 200, [outputs.TEXT_HTML, (b"allow", ", ".join(_METHODS[route]).encode())], b""
 
     def answer(self, route: str, request: HttpRequest) -> Answer:
-        if request.method not in ("GET", "HEAD"):
-            return error(405, f"Method {request.method} is not allowed on {request.path}; use GET")
+        """The answer of a cheap route (admitted: its method and key are right), given on the event loop."""
         if route == "/":
             return _HEALTHY
         if route == "/ready":
-            return self.ready()
+            return self.ready(self.auth.allows(request.header(b"authorization").encode("latin-1")))
         if route == "/swagger.json":
             return self.swagger(request)
-        if route == "/metrics":
-            if not self.metrics.enabled:
-                return error(404, "Metrics are turned off for this service (metrics_enabled=false)")
-            body, content_type = self.metrics.exposition()
-            return 200, [(b"content-type", content_type.encode())], body
-        return error(404, NOT_FOUND)
+        if not self.metrics.enabled:
+            return error(404, "Metrics are turned off for this service (metrics_enabled=false)")
+        body, content_type = self.metrics.exposition()
+        return 200, [(b"content-type", content_type.encode())], body
 
     def not_started(self) -> Answer:
         failure = self.scorer.failure
         reason = failure.message if failure else "the scoring script failed to start"
         return error(503, f"The scoring script could not start: {reason}. GET /ready or the logs show the traceback.")
 
-    def ready(self) -> Answer:
+    def ready(self, with_details: bool = True) -> Answer:
+        """200 once init() succeeded, else 503 — for every prober; what the script is and why it failed
+        (a traceback shows code and paths) only with a key when key auth is on."""
         scorer = self.scorer
         if scorer.state == READY:
             body = {"status": "Ready", "input": scorer.script.style, "warnings": scorer.script.warnings}
-            return 200, [outputs.JSON], json.dumps(body).encode()
-        failure = scorer.failure
-        body = {"status": "Failed", "stage": failure.stage, "message": failure.message, "traceback": failure.traceback}
-        return 503, [outputs.JSON], json.dumps(body).encode()
+            status = 200
+        else:
+            failure = scorer.failure
+            body = {"status": "Failed", "stage": failure.stage, "message": failure.message, "traceback": failure.traceback}
+            status = 503
+        if not with_details:
+            body = {"status": body["status"], "details": "send the service's key to see the details"}
+        return status, [outputs.JSON], json.dumps(body).encode()
 
     def swagger(self, request: HttpRequest) -> Answer:
         if self.scorer.state != READY:
@@ -156,7 +201,7 @@ class App:
             self._swagger = Swagger(
                 s.app_root, script.run, script.style == "schema", s.service_name, s.service_version, s.service_path_prefix
             )
-        version = query_params(request.query_string).get("version")
+        version = query_params(request.query_string).get("version")  # InputError (400) for a hostile query
         try:
             return 200, [outputs.JSON], self._swagger.document(None if version is None else str(version))
         except SwaggerError as e:

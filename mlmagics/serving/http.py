@@ -1,17 +1,35 @@
-"""HTTP/1.1 on uvloop + httptools: connections, keep-alive, pipelining, limits, shutdown.
+"""HTTP/1.1 on uvloop + httptools: connections, keep-alive, pipelining, limits, slow clients, shutdown.
 
 Why not uvicorn: measured on the v1 benchmark script (README, "Choosing the HTTP stack"),
 uvicorn's ASGI layer (a task, a scope and message dicts per request) plus handing `run()`
 to a thread cost more than `run()` itself for a small model. Here a request is parsed by
-httptools and answered from the parser callback; scoring requests go to the scorer's
-queue and are answered in order. What this module guarantees:
+httptools and answered from the parser callbacks; scoring requests go to the scorer's
+queue and are answered in order.
 
-- keep-alive (HTTP/1.1 default, HTTP/1.0 on request) and pipelined requests answered in
-  order; `Connection: close` honoured; idle connections closed after `keep_alive_s`;
-- `Expect: 100-continue` answered; a body over the limit answered 413 without reading it all;
-  header blocks over 64 KiB answered 431; a malformed request answered 400, then closed;
-- a connection with many requests in flight stops being read until they are answered;
-- `shutdown()`: stop accepting, answer what was accepted, close keep-alive connections.
+Every limit holds while bytes arrive, never after buffering (the numbers are settings,
+see settings.py and the README's table):
+
+- the URL (-> 414), one header line, all header lines in bytes and in number (-> 431), as
+  soon as a limit is crossed. httptools keeps an unfinished header line to itself, so a
+  head that stays open through a whole read counts that read against the head's limit too;
+- a head must be complete `header_timeout_s` after its first byte; a body must average
+  `body_min_rate` bytes/s once `body_grace_s` has passed (-> 408, then the connection
+  closes); an idle keep-alive connection is closed after `keep_alive_s`;
+- at headers-complete, before a body byte is kept, the app admits or refuses the request
+  (route and method, key, Content-Length against the limit, a script that failed to
+  start). A refused request that has a body is answered at once, and the connection is
+  closed after a lingering half-close, so the client reads the answer rather than a reset;
+  `Expect: 100-continue` is answered with 100 only when the body will be accepted; a
+  chunked body is cut at the limit;
+- the bodies one worker holds are capped in all (`max_buffered_bytes` -> 503); a
+  connection whose unanswered requests hold more than `max_pending_bytes` is not read
+  until they are answered, nor while its client does not read its answers;
+- at most `max_connections` per worker: an idle keep-alive connection makes room, else
+  the newcomer gets 503;
+- answers keep the order of the requests; a protocol error is answered after the answers
+  already due, then the connection closes;
+- nothing a client sends ends the worker: an unexpected failure answers 500 on that
+  connection alone, is logged with its traceback, and the worker goes on.
 """
 
 from __future__ import annotations
@@ -19,21 +37,31 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+import traceback
 from collections import deque
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 import httptools
+
+from .logs import log
+from .outputs import error_body
 
 if TYPE_CHECKING:
     from .app import App
     from .scorer import Job
+    from .settings import Settings
 
-MAX_HEADER_BYTES = 64 * 1024
-PIPELINE_PAUSE, PIPELINE_RESUME = 32, 8
+LINGER_S = 2.0  # how long a closing connection is still read (and discarded) after its last answer
+# What an unanswered request counts for back-pressure besides its body: room for its answer. Requests
+# read ahead on a connection are bounded by bytes this way (1 MiB: 16 small pipelined requests), and a
+# client that pipelines requests for large answers without reading them cannot make the worker hold more.
+ANSWER_RESERVE = 64 * 1024
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+INTERNAL_ERROR = "An unexpected internal error occurred. Check the logs for more info."
 
 
 @dataclass
@@ -47,7 +75,6 @@ class HttpRequest:
     http_version: str = "1.1"
     client: tuple[str, int] = ("", 0)
     server: tuple[str, int] = ("", 0)
-    too_large: bool = False
     received: float = field(default_factory=time.monotonic)
 
     def header(self, name: bytes, default: str = "") -> str:
@@ -57,120 +84,279 @@ class HttpRequest:
         return default
 
 
+class _Stop(Exception):
+    """Raised in a parser callback to stop parsing; the connection has already decided what to answer."""
+
+
 class Connection(asyncio.Protocol):
     """One client connection; httptools calls the `on_*` methods from `feed_data`."""
 
     def __init__(self, server: HttpServer) -> None:
         self.server = server
         self.app = server.app
+        self.limits = server.settings
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.pending: deque[Job] = deque()  # requests received and not yet answered, oldest first
+        self.waiting: deque[Job] = deque()  # requests parsed ahead (pipelined in one read) while the backlog is full
+        self.held = 0  # body bytes of this connection's requests not yet answered (counted in server.buffered)
         self.last_active = time.monotonic()
-        self.paused = False
         self.client: tuple[str, int] = ("", 0)
         self.local: tuple[str, int] = ("", 0)
+        self.head_started = 0.0  # when the current head's first byte came; 0.0: no head is open
+        self.head_number = 0  # counts heads, to tell whether one read fell wholly inside one head
+        self.head_carry = 0  # bytes of whole reads that arrived while the head stayed open
+        self.body_started = 0.0  # when the current body's reading began; 0.0: no body is being read
+        self.paused_for: set[str] = set()  # why reading is paused: "backlog" (back-pressure), "writing" (client not reading)
+        self.paused_at = 0.0
+        self.continue_owed = False  # a 100 Continue to send once the earlier answers are out
+        self.closing = False  # no more requests are read; the connection closes after its last answer
+        self.lingering = False
+        self.eof = False
+        self.protocol_error: tuple[int, str] | None = None
         self._reset()
 
     def _reset(self) -> None:
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.header_bytes = 0
+        self.job: Job | None = None  # the request being received, from headers-complete on
         self.body: list[bytes] = []
         self.body_size = 0
-        self.too_large = False
 
     # -- asyncio.Protocol -----------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:
         self.transport = transport
         self.client = transport.get_extra_info("peername") or ("", 0)
         self.local = transport.get_extra_info("sockname") or ("", 0)
+        if not self.server.make_room():
+            self.closing = True
+            transport.write(
+                b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
+                b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(_TOO_MANY), _TOO_MANY)
+            )
+            self._linger()
+            return
         self.server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
+        self.server.buffered -= self.held
+        self.held = 0
         self.transport = None
 
+    def eof_received(self) -> bool | None:
+        self.eof = True
+        if self.lingering or not (self.pending or self.waiting):
+            return None  # close
+        self.closing = True  # a half-closed client still gets the answers it asked for
+        return True
+
+    def pause_writing(self) -> None:
+        self._pause("writing")
+
+    def resume_writing(self) -> None:
+        self._resume("writing")
+        self._check_backlog()
+
     def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return  # a closing connection is only drained
         self.last_active = time.monotonic()
+        head = self.head_number if self.head_started else -1
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self.fail(400, "Protocol upgrades (WebSocket, h2c) are not supported")
-        except httptools.HttpParserError as e:  # also what a callback raised, wrapped by httptools
-            if self.header_bytes > MAX_HEADER_BYTES:
-                self.fail(431, f"Request headers are larger than {MAX_HEADER_BYTES} bytes")
+            return
+        except httptools.HttpParserError as e:  # also a callback's exception, wrapped by httptools
+            cause = e.__context__
+            if self.closing:
+                pass  # a callback refused the request and answered it
+            elif self.protocol_error:
+                self.fail(*self.protocol_error)
+            elif isinstance(e, httptools.HttpParserCallbackError) and cause is not None and not isinstance(cause, _Stop):
+                self.crash(cause)
             else:
                 self.fail(400, f"Malformed HTTP request: {e}")
+            return
+        except Exception as e:  # noqa: BLE001 - the last resort: this connection fails, the worker goes on
+            self.crash(e)
+            return
+        if head == self.head_number and self.head_started:  # the whole read was part of one unfinished head
+            self.head_carry += len(data)
+            if self.head_carry > self.limits.max_url_bytes + self.limits.max_header_bytes:
+                self.fail(431, f"Request headers are larger than {self.limits.max_header_bytes} bytes")
+
+    def crash(self, exc: BaseException) -> None:
+        log.emit(
+            "CRITICAL",
+            "server",
+            f"unexpected {type(exc).__name__} while handling a request from {self.client[0]}: {exc}; "
+            "this connection is closed, the worker goes on",
+            traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+        )
+        self.fail(500, INTERNAL_ERROR)
 
     # -- httptools callbacks --------------------------------------------------------------------------
     def on_message_begin(self) -> None:
         self._reset()
+        self.head_started = time.monotonic()
+        self.head_number += 1
+        self.head_carry = 0
 
     def on_url(self, url: bytes) -> None:
         self.url += url
+        if len(self.url) > self.limits.max_url_bytes:
+            self._stop(414, f"The request URL is longer than {self.limits.max_url_bytes} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.header_bytes += len(name) + len(value)
-        if self.header_bytes > MAX_HEADER_BYTES:
-            raise _HeadersTooLarge
+        size = len(name) + len(value)
+        self.header_bytes += size
+        limits = self.limits
+        if size > limits.max_header_line_bytes:
+            self._stop(431, f"A request header line is longer than {limits.max_header_line_bytes} bytes")
+        if self.header_bytes > limits.max_header_bytes:
+            self._stop(431, f"Request headers are larger than {limits.max_header_bytes} bytes")
+        if len(self.headers) >= limits.max_headers:
+            self._stop(431, f"A request has more than {limits.max_headers} header lines")
         self.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
-        limit = self.app.max_body_bytes
-        expect_continue = False
-        for key, value in self.headers:
-            if key == b"content-length" and value.isdigit() and int(value) > limit:
-                self.too_large = True
-            elif key == b"expect" and value.lower() == b"100-continue":
-                expect_continue = True
-        if expect_continue and not self.too_large and self.transport is not None:
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-
-    def on_body(self, chunk: bytes) -> None:
-        if self.too_large:
-            return
-        self.body_size += len(chunk)
-        if self.body_size > self.app.max_body_bytes:
-            self.too_large = True
-            self.body = []
-        else:
-            self.body.append(chunk)
-
-    def on_message_complete(self) -> None:
-        parsed = httptools.parse_url(self.url)
+        self.head_started = 0.0
+        parser = self.parser
+        try:
+            parsed = httptools.parse_url(self.url)
+        except httptools.HttpParserInvalidURLError:
+            self._stop(400, "The request URL is not valid")
+        path = parsed.path.decode("latin-1")
         request = HttpRequest(
-            method=self.parser.get_method().decode("latin-1"),
-            path=parsed.path.decode("latin-1"),
+            method=parser.get_method().decode("latin-1"),
+            path=unquote(path) if "%" in path else path,
             query_string=parsed.query or b"",
             headers=self.headers,
-            body=self.body[0] if len(self.body) == 1 else b"".join(self.body),
-            keep_alive=self.parser.should_keep_alive(),
-            http_version=self.parser.get_http_version(),
+            keep_alive=parser.should_keep_alive(),
+            http_version=parser.get_http_version(),
             client=self.client[:2],
             server=self.local[:2],
-            too_large=self.too_large,
         )
-        if len(self.pending) + 1 >= PIPELINE_PAUSE and not self.paused and self.transport is not None:
-            self.paused = True
-            self.transport.pause_reading()
-        self.app.dispatch(self, request)
+        length, chunked, expect_continue, host = -1, False, False, False
+        for key, value in self.headers:
+            if key == b"content-length":
+                length = int(value)  # httptools has checked it is a number
+            elif key == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
+            elif key == b"expect":
+                expect_continue = value.lower() == b"100-continue"
+            elif key == b"host":
+                host = True
+        job = self.job = self.app.admit(self, request)
+        if job.answer is None:
+            if request.http_version == "1.1" and not host:
+                job.answer = self.app.refusal(job, 400, "HTTP/1.1 requests must have a Host header")
+            elif length > self.limits.max_body_bytes:
+                job.answer = self.app.refusal(job, 413, self._too_large())
+        has_body = length > 0 or chunked
+        if job.answer is not None:
+            if has_body:  # answered now, without reading the body; then the connection closes
+                self._refuse(job)
+            return  # a request without a body is answered at message-complete, in order
+        if has_body:
+            self.body_started = time.monotonic()
+            if expect_continue:
+                self.continue_owed = True
+                self._send_continue()
+
+    def on_body(self, chunk: bytes) -> None:
+        job = self.job
+        if job is None or job.answer is not None:
+            return
+        size = len(chunk)
+        self.body_size += size
+        if self.body_size > self.limits.max_body_bytes:  # a chunked body (a declared length was checked at the head)
+            job.answer = self.app.refusal(job, 413, self._too_large())
+            self._refuse(job)
+        server = self.server
+        if server.buffered + size > self.limits.max_buffered_bytes:
+            job.answer = self.app.refusal(
+                job,
+                503,
+                "This worker holds too many request bodies at once (max_buffered_bytes); retry in a moment",
+                retry_after=True,
+            )
+            self._refuse(job)
+        server.buffered += size
+        self.held += size
+        self.body.append(chunk)
+
+    def on_message_complete(self) -> None:
+        job, self.job = self.job, None
+        self.body_started = 0.0
+        self.continue_owed = False
+        if job is None:
+            return
+        request = job.request
+        if self.body:
+            request.body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
+        request.received = time.monotonic()
+        self._enqueue(job)
+        self._check_backlog()
+
+    def _enqueue(self, job: Job) -> None:
+        """Hand a request (or a refusal) on, after those parsed ahead of it; while the backlog is full,
+        it waits: one read can hold many pipelined requests."""
+        if self.waiting or (job.answer is None and self._backlog() > self.limits.max_pending_bytes):
+            self.waiting.append(job)
+        else:
+            self.app.dispatch(job)
+
+    def _stop(self, status: int, message: str) -> None:
+        """Stop parsing: httptools wraps this exception, and data_received answers `status`."""
+        self.protocol_error = (status, message)
+        raise _Stop(message)
+
+    def _too_large(self) -> str:
+        return f"Request body is larger than the service's limit of {self.limits.max_body_bytes} bytes"
+
+    def _refuse(self, job: Job) -> None:
+        """Answer `job` (refused) once the earlier answers are out, read nothing more, close."""
+        job.request.keep_alive = False
+        self.closing = True
+        self._enqueue(job)
+        raise _Stop("refused")
 
     # -- answering ------------------------------------------------------------------------------------
     def flush(self) -> None:
         """Write the answers that are ready, oldest first; stop at the first one still being worked on."""
         pending = self.pending
         while pending and pending[0].answer is not None:
-            self.app.write(pending.popleft())
-        if self.paused and len(pending) <= PIPELINE_RESUME and self.transport is not None:
-            self.paused = False
-            self.transport.resume_reading()
+            job = pending.popleft()
+            size = len(job.request.body)
+            self.held -= size
+            self.server.buffered -= size
+            self.app.write(job)
+            job.request.body = b""  # answered: the memory is free now, whoever still holds the job
+            if job.timer is not None:
+                job.timer.cancel()
+        if self.transport is None:
+            return
+        if not pending and not self.waiting:
+            if self.continue_owed:
+                self._send_continue()
+            if self.closing:
+                self._linger()
+        self._check_backlog()
+
+    def _send_continue(self) -> None:
+        if not (self.pending or self.waiting) and self.transport is not None:  # after the earlier answers, never between them
+            self.continue_owed = False
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def send(self, request: HttpRequest, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        keep_alive = request.keep_alive and not self.server.stopping and status != 400
+        keep_alive = request.keep_alive and not self.server.stopping and not self.closing
         parts = [
             b"HTTP/1.1 %d %s\r\ndate: %s\r\ncontent-length: %d\r\n"
             % (status, _REASONS.get(status, b"Unknown"), self.server.date, len(body))
@@ -184,33 +370,118 @@ class Connection(asyncio.Protocol):
         transport.write(b"".join(parts))
         self.last_active = time.monotonic()
         if not keep_alive:
-            transport.close()
+            self.closing = True
 
     def fail(self, status: int, message: str) -> None:
-        """A protocol error: answer it (after what is pending) and close; the parser cannot go on."""
-        from .outputs import JSON, error_body
+        """A protocol error: answer it after the answers already due, then close (the parser cannot go on)."""
+        if self.transport is None or self.closing:
+            return
+        self.closing = True
+        self.job = None
+        self.head_started = self.body_started = 0.0
+        self._enqueue(self.app.protocol_error(self, status, message))
 
+    def _linger(self) -> None:
+        """Close gracefully: half-close, drain what the client still sends for a moment, then close.
+
+        Closing at once with unread bytes in the socket makes the kernel send a reset, and a
+        client still sending its body would lose the answer it is about to read.
+        """
+        transport = self.transport
+        if transport is None or self.lingering:
+            return
+        self.lingering = self.closing = True
+        if self.eof:
+            transport.close()
+            return
+        self.paused_for.clear()
+        transport.resume_reading()
+        if transport.can_write_eof():
+            transport.write_eof()
+        asyncio.get_running_loop().call_later(LINGER_S, transport.close)
+
+    # -- reading back-pressure ------------------------------------------------------------------------
+    def _backlog(self) -> int:
+        """What this connection makes the worker hold: bodies of unanswered requests, room for their answers,
+        answers the client has not read yet."""
+        transport = self.transport
+        buffered = transport.get_write_buffer_size() if transport is not None else 0
+        return self.held + ANSWER_RESERVE * len(self.pending) + buffered
+
+    def _check_backlog(self) -> None:
+        """Stop reading while the backlog is over `max_pending_bytes`; let requests parsed ahead in as it
+        shrinks, and read again once it is down to a quarter of the limit."""
         if self.transport is None:
             return
-        self.pending.clear()
-        self.send(HttpRequest("GET", "", b"", [], keep_alive=False), status, [JSON], error_body(message))
+        limit = self.limits.max_pending_bytes
+        while self.waiting and self._backlog() <= limit:
+            self.app.dispatch(self.waiting.popleft())
+            if self.transport is None:
+                return
+        backlog = self._backlog()
+        if backlog > limit:
+            self._pause("backlog")
+        elif not self.waiting and backlog <= limit // 4:
+            self._resume("backlog")
+
+    def _pause(self, reason: str) -> None:
+        if self.transport is None or self.lingering or reason in self.paused_for:
+            return
+        if not self.paused_for:
+            self.transport.pause_reading()
+            self.paused_at = time.monotonic()
+        self.paused_for.add(reason)
+
+    def _resume(self, reason: str) -> None:
+        if reason not in self.paused_for:
+            return
+        self.paused_for.discard(reason)
+        if not self.paused_for and self.transport is not None:
+            self.transport.resume_reading()
+            paused = time.monotonic() - self.paused_at  # the client was not the slow one meanwhile
+            if self.head_started:
+                self.head_started += paused
+            if self.body_started:
+                self.body_started += paused
+
+    # -- time limits (checked once a second) ----------------------------------------------------------
+    def check_time(self, now: float) -> None:
+        if self.transport is None or self.lingering:
+            return
+        if self.paused_for:  # waiting for our answers: the client is not slow, unless it does not read them
+            timeout = self.limits.send_timeout_s
+            if "writing" in self.paused_for and now - self.paused_at > timeout:
+                log.warning("server", f"closing the connection of {self.client[0]}: it read no answer for {timeout:g} s")
+                self.transport.abort()
+            return
+        limits = self.limits
+        if self.head_started and now - self.head_started > limits.header_timeout_s:
+            self.fail(408, f"The request headers did not arrive within {limits.header_timeout_s:g} s")
+        elif self.body_started:
+            elapsed = now - self.body_started
+            if elapsed > limits.body_grace_s and self.body_size < limits.body_min_rate * elapsed:
+                self.fail(408, f"The request body arrived slower than {limits.body_min_rate} bytes/s")
+        elif self.idle and now - self.last_active > limits.keep_alive_s:
+            # close() waits to flush what the client has not read yet; a client that reads nothing would keep it
+            self.transport.abort() if self.transport.get_write_buffer_size() else self.transport.close()
 
     @property
     def idle(self) -> bool:
-        return not self.pending
+        """Between requests: nothing to answer and nothing being received."""
+        return not (self.pending or self.waiting or self.head_started or self.body_started or self.job)
 
 
-class _HeadersTooLarge(Exception):
-    """Stops the parser; httptools re-raises it as an HttpParserError."""
+_TOO_MANY = error_body("Too many open connections to this worker (max_connections); retry in a moment")
 
 
 class HttpServer:
     """Owns the listening socket's asyncio server, the open connections and the `date` header."""
 
-    def __init__(self, app: App, keep_alive_s: float = 5.0) -> None:
+    def __init__(self, app: App, settings: Settings) -> None:
         self.app = app
-        self.keep_alive_s = keep_alive_s
+        self.settings = settings
         self.connections: set[Connection] = set()
+        self.buffered = 0  # request body bytes held by all connections
         self.stopping = False
         self.date = b""
         self._server: asyncio.AbstractServer | None = None
@@ -221,6 +492,18 @@ class HttpServer:
         self._server = await loop.create_server(lambda: Connection(self), sock=sock, backlog=2048, ssl=tls)
         loop.call_later(1.0, self._every_second)
 
+    def make_room(self) -> bool:
+        """Whether one more connection may open; closes the longest-idle keep-alive connection when full."""
+        if len(self.connections) < self.settings.max_connections:
+            return True
+        idle = [c for c in self.connections if c.idle and c.transport is not None]
+        if not idle:
+            return False
+        oldest = min(idle, key=lambda c: c.last_active)
+        self.connections.discard(oldest)
+        oldest.transport.close()
+        return True
+
     def _tick(self) -> None:
         self.date = formatdate(usegmt=True).encode()
 
@@ -228,8 +511,10 @@ class HttpServer:
         self._tick()
         now = time.monotonic()
         for conn in list(self.connections):
-            if conn.idle and now - conn.last_active > self.keep_alive_s and conn.transport is not None:
-                conn.transport.close()
+            try:
+                conn.check_time(now)
+            except Exception as e:  # noqa: BLE001 - one connection's failure must not stop the clock for all
+                conn.crash(e)
         if not self.stopping:
             asyncio.get_running_loop().call_later(1.0, self._every_second)
 
@@ -254,3 +539,4 @@ class HttpServer:
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.abort()
+

@@ -33,9 +33,20 @@ def headers_dict(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
     return out
 
 
+def decode_json(data: str | bytes, what: str) -> Any:
+    """`json.loads`, with a client's hostile input as a 4xx: JSON nested deeper than the interpreter's
+    stack would end the worker (RecursionError), one too large for memory would too (MemoryError)."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise InputError(400, f"{what} is nested too deeply to decode as JSON") from None
+    except MemoryError:
+        raise InputError(413, f"{what} is too large to decode as JSON in this worker's memory") from None
+
+
 def _json_or_text(value: str) -> Any:
     try:
-        return json.loads(value)
+        return decode_json(value, "A query parameter")
     except ValueError:
         return value
 
@@ -64,7 +75,7 @@ def run_arguments(script: ScoringScript, request: HttpRequest) -> dict[str, Any]
             if not _is_json(request.header(b"content-type")):
                 raise InputError(415, "Expects Content-Type to be application/json")
             try:
-                body = json.loads(request.body)
+                body = decode_json(request.body, "The POST body")
             except ValueError as e:
                 if request.body:
                     raise InputError(400, f"POST body could not be decoded as JSON: {e}") from None
@@ -79,11 +90,17 @@ def run_arguments(script: ScoringScript, request: HttpRequest) -> dict[str, Any]
             arguments[param.name] = value
         return arguments
     if request.method == "GET":
-        return {script.first_param: json.dumps(query_params(request.query_string))}
+        params = query_params(request.query_string)
+        try:
+            return {script.first_param: json.dumps(params)}
+        except RecursionError:
+            raise InputError(400, "A query parameter is nested too deeply to pass on as JSON") from None
     try:
         return {script.first_param: request.body.decode("utf-8")}
     except UnicodeDecodeError as e:
         raise InputError(400, f"Input cannot be decoded as UTF-8: {e}") from None
+    except MemoryError:
+        raise InputError(413, "The body is too large to decode in this worker's memory") from None
 
 
 def raw_request(request: HttpRequest):

@@ -64,8 +64,11 @@ class Log:
             self.stream.write(line)
             self._pending = True
 
-    def access(self, request_id: str, method: str, path: str, status: int, duration_ms: float, size: int) -> None:
-        """The per-request line: formatted by hand, it is written for every request."""
+    def access(
+        self, request_id: str, method: str, path: str, status: int, duration_ms: float, size: int, hint: str = ""
+    ) -> None:
+        """The per-request line: formatted by hand, it is written for every request. `hint` says why a
+        request was refused, for the person reading the log (the client gets v1's own text)."""
         if self.min_level > 20:
             return
         msg = f"{method} {path} {status} {duration_ms:.3f}ms {size}"
@@ -73,10 +76,13 @@ class Log:
             line = (
                 f'{{"time": "{self._timestamp()}", "level": "INFO", "logger": "access", "pid": {self.pid}, '
                 f'"msg": {_quote(msg)}, "request_id": {_quote(request_id)}, "method": {_quote(method)}, '
-                f'"path": {_quote(path)}, "status": {status}, "duration_ms": {duration_ms:.3f}, "bytes": {size}}}\n'
+                f'"path": {_quote(path)}, "status": {status}, "duration_ms": {duration_ms:.3f}, "bytes": {size}'
+                + (f', "hint": {_quote(hint)}}}\n' if hint else "}\n")
             )
         else:
-            line = f"{self._timestamp()} I [{self.pid}] access - {msg} request_id={request_id}\n"
+            line = f"{self._timestamp()} I [{self.pid}] access - {msg} request_id={request_id}" + (
+                f" hint={hint}\n" if hint else "\n"
+            )
         with self._lock:
             self.stream.write(line)
             self._pending = True

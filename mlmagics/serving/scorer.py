@@ -2,7 +2,10 @@
 
 The script runs on the worker's main thread, one request at a time, as in v1's sync
 gunicorn workers: scripts that use signals or main-thread-only libraries keep working, and
-`scoring_timeout_ms` interrupts a slow `run()` with SIGALRM exactly as v1 does. The event
+`scoring_timeout_ms` interrupts a slow `run()` with SIGALRM exactly as v1 does — in the main
+thread only: threads that `run()` started keep running after its timeout (Python cannot stop
+a thread), so a script that starts threads must bound them itself. A `run()` that returned
+in time is never turned into a timeout, even when the alarm lands in the same instant. The event
 loop lives on a second thread and hands requests over through a queue; it stays free
 while `run()` works, so health probes and metrics are answered at once, and a request that
 waits longer than `max_request_wait_time` is refused with 503 the moment its time is up.
@@ -48,7 +51,7 @@ class Job:
     """A request on its way to an answer. A scoring job is claimed once: by the scorer to run
     it, or by the event loop to refuse it (waited too long); never both."""
 
-    __slots__ = ("conn", "request", "request_id", "id_headers", "route", "answer", "exec_ms", "claim")
+    __slots__ = ("conn", "request", "request_id", "id_headers", "route", "answer", "exec_ms", "claim", "hint", "timer")
 
     def __init__(self, conn: Connection, request: HttpRequest, request_id: str, id_headers: list, route: str) -> None:
         self.conn = conn
@@ -59,6 +62,8 @@ class Job:
         self.answer: Answer | None = None
         self.exec_ms: float | None = None
         self.claim = threading.Lock()
+        self.hint = ""  # why it was refused, for the access log line
+        self.timer: asyncio.TimerHandle | None = None  # refuses it when it waits too long (max_request_wait_time)
 
 
 class Scorer:
@@ -117,7 +122,7 @@ class Scorer:
     def submit(self, job: Job) -> None:
         self.jobs.put(job)
         if self.wait_s is not None:
-            self.loop.call_later(self.wait_s, self._late, job)
+            job.timer = self.loop.call_later(self.wait_s, self._late, job)
 
     def _late(self, job: Job) -> None:
         if job.claim.acquire(blocking=False):  # no worker took it in time
@@ -140,7 +145,12 @@ class Scorer:
             if not job.claim.acquire(blocking=False) or job.conn.transport is None:
                 continue  # refused meanwhile, or the client left
             self.current = job
-            answer, exec_ms = self._score(job)
+            try:
+                answer, exec_ms = self._score(job)
+            except BaseException as e:  # noqa: BLE001 - the last resort: this request fails, the worker goes on
+                log.emit("CRITICAL", "server", f"unexpected {type(e).__name__} while scoring: {e}",
+                         traceback=user_traceback(e), request_id=job.request_id)  # fmt: skip
+                answer, exec_ms = error(500, "An unexpected internal error occurred. Check the logs for more info."), None
             self.current = None
             self._done.append((job, answer, exec_ms))
             if not self._wakeup_pending:  # one wake-up of the event loop per batch of finished jobs
@@ -151,14 +161,21 @@ class Scorer:
         self._wakeup_pending = False
         done = self._done
         while done:
-            self.complete(*done.popleft())
+            job, answer, exec_ms = done.popleft()
+            try:
+                self.complete(job, answer, exec_ms)
+            except Exception as e:  # noqa: BLE001 - one connection's failure must not lose the other answers
+                job.conn.crash(e)
 
     def stop(self) -> None:
         self.jobs.put(None)
 
     # -- running the script -----------------------------------------------------------------------------
     def _on_alarm(self, signum: int, frame: Any) -> None:
-        if self._in_run:
+        # Raised only inside the script: an alarm that lands in the server's own frames (run() has just
+        # returned, or is about to start) must not turn an answer into a timeout. The timer repeats every
+        # 50 ms, so an alarm skipped before run() starts is followed by another one.
+        if self._in_run and frame is not None and frame.f_code not in _OWN_FRAMES:
             raise ScoringTimeout()
 
     def _score(self, job: Job) -> tuple[Answer, float | None]:
@@ -173,7 +190,7 @@ class Scorer:
         try:
             try:
                 self._in_run = True
-                signal.setitimer(signal.ITIMER_REAL, self.timeout_s)
+                signal.setitimer(signal.ITIMER_REAL, self.timeout_s, 0.05)
                 value = self.script.call(kwargs, headers)
             finally:
                 self._in_run = False
@@ -189,7 +206,7 @@ class Scorer:
         except outputs.OutputError as e:
             log.error("user_script", str(e), request_id=job.request_id)
             return error(500, "An unexpected internal error occurred. Check the logs for more info."), None
-        except Exception as e:  # noqa: BLE001 - the script's exception becomes v1's 500
+        except BaseException as e:  # noqa: BLE001 - whatever the script raises (sys.exit, KeyboardInterrupt too) is v1's 500
             log.emit(
                 "ERROR",
                 "user_script",
@@ -214,6 +231,9 @@ class Scorer:
         )
         self.complete(job, error(500, f"Scoring timeout after {self.timeout_ms} ms", failed=True), None)
         self.loop.call_later(0.2, _exit_stuck_worker)
+
+
+_OWN_FRAMES = {Scorer._score.__code__, ScoringScript.call.__code__}
 
 
 def _exit_stuck_worker() -> None:

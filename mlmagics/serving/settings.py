@@ -40,8 +40,21 @@ class Settings:
     secondary_key: str = ""
     keys_file: str = ""  # JSON {"primary_key":..,"secondary_key":..}; re-read when it changes
     scoring_timeout_ms: int = 3_600_000
-    max_request_wait_time: int | None = None  # ms a request may queue for a worker, then 503
-    max_body_bytes: int = 100 * 1024 * 1024
+    max_request_wait_time: int | None = 500  # ms a request may queue for a worker, then 503 (as the deploy targets)
+    max_body_bytes: int = 100 * 1024 * 1024  # -> 413, checked against Content-Length before the body is read
+    # HTTP limits, enforced while bytes arrive (http.py; README "Limits"). Sizes as gunicorn (v1's server) and nginx.
+    max_url_bytes: int = 8192  # the request line's URL -> 414
+    max_header_line_bytes: int = 8192  # one header line -> 431
+    max_header_bytes: int = 64 * 1024  # all header lines of a request -> 431
+    max_headers: int = 100  # header lines of a request -> 431
+    header_timeout_s: float = 10.0  # a request's head must be complete this long after its first byte -> 408
+    body_min_rate: int = 240  # bytes/s a body must average once body_grace_s has passed -> 408 (Kestrel's rule)
+    body_grace_s: float = 5.0
+    keep_alive_s: float = 5.0  # an idle keep-alive connection is closed after this long
+    send_timeout_s: float = 30.0  # a client that reads none of its answers this long is disconnected (nginx: send_timeout)
+    max_connections: int = 1024  # open connections per worker; past it an idle one is closed, else 503
+    max_pending_bytes: int = 1024 * 1024  # a connection's unanswered requests; past it the connection is not read
+    max_buffered_bytes: int = 256 * 1024 * 1024  # request bodies one worker holds in all -> 503
     cors_origins: tuple[str, ...] = ()
     collect_model_data: bool = False
     data_collection_dir: str = ""
@@ -99,6 +112,18 @@ ENVIRONMENT = {
     "SCORING_TIMEOUT_MS": "scoring_timeout_ms",
     "MLMAGICS_MAX_REQUEST_WAIT_TIME": "max_request_wait_time",
     "MLMAGICS_MAX_BODY_BYTES": "max_body_bytes",
+    "MLMAGICS_MAX_URL_BYTES": "max_url_bytes",
+    "MLMAGICS_MAX_HEADER_LINE_BYTES": "max_header_line_bytes",
+    "MLMAGICS_MAX_HEADER_BYTES": "max_header_bytes",
+    "MLMAGICS_MAX_HEADERS": "max_headers",
+    "MLMAGICS_HEADER_TIMEOUT": "header_timeout_s",
+    "MLMAGICS_BODY_MIN_RATE": "body_min_rate",
+    "MLMAGICS_BODY_GRACE": "body_grace_s",
+    "MLMAGICS_KEEP_ALIVE": "keep_alive_s",
+    "MLMAGICS_SEND_TIMEOUT": "send_timeout_s",
+    "MLMAGICS_MAX_CONNECTIONS": "max_connections",
+    "MLMAGICS_MAX_PENDING_BYTES": "max_pending_bytes",
+    "MLMAGICS_MAX_BUFFERED_BYTES": "max_buffered_bytes",
     "AML_CORS_ORIGINS": "cors_origins",
     "AML_MODEL_DC_STORAGE_ENABLED": "collect_model_data",
     "AML_MDC_STORAGE_ENABLED": "collect_model_data",
@@ -123,6 +148,10 @@ ENVIRONMENT = {
 }
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+_NOT_ZERO = {
+    "port", "workers", "scoring_timeout_ms", "max_url_bytes", "max_header_line_bytes", "max_header_bytes", "max_headers",
+    "header_timeout_s", "keep_alive_s", "send_timeout_s", "max_connections", "max_pending_bytes", "max_buffered_bytes",
+}  # fmt: skip
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -155,7 +184,7 @@ def _coerce(name: str, value: Any) -> Any:
             return str(value)
     except (TypeError, ValueError):
         raise SettingsError(f"setting {name!r} has the invalid value {value!r}") from None
-    if number < 0 or (number == 0 and name in {"port", "workers", "scoring_timeout_ms"}):
+    if number < 0 or (number == 0 and name in _NOT_ZERO):
         raise SettingsError(f"setting {name!r} must be greater than zero, got {value!r}")
     return number
 
@@ -268,5 +297,10 @@ def check(settings: Settings) -> None:
         raise SettingsError(f"the separate health port must differ from the scoring port {settings.port}")
     if settings.auth_enabled and not (settings.keys or settings.keys_file):
         raise SettingsError("auth_enabled is true but no key is set: give primary_key/secondary_key or keys_file")
+    if settings.max_buffered_bytes < settings.max_body_bytes:
+        raise SettingsError(
+            f"max_buffered_bytes ({settings.max_buffered_bytes}) must be at least max_body_bytes ({settings.max_body_bytes}): "
+            "a body of the largest allowed size must fit"
+        )
     if settings.entry_script and not settings.entry_script.endswith(".py"):
         raise SettingsError(f"the entry script must be a .py file, got {settings.entry_script}")

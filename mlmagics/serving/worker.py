@@ -89,13 +89,19 @@ def run_worker(
             signal.pause()
 
     loop = scorer.loop = new_event_loop()
-    server = HttpServer(App(settings, scorer, metrics))
-    health = HttpServer(App(settings, scorer, metrics, health_only=True)) if health_sock else None
+    server = HttpServer(App(settings, scorer, metrics), settings)
+    health = HttpServer(App(settings, scorer, metrics, health_only=True), settings) if health_sock else None
     stop = asyncio.Event()
+    supervisor = os.getppid()
 
     def every_second() -> None:
         metrics.publish()
         scorer.check_stuck()
+        if os.getppid() != supervisor and not stop.is_set():
+            # The supervisor died (SIGKILL): nobody would replace, reload or stop this worker, and the
+            # target reports the service down; answer what was received and leave instead of serving on.
+            log.emit("ERROR", "server", f"the supervisor (pid {supervisor}) is gone; this worker drains and exits")
+            stop.set()
         loop.call_later(1.0, every_second)
 
     async def serve() -> None:
