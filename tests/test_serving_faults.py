@@ -136,7 +136,8 @@ def test_an_alarm_that_lands_as_run_returns_does_not_turn_its_answer_into_a_time
 
 
 def test_a_run_just_under_the_timeout_always_answers(tmp_path, serve):
-    app = app_with(tmp_path, "import time, json\ndef init(): pass\ndef run(d):\n    time.sleep(json.loads(d)['s'])\n    return 'ok'\n")
+    script = "import time, json\ndef init(): pass\ndef run(d):\n    time.sleep(json.loads(d)['s'])\n    return 'ok'\n"
+    app = app_with(tmp_path, script)
     server = serve(app, config={"scoring_timeout_ms": 60})
     statuses = [server.post(json_body={"s": 0.055}).status_code for _ in range(40)]
     assert statuses == [200] * 40
