@@ -33,7 +33,7 @@ from .preflight import Problem, check_script
 from .versioned import Versioned, split_id
 from .workspace import Workspace, _make_read_only, _remove_tree, dumps, loads, now
 
-IMAGE_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,30}[a-z0-9])?$")
+IMAGE_NAME = re.compile(r"[a-z0-9]([a-z0-9._-]{0,30}[a-z0-9])?")  # whole names only: fullmatch
 RUNTIMES = {"python": "Python", "spark-py": "SparkPython", "python-slim": "PythonSlim"}
 CUDA_VERSIONS = {"9.0", "9.1", "10.0"}
 
@@ -271,7 +271,7 @@ class Image(Versioned):
         version is allocated and nothing is left behind.
         """
         report = progress_mod.resolve(progress, show_output)
-        if not isinstance(name, str) or not IMAGE_NAME.match(name):
+        if not isinstance(name, str) or not IMAGE_NAME.fullmatch(name):
             raise UserError(
                 f"image name {name!r} is not valid: 2-32 lowercase letters, digits, '.', '_' or '-', "
                 "starting and ending with a letter or digit"

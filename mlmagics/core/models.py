@@ -23,7 +23,7 @@ from .errors import ConflictError, ModelNotFoundException, UserError
 from .versioned import Versioned
 from .workspace import Workspace, dumps, now
 
-MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")  # whole names only: fullmatch
 _PACKAGE_DIR = str(Path(__file__).resolve().parents[1])
 
 
@@ -44,6 +44,14 @@ def detect_source() -> str:
         if not filename.startswith(_PACKAGE_DIR) and not filename.startswith("<"):
             return filename
     return "unknown"
+
+
+def validate_model_name(name: Any) -> None:
+    if not isinstance(name, str) or not MODEL_NAME.fullmatch(name):
+        raise UserError(
+            f"model name {name!r} is not valid: use letters, digits, '-', '_' or '.', "
+            "starting with a letter or digit, at most 255 characters"
+        )
 
 
 class Model(Versioned):
@@ -120,11 +128,7 @@ class Model(Versioned):
         killed half-way leaves no model behind; concurrent registrations of one name get
         distinct consecutive versions.
         """
-        if not isinstance(model_name, str) or not MODEL_NAME.match(model_name):
-            raise UserError(
-                f"model name {model_name!r} is not valid: use letters, digits, '-', '_' or '.', "
-                "starting with a letter or digit, at most 255 characters"
-            )
+        validate_model_name(model_name)
         path = Path(model_path).expanduser()
         if not path.exists():
             raise UserError(f"model path {str(model_path)!r} does not exist (relative to {os.getcwd()})")
@@ -175,6 +179,7 @@ class Model(Versioned):
     def get_model_path(model_name: str, version: int | None = None, _workspace: Workspace | None = None) -> str:
         """Inside a scoring script: the deployed model's path. With a workspace: the registered copy."""
         if _workspace is not None:
+            validate_model_name(model_name)
             return str(Model(_workspace, model_name, version=version).path)
         from mlmagics.serving.compat.azureml.core.model import Model as ScoringModel
 

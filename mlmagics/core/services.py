@@ -32,12 +32,12 @@ from .models import Model
 from .versioned import tag_filter_matches
 from .workspace import Workspace, dumps, loads, now
 
-SERVICE_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+SERVICE_NAME = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")  # whole names only: fullmatch
 TRANSITIONING, HEALTHY, UNHEALTHY, FAILED = "Transitioning", "Healthy", "Unhealthy", "Failed"
 
 
 def validate_service_name(name: str) -> None:
-    if not isinstance(name, str) or not SERVICE_NAME.match(name) or not 3 <= len(name) <= 32:
+    if not isinstance(name, str) or not SERVICE_NAME.fullmatch(name) or not 3 <= len(name) <= 32:
         raise UserError(
             f"service name {name!r} is not valid: 3-32 characters, lowercase letters, digits and '-', "
             "starting with a letter and not ending with '-'"

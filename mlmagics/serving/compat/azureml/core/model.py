@@ -9,7 +9,8 @@ Where a deployed model lives, in the order this looks:
 4. `$AZUREML_MODEL_DIR/<name>`, then `./<name>` (v1's fallback).
 
 `<version>` is the one asked for, else the highest integer folder; `<entry>` is the single
-file or folder inside it (v1 refuses a version folder that holds more than one).
+file or folder inside it (v1 refuses a version folder that holds more than one). A name that is
+absolute or climbs out with `..` is refused, so a name taken from a request cannot reach other files.
 """
 
 from __future__ import annotations
@@ -21,6 +22,18 @@ MODELS_DIR = "azureml-models"
 
 class ModelNotFoundException(Exception):
     """No deployed model has that name (and version)."""
+
+
+class InvalidModelName(ModelNotFoundException, ValueError):
+    """A name that would lead out of the model folders (absolute, or climbing with '..')."""
+
+
+def _checked_name(model_name: object) -> str:
+    # The name becomes part of a path: it must stay below the folder it is looked up in.
+    norm = os.path.normpath(model_name) if isinstance(model_name, str) and model_name and "\0" not in model_name else ""
+    if not norm or os.path.isabs(model_name) or norm in (".", "..") or norm.startswith(".." + os.sep):
+        raise InvalidModelName(f"model name {model_name!r} is not valid: it cannot be absolute or leave the model folder")
+    return model_name
 
 
 def _single_entry(folder: str) -> str:
@@ -50,6 +63,7 @@ class Model:
         >>> Model.get_model_path("sklearn_mnist")  # doctest: +SKIP
         'azureml-models/sklearn_mnist/1/sklearn_mnist_model.pkl'
         """
+        model_name = _checked_name(model_name)
         model_dir = os.environ.get("AZUREML_MODEL_DIR", "")
         looked: list[str] = []
         if model_dir:
