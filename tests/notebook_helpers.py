@@ -37,3 +37,31 @@ def run_notebook(notebook: Path, tmp_path: Path, timeout: float = 300, **paramet
     assert summary, f"{notebook.name} has no cell tagged 'summary'"
     text = "".join(o.get("text", "") for o in summary[-1].outputs if o.get("output_type") == "stream")
     return json.loads(text.strip().splitlines()[-1]), executed
+
+
+def scoring_scripts(notebook: Path) -> list[tuple[str, str]]:
+    """The scoring scripts a notebook writes, as (file name, source): `%%score_script` and `%%writefile`
+    cells, and `Path("x.py").write_text("...")` calls, that define `run`."""
+    import ast
+
+    scripts = []
+    for cell in nbformat.read(notebook, as_version=4).cells:
+        source = cell.source
+        if cell.cell_type != "code" or "def run" not in source:
+            continue
+        first, _, body = source.partition("\n")
+        if first.startswith(("%%score_script", "%%writefile")):
+            scripts.append((first.split()[1], body))
+            continue
+        for node in ast.walk(ast.parse(source)):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "write_text"
+                and isinstance(node.func.value, ast.Call)
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and "def run" in node.args[0].value
+            ):
+                scripts.append((node.func.value.args[0].value, node.args[0].value))
+    return scripts

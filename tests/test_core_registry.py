@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -102,27 +101,6 @@ def test_versions_are_never_reused_after_a_delete(ws, tmp_path):
     Model.register(ws, file, "m")
     Model.register(ws, file, "m").delete()
     assert Model.register(ws, file, "m").version == 3
-
-
-def test_sigkill_during_a_registration_leaves_no_half_model(ws, tmp_path):
-    folder = tmp_path / "big"
-    write(folder / "a.bin", "a" * 1000)
-    fifo = folder / "stream.bin"  # reading it blocks until we write: the copy is caught half-way
-    os.mkfifo(fifo)
-    proc = subprocess.Popen([sys.executable, "-c", REGISTER, str(ws.path), str(folder), "1"])
-    writer = os.open(fifo, os.O_WRONLY)  # opens once the registering process started reading it
-    os.write(writer, b"partial data")
-    staging = ws.path / "artifacts" / ".staging"
-    deadline = time.monotonic() + 10
-    while not any(staging.iterdir()) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert any(staging.iterdir()), "the copy is in progress"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(10)
-    os.close(writer)
-    assert Model.list(ws) == []
-    Workspace(ws.path)  # the next process to open the workspace sweeps the dead copy
-    assert list(staging.iterdir()) == [] and list((ws.path / "artifacts" / "sha256").iterdir()) == []
 
 
 def test_model_delete_is_refused_while_an_image_uses_it(ws, tmp_path):

@@ -41,3 +41,7 @@ class WebserviceException(MlmagicsError):
 
 class TargetUnavailable(MlmagicsError):
     """The deployment target cannot be reached or is not built yet (no Docker engine, no cluster)."""
+
+
+class StorageFullError(UserError):
+    """The workspace's disk is full: nothing was stored, and the workspace is unchanged."""

@@ -19,7 +19,6 @@ from __future__ import annotations
 import keyword
 import os
 import re
-import shutil
 import sqlite3
 import uuid
 from pathlib import Path
@@ -31,7 +30,7 @@ from .errors import ConflictError, ImageException, UserError
 from .models import Model
 from .preflight import Problem, check_script
 from .versioned import Versioned, split_id
-from .workspace import Workspace, _make_read_only, _remove_tree, dumps, loads, now
+from .workspace import Workspace, _make_read_only, _remove_tree, copy_checked, dumps, loads, now
 
 IMAGE_NAME = re.compile(r"[a-z0-9]([a-z0-9._-]{0,30}[a-z0-9])?")  # whole names only: fullmatch
 RUNTIMES = {"python": "Python", "spark-py": "SparkPython", "python-slim": "PythonSlim"}
@@ -101,6 +100,8 @@ class ImageConfig:
             value = getattr(self, label)
             if value and not (cwd / value).is_file():
                 errors.append(f"{label} {value!r} does not exist in {cwd}")
+            elif value and (Path(value).is_absolute() or not (cwd / value).resolve().is_relative_to(cwd)):
+                errors.append(f"{label} {value!r} must be a relative path inside {cwd}")  # it is copied into the image
         for dep in self.dependencies:
             if not (cwd / dep).exists():
                 errors.append(f"dependency {dep!r} does not exist in {cwd}")
@@ -290,29 +291,32 @@ class Image(Versioned):
             message = f"image {name} not created: " + "; ".join(problems)
             report.done(False, message)
             raise ImageException(message)
-        staging = workspace.path / "images" / f".staging-{os.getpid()}-{uuid.uuid4().hex}"
+        staging = _staging_folder(workspace)
         try:
-            _snapshot(cwd, image_config, staging / "app")
-            _make_read_only(staging / "app")
-            with workspace.transaction() as db:
-                version = workspace.next_version(db, "image", name)
-                (workspace.path / "images" / name).mkdir(exist_ok=True)
-                os.rename(staging, workspace.path / "images" / name / str(version))
-                db.execute(
-                    "INSERT INTO images (name, version, description, tags, properties, created_time, state, models, spec, error)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,NULL)",
-                    (
-                        name,
-                        version,
-                        image_config.description,
-                        dumps(image_config.tags),
-                        dumps(image_config.properties),
-                        now(),
-                        "Succeeded",
-                        dumps([m.id for m in model_objects]),
-                        dumps(spec),
-                    ),
-                )
+            with workspace.space_for(f"image {name}"):
+                _snapshot(cwd, image_config, staging / "app")
+                _make_read_only(staging / "app")
+                with workspace.transaction() as db:
+                    version = workspace.next_version(db, "image", name)
+                    folder = workspace.path / "images" / name / str(version)
+                    folder.parent.mkdir(exist_ok=True)
+                    _remove_tree(folder)  # left by a create killed before its commit: that version was never recorded
+                    os.rename(staging, folder)
+                    db.execute(
+                        "INSERT INTO images (name, version, description, tags, properties, created_time, state, models, spec,"
+                        " error) VALUES (?,?,?,?,?,?,?,?,?,NULL)",
+                        (
+                            name,
+                            version,
+                            image_config.description,
+                            dumps(image_config.tags),
+                            dumps(image_config.properties),
+                            now(),
+                            "Succeeded",
+                            dumps([m.id for m in model_objects]),
+                            dumps(spec),
+                        ),
+                    )
         finally:
             _remove_tree(staging)
         image = Image(workspace, name, version=version)
@@ -369,7 +373,10 @@ class Image(Versioned):
                 )
             db.execute("DELETE FROM images WHERE name=? AND version=?", (self.name, self.version))
         remove_built_image(self)
-        _remove_tree(self.folder)
+        if self.folder.exists():  # renamed first, so a removal cut short is swept like a staging leftover
+            doomed = _staging_folder(self.workspace)
+            os.rename(self.folder, doomed)
+            _remove_tree(doomed)
         self.creation_state = "Deleting"
 
     def build(
@@ -492,17 +499,16 @@ def _prepare_spec(cwd: Path, config: ImageConfig, models: list[Model]) -> tuple[
     return spec, problems
 
 
+def _staging_folder(workspace: Workspace) -> Path:
+    """A folder next to the images, named after this process, so a sweep knows when its owner is gone."""
+    return workspace.path / "images" / f".staging-{os.getpid()}-{uuid.uuid4().hex}"
+
+
 def _snapshot(cwd: Path, config: ImageConfig, app: Path) -> None:
-    """Copy the script and its files into the image, keeping their paths relative to the CWD."""
+    """Copy the script and its files into the image, keeping their paths relative to the CWD.
+    As for models: links are followed only inside the CWD; FIFOs and devices are refused."""
     items = [config.execution_script, *config.dependencies]
     items += [f for f in (config.schema_file, config.conda_file, config.requirements, config.docker_file) if f]
     app.mkdir(parents=True)
     for item in items:
-        source, target = cwd / item, app / item
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(
-                source, target, ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"), dirs_exist_ok=True
-            )
-        else:
-            shutil.copy2(source, target)
+        copy_checked(cwd / item, app / item, cwd)

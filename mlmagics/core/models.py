@@ -21,7 +21,7 @@ from typing import Any
 
 from .errors import ConflictError, ModelNotFoundException, UserError
 from .versioned import Versioned
-from .workspace import Workspace, dumps, now
+from .workspace import Workspace, _remove_tree, dumps, now
 
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")  # whole names only: fullmatch
 _PACKAGE_DIR = str(Path(__file__).resolve().parents[1])
@@ -135,8 +135,7 @@ class Model(Versioned):
         for label, mapping in (("tags", tags), ("properties", properties)):
             if mapping is not None and not isinstance(mapping, dict):
                 raise UserError(f"{label} must be a dict of str to str, got {type(mapping).__name__}")
-        digest, artifact, size = workspace.store_artifact(path)
-        with workspace.transaction() as db:
+        with workspace.storing_artifact(path) as (db, digest, artifact, size):
             version = workspace.next_version(db, "model", model_name)
             db.execute(
                 "INSERT INTO models (name, version, description, tags, properties, created_time, digest, artifact, size,"
@@ -222,7 +221,9 @@ class Model(Versioned):
                     f"{'that image' if len(users) == 1 else 'those images'} first"
                 )
             db.execute("DELETE FROM models WHERE name=? AND version=?", (self.name, self.version))
-        self.workspace.remove_artifact_if_unused(self.digest)
+            trash = self.workspace.unstore_if_unused(db, self.digest)
+        if trash is not None:
+            _remove_tree(trash)
 
     def add_properties(self, properties: dict) -> None:
         """Add properties; v1 never lets an existing property change."""

@@ -7,17 +7,25 @@ Metadata lives in SQLite in WAL mode, so several notebooks, terminals and the Ju
 server can use one workspace at once; writes that allocate versions run in `BEGIN
 IMMEDIATE` transactions, so versions are never lost or repeated. Artifacts (model files
 and folders) are stored once per content (`artifacts/sha256/<digest>/<name>`) and made
-read-only when registered; a copy interrupted half-way stays in `artifacts/.staging` and
-is swept away by the next process that opens the workspace.
+read-only when registered.
+
+An artifact appears in, or leaves, `artifacts/sha256/` only under the write lock, in the
+transaction that adds or removes the last row naming it, so no interleaving of registers and
+deletes can lose one. A copy in progress lives in `artifacts/.staging/<pid>-…`, an artifact
+being removed in `artifacts/.trash/<pid>-…-<digest>`; what a killed process left there is put
+right by the next process that opens the workspace (an artifact with no row goes, one whose
+delete was rolled back comes back).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import sqlite3
 import stat
@@ -25,6 +33,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from .errors import StorageFullError, UserError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS counters (
@@ -43,6 +53,8 @@ CREATE TABLE IF NOT EXISTS services (
     tags TEXT NOT NULL, properties TEXT NOT NULL, created_time TEXT NOT NULL, updated_time TEXT NOT NULL,
     error TEXT, target TEXT NOT NULL DEFAULT '{}');
 """
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+_SKIPPED = ("__pycache__", ".ipynb_checkpoints")
 
 
 def now() -> str:
@@ -59,7 +71,7 @@ class Workspace:
     def __init__(self, path: str | os.PathLike | None = None) -> None:
         self.path = Path(path).expanduser().resolve() if path else default_path().resolve()
         self.path.mkdir(parents=True, exist_ok=True)
-        for sub in ("artifacts/sha256", "artifacts/.staging", "images", "services"):
+        for sub in ("artifacts/sha256", "artifacts/.staging", "artifacts/.trash", "images", "services"):
             (self.path / sub).mkdir(parents=True, exist_ok=True)
         with self.connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
@@ -100,7 +112,8 @@ class Workspace:
             yield db
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # a failed COMMIT (disk full) may have ended it already
+                db.execute("ROLLBACK")
             raise
         finally:
             db.close()
@@ -120,65 +133,187 @@ class Workspace:
         db.execute("INSERT OR REPLACE INTO counters (kind, name, last) VALUES (?, ?, ?)", (kind, name, version))
         return version
 
-    # -- artifacts -------------------------------------------------------------------------------------
-    def store_artifact(self, source: str | os.PathLike) -> tuple[str, str, int]:
-        """Copy a file or folder into the content-addressed store; returns (digest, relative path, bytes)."""
-        source = Path(source)
-        staging = self.path / "artifacts" / ".staging" / f"{os.getpid()}-{uuid.uuid4().hex}"
-        staging.mkdir(parents=True)
+    @contextlib.contextmanager
+    def space_for(self, what: str) -> Iterator[None]:
+        """Turns a full disk, while writing `what`, into one line that says so."""
         try:
-            target = staging / source.name
-            digest = hashlib.sha256(source.name.encode() + b"\0")
-            size = _copy_hashing(source, target, digest)
-            hexdigest = digest.hexdigest()
-            final = self.path / "artifacts" / "sha256" / hexdigest
-            if final.exists():
-                _remove_tree(staging)  # the same content is stored already
-            else:
-                _make_read_only(target)
-                try:
-                    os.rename(staging, final)
-                except OSError:  # another process stored the same content at the same moment
-                    _remove_tree(staging)
-            return hexdigest, f"sha256/{hexdigest}/{source.name}", size
-        except BaseException:
-            _remove_tree(staging)
-            raise
+            yield
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise StorageFullError(f"no space left on the device of {self.path} to store {what}; free some space") from None
+        except sqlite3.OperationalError as e:
+            if "full" not in str(e):
+                raise
+            raise StorageFullError(f"no space left on the device of {self.path} to store {what} ({e})") from None
+
+    # -- artifacts -------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def storing_artifact(self, source: str | os.PathLike) -> Iterator[tuple[sqlite3.Connection, str, str, int]]:
+        """Copy a file or folder into the content-addressed store; yields (db, digest, relative path,
+        bytes) inside the write transaction in which the caller records it.
+
+        The copy and its hash are made first, without the lock; the artifact takes its place
+        under the lock, just before the caller's row, so a concurrent delete of the same content
+        cannot take it away in between.
+        """
+        source = Path(source)
+        entry = self.path / "artifacts" / ".staging" / f"{os.getpid()}-{uuid.uuid4().hex}"
+        try:
+            with self.space_for(f"the model {source.name}"):
+                entry.mkdir()
+                digest = hashlib.sha256(source.name.encode() + b"\0")
+                size = copy_checked(source, entry / "content" / source.name, source, digest)
+                hexdigest = digest.hexdigest()
+                _make_read_only(entry / "content" / source.name)
+                (entry / "digest").write_text(hexdigest)  # from here on, a sweep knows what the copy was for
+                with self.transaction() as db:
+                    final = self._artifact_dir(hexdigest)
+                    if not final.exists():
+                        os.rename(entry / "content", final)
+                    yield db, hexdigest, f"sha256/{hexdigest}/{source.name}", size
+        finally:
+            _remove_tree(entry)
 
     def artifact_path(self, relative: str) -> Path:
         return self.path / "artifacts" / relative
 
-    def remove_artifact_if_unused(self, digest: str) -> None:
-        if not self.query("SELECT 1 FROM models WHERE digest=? LIMIT 1", (digest,)):
-            _remove_tree(self.path / "artifacts" / "sha256" / digest)
+    def unstore_if_unused(self, db: sqlite3.Connection, digest: str) -> Path | None:
+        """Inside the transaction that deleted a row: move the artifact to the trash if no row uses it
+        any more. Returns the trash entry, for the caller to remove once the transaction is committed."""
+        final = self._artifact_dir(digest)
+        if _artifact_used(db, digest) or not final.exists():
+            return None
+        trash = self.path / "artifacts" / ".trash" / f"{os.getpid()}-{uuid.uuid4().hex}-{digest}"
+        os.rename(final, trash)
+        return trash
+
+    def _artifact_dir(self, digest: str) -> Path:
+        return self.path / "artifacts" / "sha256" / digest
 
     def _sweep_staging(self) -> None:
-        """Remove copies left by processes that died while registering."""
-        for entry in (self.path / "artifacts" / ".staging").iterdir():
-            pid = entry.name.split("-", 1)[0]
-            if pid.isdigit() and not _alive(int(pid)):
+        """Put right what processes killed while registering or deleting left behind."""
+        artifacts = self.path / "artifacts"
+        entries = [e for folder in (".staging", ".trash") for e in (artifacts / folder).iterdir() if _owner_dead(e.name)]
+        removed = [e for e in self.path.joinpath("images").glob(".staging-*") if _owner_dead(e.name.removeprefix(".staging-"))]
+        recorded = [(e, digest) for e in entries if (digest := _entry_digest(e))]
+        if recorded:
+            with self.transaction() as db:
+                removed += [self._reconcile(db, entry, digest) for entry, digest in recorded]
+        for entry in [*entries, *removed]:
+            if entry is not None:
                 _remove_tree(entry)
 
+    def _reconcile(self, db: sqlite3.Connection, entry: Path, digest: str) -> Path | None:
+        """Under the write lock: make `artifacts/sha256/<digest>` exist exactly when a row uses it."""
+        final = self._artifact_dir(digest)
+        if not _artifact_used(db, digest):
+            return self.unstore_if_unused(db, digest)  # a register killed after placing it, before its commit
+        if not final.exists() and entry.parent.name == ".trash":
+            os.rename(entry, final)  # a delete killed before its commit: its row is back, so is the artifact
+        return None
 
-def _copy_hashing(source: Path, target: Path, digest: Any) -> int:
-    if not source.is_dir():  # a file (or anything readable like one)
-        size = 0
-        with open(source, "rb") as src, open(target, "wb") as dst:
-            while chunk := src.read(1 << 20):
-                digest.update(chunk)
-                dst.write(chunk)
-                size += len(chunk)
-        shutil.copystat(source, target)
+
+def _artifact_used(db: sqlite3.Connection, digest: str) -> bool:
+    return db.execute("SELECT 1 FROM models WHERE digest=? LIMIT 1", (digest,)).fetchone() is not None
+
+
+def _entry_digest(entry: Path) -> str | None:
+    """What a staging or trash entry was for: the digest in a trash entry's name, or in a copy's `digest` file."""
+    if entry.parent.name == ".trash":
+        text = entry.name.rsplit("-", 1)[-1]
+    else:
+        try:
+            text = (entry / "digest").read_text().strip()
+        except OSError:
+            return None
+    return text if _DIGEST.fullmatch(text) else None
+
+
+def _owner_dead(entry_name: str) -> bool:
+    pid = entry_name.split("-", 1)[0]
+    return pid.isdigit() and not _alive(int(pid))
+
+
+# -- copying files in: what may leak or hang is refused ----------------------------------------------------
+MAX_COPIED_ENTRIES = 200_000  # files and folders, counting those reached through links
+
+
+def copy_checked(source: Path, target: Path, root: Path, digest: Any = None) -> int:
+    """Copy the file or folder `source` to `target` (hashing names and bytes into `digest`); returns bytes.
+
+    Links are followed while they stay inside `root`; a link out of it, a link loop, a FIFO,
+    a device or a socket is a UserError naming it, so nothing from outside the folder is
+    copied and nothing blocks. `__pycache__` and `.ipynb_checkpoints` are skipped.
+    """
+    return _Copy(os.path.realpath(root), digest).entry(source, target, ())
+
+
+class _Copy:
+    def __init__(self, root: str, digest: Any) -> None:
+        self.root = root
+        self.digest = digest
+        self.entries = 0
+
+    def entry(self, source: Path, target: Path, ancestors: tuple[str, ...]) -> int:
+        self.entries += 1
+        if self.entries > MAX_COPIED_ENTRIES:  # links can make a small folder look endless
+            raise UserError(f"{source}: more than {MAX_COPIED_ENTRIES} files and folders to copy (counting links)")
+        real, mode = self.checked(source, ancestors)
+        if not stat.S_ISDIR(mode):
+            return self.file(source, real, target)
+        target.mkdir(parents=True, exist_ok=True)
+        total = 0
+        for child in sorted(source.iterdir()):
+            if child.name in _SKIPPED:
+                continue
+            if self.digest is not None:
+                self.digest.update(b"\0dir\0" if child.is_dir() else b"\0file\0")
+                self.digest.update(child.name.encode() + b"\0")
+            total += self.entry(child, target / child.name, (*ancestors, real))
+        return total
+
+    def checked(self, source: Path, ancestors: tuple[str, ...]) -> tuple[str, int]:
+        """The real path behind `source` and its file type, or a UserError saying why it cannot be copied."""
+        try:
+            real = os.path.realpath(source, strict=True)
+        except OSError as e:
+            why = "is a link loop" if e.errno == errno.ELOOP else "is a link to nothing" if source.is_symlink() else e.strerror
+            raise UserError(f"{source} {why}; remove it or replace it with the file it stands for") from None
+        if os.path.commonpath([real, self.root]) != self.root:
+            raise UserError(f"{source} links to {real}, outside {self.root}; copy the file in instead of linking to it")
+        mode = os.stat(real).st_mode
+        if stat.S_ISDIR(mode) and real in ancestors:
+            raise UserError(f"{source} is a link loop (it links to {real}, a folder that contains it)")
+        if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+            raise UserError(f"{source} is a {_kind(mode)}; only regular files and folders can be copied")
+        return real, mode
+
+    def file(self, source: Path, real: str, target: Path) -> int:
+        # O_NONBLOCK and O_NOFOLLOW: should `real` be swapped for a FIFO or a link after the check,
+        # opening it neither blocks nor follows it, and the fstat below refuses it.
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+        with open(fd, "rb") as src:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise UserError(f"{source} changed while it was copied; copy it again")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            size = 0
+            with open(target, "wb") as dst:
+                while chunk := src.read(1 << 20):
+                    if self.digest is not None:
+                        self.digest.update(chunk)
+                    dst.write(chunk)
+                    size += len(chunk)
+        shutil.copystat(real, target)
         return size
-    target.mkdir()
-    total = 0
-    for child in sorted(source.iterdir()):
-        if child.name in ("__pycache__", ".ipynb_checkpoints"):
-            continue
-        digest.update(b"\0dir\0" if child.is_dir() else b"\0file\0")
-        digest.update(child.name.encode() + b"\0")
-        total += _copy_hashing(child, target / child.name, digest)
-    return total
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device")):  # fmt: skip
+        if test(mode):
+            return name
+    return "special file"
 
 
 def _make_read_only(path: Path) -> None:
