@@ -208,7 +208,7 @@ def test_deploy_scores_with_the_key_and_refuses_requests_without_it(echo_service
     assert requests.post(service.scoring_uri, data="{}", headers=bearer("wrong"), timeout=5).status_code == 401
     secondary = service.get_keys()[1]
     assert requests.post(service.scoring_uri, data="{}", headers=bearer(secondary), timeout=5).status_code == 200
-    assert requests.get(service.swagger_uri, timeout=5).json()["swagger"] == "2.0"
+    assert requests.get(service.swagger_uri, headers=bearer(secondary), timeout=5).json()["swagger"] == "2.0"
 
 
 def test_limits_restart_policy_ports_and_labels_are_applied(client, ws, echo_v1):
@@ -405,7 +405,8 @@ def test_tls_the_container_serves_https_with_the_given_certificate(ws, echo_v1, 
     port = service.target["port"]
     assert service.scoring_uri == f"https://localhost:{port}/score"
     assert service.run({"x": 1})["version"] == "v1"  # the client trusts the service's own certificate
-    assert requests.get(service.swagger_uri, verify=str(cert), timeout=5).json()["swagger"] == "2.0"
+    swagger = requests.get(service.swagger_uri, headers=bearer(service.get_keys()[0]), verify=str(cert), timeout=5)
+    assert swagger.json()["swagger"] == "2.0"
     with pytest.raises(requests.exceptions.SSLError):
         requests.post(service.scoring_uri, data="{}", headers=bearer(service.get_keys()[0]), timeout=5)
     with pytest.raises(requests.ConnectionError):

@@ -275,7 +275,9 @@ def test_the_runtime_started_as_the_deployment_says_serves_probes_keys_and_key_r
         assert requests.post(score, json={"x": 1}, timeout=5).status_code == 401
         answer = requests.post(score, json={"x": 1}, headers={"Authorization": f"Bearer {KEYS[1]}"}, timeout=5)
         assert answer.status_code == 200 and answer.json()["input"] == {"x": 1}
-        assert "mlmagics_requests_in_flight" in requests.get(pod.url + "/metrics", timeout=5).text
+        # with key auth on, /metrics wants a key too (the runtime's rule): a scraper must send one
+        metrics = requests.get(pod.url + "/metrics", headers={"Authorization": f"Bearer {KEYS[0]}"}, timeout=5)
+        assert "mlmagics_requests_in_flight" in metrics.text
         new = json.dumps({"primary_key": "rotated-primary", "secondary_key": KEYS[1]}).encode()
         _kubelet_writes_secret(pod.keys_dir, {"keys.json": new}, 2)  # regen_key(), as the pod sees it
         deadline = time.monotonic() + 5
@@ -295,7 +297,9 @@ def test_a_failing_init_makes_the_readiness_probe_get_503_which_the_rollout_diag
         ready = pod.probe("readinessProbe")
         # the kubelet's event then reads "Readiness probe failed: HTTP probe failed with statuscode: 503"
         assert ready.status_code == 503 and ready.json()["status"] == "Failed"
-        assert "the model file is corrupt" in ready.json()["message"]
+        # the reason is in the pod's log, which the diagnosis reads (and for a person with the key, in /ready)
+        detailed = requests.get(pod.url + "/ready", headers={"Authorization": f"Bearer {KEYS[0]}"}, timeout=5)
+        assert "the model file is corrupt" in detailed.json()["message"]
         assert pod.probe("livenessProbe").status_code == 200, "alive: the pod is not restarted in a loop, it says why"
     finally:
         pod.stop()
