@@ -25,7 +25,7 @@ from mlmagics.core import (
 from mlmagics.core.configs import config_from_dict
 from mlmagics.core.targets import deploy_configuration, target_for
 from mlmagics.core.targets.docker_engine import base_image, engine
-from mlmagics.core.targets.docker_image import dockerfile, requirements_for, write_context
+from mlmagics.core.targets.docker_image import dockerfile, recipe_digest, requirements_for, write_context
 
 
 @pytest.fixture
@@ -138,6 +138,18 @@ def test_the_dockerfile_goes_from_what_changes_least_to_what_changes_most(ws, tm
     assert "USER 10001:10001" in steps
     assert 'AZUREML_ENTRY_SCRIPT="score.py"' in recipe and 'AZUREML_MODEL_DIR="/var/azureml-app/azureml-models/tiny/1"' in recipe
     assert "java" not in recipe.lower() and "requirements.txt -c" not in recipe, "no Java, no requirements: no such steps"
+
+
+def test_the_image_is_made_for_a_read_only_root(ws, tmp_path):
+    image = echo_image(ws, tmp_path / "app")
+    recipe = dockerfile(image, "python:3.11-slim")
+    # the models stay out of the app folder, which the targets copy to make it writable; v1's path links to them
+    assert "COPY azureml-models/ /opt/mlmagics/models/" in recipe
+    assert "ln -s /opt/mlmagics/models /var/azureml-app/azureml-models" in recipe
+    assert 'HOME="/tmp"' in recipe and 'TMPDIR="/tmp"' in recipe, "caches and temporary files go to the writable /tmp"
+    assert "chown 10001:10001 /var/azureml-app /var/mlmagics-data" in recipe, "a volume mounted there takes its owner"
+    assert "compileall -q /opt/mlmagics/runtime" in recipe, "no bytecode to write at run time"
+    assert recipe_digest(image, "python:3.11-slim") != recipe_digest(image, "python:3.12-slim"), "a new recipe: a rebuild"
 
 
 TRIVIAL = "def init():\n    pass\n\ndef run(raw_data):\n    return raw_data\n"

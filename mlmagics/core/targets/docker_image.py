@@ -16,10 +16,17 @@ HEALTHCHECK and labels with the mlmagics ids, and contains no Jupyter, widgets, 
 kubernetes packages (notebook tooling found in an image's requirements is left out, with a
 warning). Builds use the classic builder through the engine API with `network_mode=host`,
 so pip inside the build reaches the package index the way the host does.
+
+It is made to run on a read-only root filesystem (both targets run it so): Python code is
+compiled at build time, HOME and TMPDIR are /tmp (a tmpfs or an emptyDir), and the app folder
+— the script's working directory, which v1 scripts may write to — is small enough to be copied
+into a writable volume per container: the models live in /opt/mlmagics/models, and
+`/var/azureml-app/azureml-models` (v1's path, AZUREML_MODEL_DIR) is a link to them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
@@ -42,10 +49,14 @@ UID = 10001
 VENV = "/opt/mlmagics/venv"
 RUNTIME = "/opt/mlmagics/runtime"
 APP = "/var/azureml-app"
+MODELS = "/opt/mlmagics/models"  # linked as APP/azureml-models, so that copying the app folder leaves them out
 SECRETS = "/var/mlmagics"  # service.json and keys.json, put there by the Docker target
-RUN_DIR = "/run/mlmagics"  # the listener hand-over socket's volume (serving/listener.py)
+RUN_DIR = "/run/mlmagics"  # the hand-over socket's volume (serving/listener.py), made by the Docker target
+DATA_DIR = "/var/mlmagics-data"  # collected model data, where a target mounts a persistent volume
 STATE_FILE = "/tmp/mlmagics-state.json"
 PORT = 5001  # v1's container port (DOCKER_IMAGE_HTTP_PORT)
+HEALTH_TIMING = {"interval": 10, "timeout": 5, "start_period": 60}  # seconds; unhealthy after 3 failed checks in a row
+HEALTH_RETRIES = 3
 # The base image's pip installs into the venv (pip >= 22.3): the image carries no pip or setuptools (~20 MB).
 PIP = f"python3 -m pip --python {VENV}/bin/python"
 
@@ -72,7 +83,7 @@ NOTEBOOK_ONLY = {
 _LAYER_KINDS = (  # how `docker history` lines are accounted for in the size report, first match wins
     ("scoring runtime", ("runtime-requirements", f"in {RUNTIME}", f"compileall -q {RUNTIME}")),
     ("requirements", ("/opt/mlmagics/requirements.txt",)),
-    ("models", ("azureml-models",)),
+    ("models", (f"in {MODELS}",)),
     ("script and files", (f"in {APP}",)),
     ("java", ("jre-headless",)),
     ("venv and user", ("-m venv",)),
@@ -121,12 +132,31 @@ def model_dir(image: Image) -> str | None:
     return f"{APP}/azureml-models"
 
 
+def server_command(state_file: str = STATE_FILE) -> list[str]:
+    """The image's CMD: the scoring server on the container port, keeping its state where the health check reads it."""
+    return ["python", "-m", "mlmagics.serving", "--host", "0.0.0.0", "--port", str(PORT), "--state-file", state_file]
+
+
+def health_command(state_file: str = STATE_FILE) -> list[str]:
+    """The image's HEALTHCHECK command (serving/health.py) for a server keeping its state in `state_file`."""
+    return ["python", "-m", "mlmagics.serving.health", state_file]
+
+
+def healthcheck(state_file: str) -> dict[str, Any]:
+    """The image's HEALTHCHECK for a server keeping its state in `state_file`, as the engine API takes it."""
+    timing = {k: v * 1_000_000_000 for k, v in HEALTH_TIMING.items()}  # the API counts nanoseconds
+    return {"test": ["CMD", *health_command(state_file)], "retries": HEALTH_RETRIES, **timing}
+
+
 def dockerfile(image: Image, base: str) -> str:
     """The Dockerfile of `image` built FROM `base` (see the module docstring for the order)."""
     requirements, _ = requirements_for(image)
     env = {
         "PATH": f"{VENV}/bin:$PATH",  # the engine expands $PATH: the base image's own PATH stays behind the venv
         "PYTHONPATH": RUNTIME,
+        # the root filesystem is read-only where it runs: libraries' caches and temporary files go to /tmp
+        "HOME": "/tmp",
+        "TMPDIR": "/tmp",
         "AML_APP_ROOT": APP,
         "AZUREML_ENTRY_SCRIPT": image.execution_script,
     }
@@ -142,8 +172,9 @@ def dockerfile(image: Image, base: str) -> str:
             "default-jre-headless && rm -rf /var/lib/apt/lists/*"
         )
     lines += [
-        f"RUN groupadd --gid {UID} azureml && useradd --uid {UID} --gid {UID} --create-home --shell /usr/sbin/nologin azureml"
-        f" && python3 -m venv --without-pip {VENV} && mkdir -p {APP} {SECRETS} {RUN_DIR} && chown {UID}:{UID} {APP}",
+        f"RUN groupadd --gid {UID} azureml && useradd --uid {UID} --gid {UID} --no-create-home --shell /usr/sbin/nologin azureml"
+        f" && python3 -m venv --without-pip {VENV} && mkdir -p {APP} {MODELS} {SECRETS} {DATA_DIR}"
+        f" && ln -s {MODELS} {APP}/azureml-models && chown {UID}:{UID} {APP} {DATA_DIR}",
         "COPY runtime-requirements.txt runtime-constraints.txt /opt/mlmagics/",
         f"RUN {PIP} install -r /opt/mlmagics/runtime-requirements.txt",
     ]
@@ -155,15 +186,16 @@ def dockerfile(image: Image, base: str) -> str:
     # compiled once here: the server starts faster, which matters under a cpu_cores=0.1 limit
     lines += [f"COPY runtime/ {RUNTIME}/", f"RUN {VENV}/bin/python -m compileall -q {RUNTIME}"]
     if image.model_ids:
-        lines.append(f"COPY azureml-models/ {APP}/azureml-models/")
+        lines.append(f"COPY azureml-models/ {MODELS}/")
     lines += [
         "ENV " + " ".join(f"{k}={json.dumps(v)}" for k, v in env.items()),
         f"USER {UID}:{UID}",
         f"WORKDIR {APP}",
         f"EXPOSE {PORT}",
-        "HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 "
-        f'CMD ["python", "-m", "mlmagics.serving.health", "{STATE_FILE}"]',
-        f'CMD ["python", "-m", "mlmagics.serving", "--host", "0.0.0.0", "--port", "{PORT}", "--state-file", "{STATE_FILE}"]',
+        "HEALTHCHECK "
+        + " ".join(f"--{k.replace('_', '-')}={v}s" for k, v in HEALTH_TIMING.items())
+        + f" --retries={HEALTH_RETRIES} CMD {json.dumps(health_command())}",
+        f"CMD {json.dumps(server_command())}",
         f"COPY --chown={UID}:{UID} app/ {APP}/",
         "LABEL " + " ".join(f"{k}={json.dumps(v)}" for k, v in labels_for(image).items()),
     ]
@@ -178,6 +210,11 @@ def labels_for(image: Image) -> dict[str, str]:
         f"{LABEL}.runtime": image.runtime,
         f"{LABEL}.version": __version__,
     }
+
+
+def recipe_digest(image: Image, base: str) -> str:
+    """What the built image is a function of, besides the files: its Dockerfile (the layout the targets expect)."""
+    return hashlib.sha256(dockerfile(image, base).encode()).hexdigest()[:16]
 
 
 def _normalised(mode_file: int, mode_dir: int):
@@ -252,7 +289,9 @@ def build(
     base = base_image(image.environment.python, requested)
     tag = tag_for(image)
     info = image.build_info
-    if not no_cache and is_built(image, client) and info.get("base_image") == base:
+    recipe = recipe_digest(image, base)
+    # an image built by another mlmagics (another layout) or from another base is built again
+    if not no_cache and is_built(image, client) and info.get("base_image") == base and info.get("recipe") == recipe:
         if _engine_image(client, info["tag"]) is None:  # the tag was removed by hand: put it back
             client.api.tag(info["id"], *info["tag"].rsplit(":", 1))
         progress.log(f"{info['tag']} is built already ({info['id'][7:19]}, {info.get('size', 0) / 1e6:.1f} MB)")
@@ -263,10 +302,10 @@ def build(
     log_path = image.folder / "docker-build.log"
     started = time.monotonic()
     with tempfile.TemporaryFile() as context, open(log_path, "w", encoding="utf-8") as log:
-        recipe = write_context(image, base, context)
-        (image.folder / "Dockerfile").write_text(recipe)
+        written = write_context(image, base, context)
+        (image.folder / "Dockerfile").write_text(written)
         context.seek(0)
-        steps = sum(1 for line in recipe.splitlines() if line and not line.startswith("#"))
+        steps = sum(1 for line in written.splitlines() if line and not line.startswith("#"))
         progress.stage(f"Building Docker image {tag} from {base}", total=steps)
         image_id = _run_build(client, context, tag, no_cache, progress, log, base)
     built = client.images.get(image_id)
@@ -276,6 +315,7 @@ def build(
         tag=tag,
         id=built.id,
         base_image=base,
+        recipe=recipe,
         size=built.attrs["Size"],
         layers=sizes,
         log=str(log_path),
