@@ -48,6 +48,22 @@ def require_engine():
     return client, base
 
 
+def remove_workspace(client, workspace) -> None:
+    """Delete a test workspace's services (and their collected data) and images, then whatever a test that failed
+    half-way left on the engine under the workspace's label."""
+    from mlmagics.core import Image, Webservice
+
+    for service in Webservice.list(workspace):
+        service.delete()
+    for image in Image.list(workspace):
+        image.delete()
+    leftovers = {"label": f"org.mlmagics.workspace={workspace.path}"}
+    for container in client.containers.list(all=True, filters=leftovers):
+        container.remove(force=True)
+    for volume in client.volumes.list(filters=leftovers):  # collected data outlives its service: not a test's
+        volume.remove(force=True)
+
+
 def require_registry(address: str = REGISTRY) -> str:
     try:
         requests.get(f"http://{address}/v2/", timeout=3).raise_for_status()

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import requests
 from core_helpers import FAILING_INIT, echo_image, write
-from docker_helpers import TEST_REPO, AuthRegistry, require_engine, require_registry
+from docker_helpers import TEST_REPO, AuthRegistry, remove_workspace, require_engine, require_registry
 
 from mlmagics.core import (
     AciWebservice,
@@ -55,15 +55,7 @@ def client():
 def ws(client, tmp_path_factory):
     workspace = Workspace(tmp_path_factory.mktemp("docker") / "ws")
     yield workspace
-    for service in Webservice.list(workspace):
-        service.delete()
-    for image in Image.list(workspace):
-        image.delete()
-    leftovers = {"label": f"{LABEL}.workspace={workspace.path}"}  # from a test that failed half-way
-    for container in client.containers.list(all=True, filters=leftovers):
-        container.remove(force=True)
-    for volume in client.volumes.list(filters=leftovers):
-        volume.remove(force=True)
+    remove_workspace(client, workspace)
 
 
 @pytest.fixture(scope="module")
@@ -228,7 +220,7 @@ def test_limits_restart_policy_ports_and_labels_are_applied(client, ws, echo_v1)
     assert holder.attrs["HostConfig"]["PortBindings"]["5001/tcp"] == [{"HostIp": "127.0.0.1", "HostPort": str(port)}]
     assert service.scoring_uri == f"http://127.0.0.1:{port}/score"
     assert service.run("{}")["version"] == "v1"
-    health = server.exec_run(["python", "-m", "mlmagics.serving.health", STATE_FILE])
+    health = server.exec_run(server.attrs["Config"]["Healthcheck"]["Test"][1:])  # the container's own HEALTHCHECK
     assert health.exit_code == 0, health.output
     service.delete()
 

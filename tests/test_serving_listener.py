@@ -35,7 +35,11 @@ def run(raw_data):
 @pytest.fixture
 def holder(tmp_path):
     """A holder of 127.0.0.1:<port>; yields (port, socket path)."""
-    port, path = free_port(), str(tmp_path / "listener.sock")
+    yield from hold(str(tmp_path / "listener.sock"))
+
+
+def hold(path: str):
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "mlmagics.serving.listener", "hold", "--host", "127.0.0.1", "--port", str(port), "--socket", path],
         stdout=subprocess.PIPE,
@@ -128,3 +132,27 @@ def test_a_new_version_whose_init_fails_takes_no_request_from_the_running_one(tm
 def test_without_a_holder_the_server_says_so():
     with pytest.raises(ListenerUnavailable, match="no listening socket handed over at /nonexistent/listener.sock"):
         receive("/nonexistent/listener.sock", timeout=0.3)
+
+
+def test_only_the_holders_own_user_may_ask_for_the_socket():
+    """Whoever connects gets the listening socket: the hand-over socket is 0600, never world-writable."""
+    import os
+    import shutil
+    import stat
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="mlmagics-listener-"))
+    folder.chmod(0o755)  # others may reach the folder: only the socket's own mode keeps them out
+    try:
+        for port, path in hold(str(folder / "listener.sock")):
+            assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+            assert receive(path, timeout=2).getsockname()[1] == port, "its own user gets the socket"
+            system_python = shutil.which("python3", path="/usr/bin:/bin")  # the venv's may live where nobody can read
+            if os.geteuid() == 0 and system_python:  # another user: only root can switch to one here
+                asks = subprocess.run(
+                    [system_python, "-c", f"import socket; socket.socket(socket.AF_UNIX).connect({path!r})"],
+                    user=65534, group=65534, capture_output=True, text=True, timeout=30,
+                )  # fmt: skip
+                assert asks.returncode != 0 and "PermissionError" in asks.stderr, asks.stderr
+    finally:
+        shutil.rmtree(folder)

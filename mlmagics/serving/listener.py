@@ -32,14 +32,21 @@ class ListenerUnavailable(Exception):
 
 
 def hold(host: str, port: int, path: str) -> None:
-    """Bind host:port and give the listening socket to whoever connects to the Unix socket at `path`; runs until SIGTERM."""
+    """Bind host:port and give the listening socket to whoever connects to the Unix socket at `path` (mode 0600:
+    processes of this user only); runs until SIGTERM."""
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     listener = socket.create_server((host, port), backlog=2048)
     if os.path.exists(path):  # a previous holder's socket file (after a restart)
         os.unlink(path)
     handout = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    handout.bind(path)
-    os.chmod(path, 0o666)  # the servers run as another (non-root) user
+    # Whoever may connect gets the listening socket, so only the holder's own user may: the servers run as
+    # that user (the Docker target runs both as the image's uid). The umask makes the file 0600 from the
+    # moment it exists, with no window in which another user could connect.
+    previous = os.umask(0o177)
+    try:
+        handout.bind(path)
+    finally:
+        os.umask(previous)
     handout.listen(16)
     print(json.dumps({"message": f"holding {host}:{port} for the servers that ask at {path}"}), flush=True)
     while True:

@@ -7,14 +7,24 @@
     service.update(image=Image(ws, id="myimage:2"))                           # same scoring URI, no request lost
     service.delete()                                                          # containers gone; the image stays
 
-A service is two containers and a volume on the engine, all labelled with the workspace and
-the service name (`docker ps --filter label=org.mlmagics.service=aci-mnist-3`):
+A service is two containers and a few volumes on the engine, all labelled with the workspace
+and the service name (`docker ps --filter label=org.mlmagics.service=aci-mnist-3`):
 
     mlmagics-<service>-<ws>-port   the port holder: publishes 127.0.0.1:<port> (the scoring URI) and
                                    hands its listening socket to the server (serving/listener.py)
-    mlmagics-<service>-<ws>-<n>    the server, release n: the image, run as uid 10001 with the
-                                   cpu/memory limits, restart policy unless-stopped
-    mlmagics-<service>-<ws>-run    the volume through which the socket is handed over
+    mlmagics-<service>-<ws>-<n>    the server, release n: the image, with the cpu/memory limits,
+                                   restart policy unless-stopped
+    mlmagics-<service>-<ws>-run    a tmpfs volume: the hand-over socket and the servers' state files
+    mlmagics-<service>-<ws>-<n>-app, -<n>-secrets
+                                   release n's working directory (a copy of the image's app folder,
+                                   which a v1 script may write to) and its settings and keys
+    mlmagics-<service>-<ws>-data   the collected model data (collect_model_data): kept by delete(),
+                                   which says where; delete(delete_collected_data=True) removes it
+
+Both containers are locked down: a read-only root filesystem (the server writes only to its
+volumes and to a tmpfs /tmp of half of memory_gb), uid 10001 (the image's user; the holder's
+socket is 0600, so only that user may ask for the listening socket), no capabilities, no new
+privileges, and a limit on processes and threads (PIDS_LIMIT): a fork bomb in run() stops there.
 
 `update()` starts release n+1 next to release n on the same listening socket. Until its
 `init()` has succeeded it accepts nothing, so release n answers every request; then release n
@@ -46,8 +56,8 @@ from ..images import Image
 from ..progress import Progress
 from ..services import FAILED, HEALTHY, TRANSITIONING, UNHEALTHY, Webservice, swagger_uri_for
 from . import docker_image
-from .docker_engine import LABEL, engine, short_error
-from .docker_image import PORT, RUN_DIR, SECRETS, SERVING, STATE_FILE, UID
+from .docker_engine import LABEL, engine, engine_url, short_error
+from .docker_image import APP, DATA_DIR, PORT, RUN_DIR, SECRETS, SERVING, UID
 
 AZURE_ONLY = (
     "location",
@@ -62,6 +72,26 @@ AZURE_ONLY = (
 LISTENER_SOCKET = f"{RUN_DIR}/listener.sock"
 # Docker's json-file driver keeps a container's output forever unless told: 5 x 10 MiB, as the local target.
 LOG_CONFIG = {"type": "json-file", "config": {"max-size": "10m", "max-file": "5"}}
+# What both containers of a service run with: nothing in them may write outside their volumes and /tmp,
+# gain privileges or capabilities; the engine restarts them (after a crash, or when it restarts itself).
+LOCKED_DOWN = {
+    "read_only": True,
+    "cap_drop": ["ALL"],
+    "security_opt": ["no-new-privileges"],
+    "init": True,
+    "restart_policy": {"Name": "unless-stopped"},
+    "log_config": LOG_CONFIG,
+}
+# Processes and threads a server container may have: room for many workers with their native thread pools
+# (BLAS, torch: one thread per core each), while a fork bomb in run() stops here instead of exhausting the host.
+PIDS_LIMIT = 1024
+HOLDER_PIDS_LIMIT = 16  # the port holder is one Python process behind tini
+# /tmp is a tmpfs, which counts against the memory limit: half of memory_gb, so that a full /tmp is
+# "No space left on device" for the script rather than the container killed for its memory.
+TMP_SHARE = 0.5
+TMP_MIN_BYTES = 64 * 1024**2
+# The hand-over socket and the servers' state files live in memory, readable only by the service's user.
+RUN_VOLUME = {"type": "tmpfs", "device": "tmpfs", "o": f"size=4m,uid={UID},gid={UID},mode=0700"}
 
 
 @dataclass
@@ -265,6 +295,29 @@ class DockerWebservice(Webservice):
         """The server container (a `docker.models.containers.Container`), or None if it is gone."""
         return self._get(self.target.get("container"), "server")
 
+    def _volumes(self, role: str | None = None) -> list[Any]:
+        """This service's volumes on the engine, found by their labels."""
+        labels = [f"{LABEL}.workspace={self.workspace.path}", f"{LABEL}.service={self.name}"]
+        if role:
+            labels.append(f"{LABEL}.role={role}")
+        return self._docker.volumes.list(filters={"label": labels})
+
+    def _fresh_volume(self, name: str, role: str, driver_opts: dict[str, str] | None = None, **labels: str) -> str:
+        """Create volume `name`, replacing a leftover of an attempt that died half-way: an empty volume is what
+        makes the engine copy the image's folder into it (the app folder) and take its owner (the data folder)."""
+        import docker
+
+        try:
+            self._docker.volumes.get(name).remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        self._docker.volumes.create(name=name, driver="local", driver_opts=driver_opts or {}, labels=self._labels(role, **labels))
+        return name
+
+    @property
+    def _data_volume(self) -> str:
+        return f"{self._prefix}-data"
+
     # -- hooks ---------------------------------------------------------------------------------------------
     @classmethod
     def _before_deploy(
@@ -275,7 +328,10 @@ class DockerWebservice(Webservice):
     def _start(self, image: Image, progress: Progress, deployment_target: Any = None) -> None:
         docker_image.build(image, progress=progress)
         progress.stage(f"Starting {self.name} on the Docker engine")
-        holder, port, volume = self._start_holder(image)
+        self._start_containers(image, progress)
+
+    def _start_containers(self, image: Image, progress: Progress) -> None:
+        holder, port, volume = self._start_holder(image, fresh=True)
         host = self.config.effective("host")
         if self.config.ssl_enabled:  # the certificate names the service: clients reach it by that name (ssl_cname)
             scoring_uri = f"https://{self.config.ssl_cname}:{port}/score"
@@ -294,16 +350,22 @@ class DockerWebservice(Webservice):
         limits = f"cpu_cores {self._cpu(self.config):g}, memory_gb {float(self.config.effective('memory_gb')):g}"
         progress.log(f"server container {server.name} starting {image.id} ({limits})")
 
-    def _start_holder(self, image: Image, port: int | None = None) -> tuple[Any, int, str]:
-        """The container that owns the published port and hands its listening socket to the servers."""
+    def _start_holder(self, image: Image, port: int | None = None, fresh: bool = False) -> tuple[Any, int, str]:
+        """The container that owns the published port and hands its listening socket to the servers.
+
+        It runs as the servers' user, and the socket is 0600 (listener.py) on a tmpfs volume of that user,
+        mode 0700: only the service's own servers can ask for its listening socket."""
         import docker
 
         client = self._docker
         volume = f"{self._prefix}-run"
-        try:
-            client.volumes.get(volume)
-        except docker.errors.NotFound:
-            client.volumes.create(name=volume, labels=self._labels("run"))
+        if fresh:  # a new service; else the servers of a running one use the volume
+            self._fresh_volume(volume, "run", RUN_VOLUME)
+        else:
+            try:
+                client.volumes.get(volume)
+            except docker.errors.NotFound:
+                self._fresh_volume(volume, "run", RUN_VOLUME)
         host = self.config.effective("host")
         base = image.build_info.get("base_image") or docker_image.base_image(image.environment.python)
         command = ["python3", "-c", (SERVING / "listener.py").read_text(), "hold", "--host", "0.0.0.0", "--port", str(PORT)]
@@ -316,13 +378,10 @@ class DockerWebservice(Webservice):
                 detach=True,
                 ports={f"{PORT}/tcp": (host, port or self.config.port)},
                 volumes={volume: {"bind": RUN_DIR, "mode": "rw"}},
-                restart_policy={"Name": "unless-stopped"},
+                user=f"{UID}:{UID}",  # the in-container port (5001) needs no privilege to bind
                 mem_limit="64m",
-                read_only=True,
-                cap_drop=["ALL"],
-                security_opt=["no-new-privileges"],
-                init=True,
-                log_config=LOG_CONFIG,
+                pids_limit=HOLDER_PIDS_LIMIT,
+                **LOCKED_DOWN,
             )
         except docker.errors.APIError as e:
             for leftover in self._containers("port"):  # created, but it could not start (the port is taken, ...)
@@ -353,10 +412,27 @@ class DockerWebservice(Webservice):
 
         settings = config.runtime_settings(self.name, f"{SECRETS}/keys.json")
         settings["service_version"] = str(image.version)
+        settings["data_collection_dir"] = DATA_DIR
         memory = int(float(config.effective("memory_gb")) * 1024**3)
+        tmp_bytes = max(TMP_MIN_BYTES, int(memory * TMP_SHARE))
+        # Fresh per release: the engine copies the image's app folder (and its owner) into an empty volume.
+        volumes = {
+            self._fresh_volume(name, "release", release=str(release)): {"bind": path, "mode": "rw"}
+            for name, path in self._release_volumes(release).items()
+        }
+        # The socket, and where the server keeps its state. nocopy: the engine must not give the volume the owner
+        # and mode of the image's folder, which would lock the holder out of it.
+        volumes[self.target["volume"]] = {"bind": RUN_DIR, "mode": "rw,nocopy"}
+        if config.effective("collect_model_data"):  # kept across releases and by delete(): the workspace's data
+            if not self._volumes("data"):
+                self._fresh_volume(self._data_volume, "data")
+            volumes[self._data_volume] = {"bind": DATA_DIR, "mode": "rw"}
+        state_file = _state_file(release)
         try:
             container = self._docker.containers.create(
                 image.build_info["id"],
+                command=docker_image.server_command(state_file),
+                healthcheck=docker_image.healthcheck(state_file),
                 name=f"{self._prefix}-{release}",
                 labels=self._labels("server", image=image.id, release=str(release)),
                 environment={
@@ -364,18 +440,17 @@ class DockerWebservice(Webservice):
                     "MLMAGICS_LISTEN_FROM": LISTENER_SOCKET,
                     "MLMAGICS_SERVE_INIT_FAILURE": "false" if beside_another else "true",
                 },
-                volumes={self.target["volume"]: {"bind": RUN_DIR, "mode": "ro"}},
+                volumes=volumes,
+                tmpfs={"/tmp": f"size={tmp_bytes},mode=1777"},
                 nano_cpus=int(self._cpu(config) * 1e9),
                 mem_limit=memory,
                 memswap_limit=memory,  # no swap: memory_gb is the limit, as on ACI
-                restart_policy={"Name": "unless-stopped"},
-                init=True,
-                cap_drop=["ALL"],
-                security_opt=["no-new-privileges"],
+                pids_limit=PIDS_LIMIT,
                 stop_signal="SIGTERM",
-                log_config=LOG_CONFIG,
+                **LOCKED_DOWN,
             )
         except docker.errors.APIError as e:
+            self._remove_release_volumes(release)
             raise WebserviceException(f"cannot create the container of {self.name}: {short_error(e)}") from None
         files = {"keys.json": self._keys_json()}
         if config.ssl_enabled:  # the server terminates TLS itself (serving/settings.py tls_context)
@@ -387,9 +462,22 @@ class DockerWebservice(Webservice):
             container.put_archive(SECRETS, _tar(files))
             container.start()
         except docker.errors.APIError as e:
-            container.remove(force=True)
+            self._discard(container)
             raise WebserviceException(f"cannot start the container of {self.name}: {short_error(e)}") from None
         return container
+
+    def _release_volumes(self, release: int) -> dict[str, str]:
+        """Release `release`'s own volumes: name -> where the server sees it."""
+        return {f"{self._prefix}-{release}-app": APP, f"{self._prefix}-{release}-secrets": SECRETS}
+
+    def _remove_release_volumes(self, release: int | str) -> None:
+        import docker
+
+        for name in self._release_volumes(int(release)):
+            try:
+                self._docker.volumes.get(name).remove(force=True)
+            except docker.errors.NotFound:
+                pass
 
     def _keys_json(self) -> bytes:
         return json.dumps({"primary_key": self._keys["primary"], "secondary_key": self._keys["secondary"]}).encode()
@@ -412,7 +500,7 @@ class DockerWebservice(Webservice):
             return FAILED, f"the server container {container.name} stopped ({why}); last log lines:\n{_log_tail(container, 20)}"
         if state["Status"] != "running":
             return TRANSITIONING, None
-        raw = _read_file(container, STATE_FILE)
+        raw = _read_file(container, _state_file(container.labels.get(f"{LABEL}.release", "0")))
         try:
             server = json.loads(raw) if raw else {}
         except ValueError:  # written just now; read again at the next poll
@@ -494,13 +582,15 @@ class DockerWebservice(Webservice):
         elif holder.status != "running":
             holder.start()
         old = self.container
-        release = int(self.target.get("release") or 0) + 1
+        # Never a number used before, even by an update that failed: its state file may still be in the run volume.
+        release = max(int(self.target.get("release") or 0), int(self.target.get("last_release") or 0)) + 1
+        self._save(target={**self.target, "last_release": release})
         progress.stage(f"Starting {image.id} next to {self.image_id} (release {release})")
         new = self._start_server(image, config, release, beside_another=True)
         state, error = self._wait_ready(new)
         if state != HEALTHY:
             tail = _log_tail(new, 20)
-            new.remove(force=True)
+            self._discard(new)
             raise WebserviceException(
                 f"update of {self.name} to {image.id} failed; {self.image_id} keeps serving. {error}"
                 + (f"\nLast log lines of the new container:\n{tail}" if tail and tail not in (error or "") else "")
@@ -521,23 +611,31 @@ class DockerWebservice(Webservice):
         return UNHEALTHY, f"not ready after {self.startup_timeout():.0f} s"
 
     def _remove_container(self, container: Any) -> None:
+        """Stop `container` gracefully (a server drains its requests), then remove it and its release's volumes."""
         import docker
 
         graceful = float(self.config.effective("scoring_timeout_ms")) / 1000 + 5
         try:
             container.stop(timeout=int(min(graceful, 60)))
+        except docker.errors.NotFound:
+            pass
+        self._discard(container)
+
+    def _discard(self, container: Any) -> None:
+        """Remove `container` at once, with its release's volumes."""
+        import docker
+
+        try:
             container.remove(force=True)
         except docker.errors.NotFound:
             pass
+        if container.labels.get(f"{LABEL}.release"):
+            self._remove_release_volumes(container.labels[f"{LABEL}.release"])
 
-    def _stop(self) -> None:
+    def _remove_all(self) -> None:
+        """Remove the service's containers and volumes from the engine — all but its collected data."""
         import docker
 
-        if not self.target:  # nothing was started (e.g. the engine was unreachable): nothing to remove from it
-            try:
-                self._client = engine()
-            except TargetUnavailable:
-                return
         containers = self._containers()
         for container in containers:  # servers first, so that they drain while the port still exists
             if container.labels.get(f"{LABEL}.role") == "server":
@@ -545,11 +643,32 @@ class DockerWebservice(Webservice):
         for container in containers:
             if container.labels.get(f"{LABEL}.role") != "server":
                 self._remove_container(container)
-        volume = self.target.get("volume") or f"{self._prefix}-run"
-        try:
-            self._docker.volumes.get(volume).remove(force=True)
-        except docker.errors.NotFound:
-            pass
+        for volume in self._volumes():
+            if volume.attrs.get("Labels", {}).get(f"{LABEL}.role") != "data":
+                try:
+                    volume.remove(force=True)
+                except docker.errors.NotFound:
+                    pass
+
+    def _stop(self) -> None:
+        if not self.target:  # nothing was started (e.g. the engine was unreachable): nothing to remove from it
+            try:
+                self._client = engine()
+            except TargetUnavailable:
+                return
+        self._remove_all()
+
+    def _collected_data_location(self) -> str | None:
+        """Where the service's collected model data is kept (it outlives the service), or None if it has none."""
+        found = self._volumes("data")
+        if not found:
+            return None
+        return f"the Docker volume {found[0].name} (on the engine at {engine_url()}; mounted at {DATA_DIR} in the service)"
+
+    def _remove_collected_data(self) -> None:
+        """Remove the service's collected model data (what delete(delete_collected_data=True) asks for)."""
+        for volume in self._volumes("data"):
+            volume.remove(force=True)
 
     def _logs(self, num_lines: int) -> str:
         server = self.container
@@ -568,6 +687,12 @@ class DockerWebservice(Webservice):
     def remove_image(image: Image) -> None:
         """Remove the Docker image built for `image` (called by `image.delete()`)."""
         docker_image.remove(image)
+
+
+def _state_file(release: int | str) -> str:
+    """Where release `release`'s server keeps its state: the run volume, which the target reads through the
+    engine's archive API (it cannot see inside a tmpfs mount such as /tmp)."""
+    return f"{RUN_DIR}/state-{release}.json"
 
 
 AciWebservice = DockerWebservice
