@@ -15,14 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from core_helpers import ECHO_SCRIPT, write
+from core_helpers import ECHO_SCRIPT, echo_image, write
 from docker_helpers import unavailable
 
 import mlmagics.core.images
 import mlmagics.core.models
 import mlmagics.core.versioned
 import mlmagics.core.workspace
-from mlmagics.core import ContainerImage, Image, Model, UserError, Workspace
+from mlmagics.core import ContainerImage, Image, LocalWebservice, Model, UserError, Webservice, Workspace
 from mlmagics.core.errors import StorageFullError
 from mlmagics.serving.compat.azureml.core.model import InvalidModelName
 from mlmagics.serving.compat.azureml.core.model import Model as ScoringModel
@@ -356,3 +356,18 @@ def test_a_full_disk_during_image_creation_leaves_nothing(small_disk, tmp_path, 
     assert Image.list(ws) == [] and not list((ws.path / "images").glob(".staging-*"))
     (app / "data.bin").unlink()
     assert Image.create(ws, "echo", [model], ContainerImage.image_configuration(execution_script="score.py")).id == "echo:1"
+
+
+# -- services ---------------------------------------------------------------------------------------------------
+def test_a_local_service_takes_update_after_update(ws, tmp_path):
+    """An update removes the release the server started in; the server must not depend on it (it did: the
+    second reload failed on its vanished working directory and took the service down)."""
+    service = Webservice.deploy_from_image(ws, "twice", echo_image(ws, tmp_path / "app"), LocalWebservice.deploy_configuration())
+    try:
+        service.wait_for_deployment()
+        for version in ("v2", "v3", "v4"):
+            image = echo_image(ws, tmp_path / version, version=version)
+            service.update(image=image)
+            assert service.run("{}")["version"] == version
+    finally:
+        service.delete()

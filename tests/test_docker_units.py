@@ -24,7 +24,7 @@ from mlmagics.core import (
 )
 from mlmagics.core.configs import config_from_dict
 from mlmagics.core.targets import deploy_configuration, target_for
-from mlmagics.core.targets.docker_engine import base_image, engine
+from mlmagics.core.targets.docker_engine import base_image, engine, engine_errors
 from mlmagics.core.targets.docker_image import dockerfile, recipe_digest, requirements_for, write_context
 
 
@@ -206,6 +206,22 @@ def test_the_build_context_holds_only_the_runtime_the_models_and_the_app(ws, tmp
     assert members["app/score.py"].mode == 0o644 and members["app/score.py"].uid == 0
     pinned = tarfile.open(fileobj=io.BytesIO(out.getvalue())).extractfile("runtime-requirements.txt").read().decode()
     assert "httptools==" in pinned and "werkzeug==" in pinned.lower(), "pinned to the versions tested here"
+
+
+def test_an_engine_going_away_mid_call_is_one_line_naming_it(tmp_path, monkeypatch):
+    """What the SDK raises when the engine's socket disappears (a dockerd restart) becomes TargetUnavailable;
+    an answer of the engine (docker.errors.APIError) is left to the caller."""
+    import docker
+
+    gone = f"unix://{tmp_path}/dockerd-was-here.sock"
+    monkeypatch.setenv("DOCKER_HOST", gone)
+    client = docker.DockerClient(base_url=gone, version="1.41")  # a fixed API version: no call before the test
+    with pytest.raises(TargetUnavailable) as info, engine_errors("deploying echo"):
+        client.containers.list()
+    assert str(info.value) == f"the Docker engine at {gone} stopped answering while deploying echo (No such file or directory)"
+    answered = docker.errors.NotFound("No such container: x")
+    with pytest.raises(docker.errors.NotFound), engine_errors("deploying echo"):
+        raise answered
 
 
 def test_no_engine_is_one_line_that_says_what_to_do(ws, tmp_path, monkeypatch):

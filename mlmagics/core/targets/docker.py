@@ -32,10 +32,15 @@ stops accepting and drains, and is removed. If release n+1 fails, it is removed 
 never noticed. The scoring URI, the port and the keys stay the same for the service's life.
 Keys and settings are copied into the server container (`/var/mlmagics`); a regenerated key
 is copied into the running server, which reads it within a second.
+
+If the engine goes away in the middle (dockerd restarted), the call fails with one line saying
+so, and a deploy or update that failed half-way waits up to ENGINE_RETURN_WAIT seconds for the
+engine to remove what it started — else the restart policy would bring it back as an orphan.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import ipaddress
@@ -46,17 +51,18 @@ import ssl
 import tarfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..configs import DeploymentConfiguration
-from ..errors import TargetUnavailable, UserError, WebserviceException
+from ..errors import MlmagicsError, TargetUnavailable, UserError, WebserviceException
 from ..images import Image
 from ..progress import Progress
 from ..services import FAILED, HEALTHY, TRANSITIONING, UNHEALTHY, Webservice, swagger_uri_for
 from . import docker_image
-from .docker_engine import LABEL, engine, engine_url, short_error
+from .docker_engine import LABEL, engine, engine_errors, engine_url, short_error, wait_for_engine
 from .docker_image import APP, DATA_DIR, PORT, RUN_DIR, SECRETS, SERVING, UID
 
 AZURE_ONLY = (
@@ -92,6 +98,23 @@ TMP_SHARE = 0.5
 TMP_MIN_BYTES = 64 * 1024**2
 # The hand-over socket and the servers' state files live in memory, readable only by the service's user.
 RUN_VOLUME = {"type": "tmpfs", "device": "tmpfs", "o": f"size=4m,uid={UID},gid={UID},mode=0700"}
+ENGINE_RETURN_WAIT = 60.0  # seconds a deploy that failed because the engine went away waits to clean up
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _on_engine(doing: str) -> Callable[[_Method], _Method]:
+    """The engine going away during the hook is one line naming the service (docker_engine.engine_errors)."""
+
+    def wrap(method: _Method) -> _Method:
+        @functools.wraps(method)
+        def call(self: DockerWebservice, *args: Any, **kwargs: Any) -> Any:
+            with engine_errors(f"{doing} {self.name}"):
+                return method(self, *args, **kwargs)
+
+        return call  # type: ignore[return-value]
+
+    return wrap
 
 
 @dataclass
@@ -325,10 +348,17 @@ class DockerWebservice(Webservice):
     ) -> None:
         engine()  # no engine: TargetUnavailable now, before the service is recorded
 
+    @_on_engine("deploying")
     def _start(self, image: Image, progress: Progress, deployment_target: Any = None) -> None:
         docker_image.build(image, progress=progress)
         progress.stage(f"Starting {self.name} on the Docker engine")
-        self._start_containers(image, progress)
+        try:
+            self._start_containers(image, progress)
+        except Exception as e:  # a deploy that failed half-way leaves nothing running, not even after an engine restart
+            left = self._clean_up(self._remove_all, progress)
+            if left and isinstance(e, MlmagicsError):
+                raise type(e)(f"{e.message}; {left}") from None
+            raise
 
     def _start_containers(self, image: Image, progress: Progress) -> None:
         holder, port, volume = self._start_holder(image, fresh=True)
@@ -349,6 +379,24 @@ class DockerWebservice(Webservice):
         self._save(target={**self.target, "container": server.id, "release": 1, **_served_certificate(self.config)})
         limits = f"cpu_cores {self._cpu(self.config):g}, memory_gb {float(self.config.effective('memory_gb')):g}"
         progress.log(f"server container {server.name} starting {image.id} ({limits})")
+
+    def _clean_up(self, action: Callable[[], None], progress: Progress) -> str:
+        """Run `action` (removing what a failed deploy or update started), waiting for an engine that went away to come
+        back; returns what the error should add when it cannot ('' when done)."""
+        later = "service.delete() removes what it started once the engine is back"
+        try:
+            self._client = engine()
+        except TargetUnavailable:
+            progress.log(f"the Docker engine is not answering: waiting {ENGINE_RETURN_WAIT:.0f} s to remove what was started")
+            if not wait_for_engine(ENGINE_RETURN_WAIT):
+                return f"the engine did not come back within {ENGINE_RETURN_WAIT:.0f} s: {later}"
+            self._client = engine()
+        try:
+            with engine_errors(f"cleaning up after {self.name}"):
+                action()
+        except TargetUnavailable as e:
+            return f"{e.message}: {later}"
+        return ""
 
     def _start_holder(self, image: Image, port: int | None = None, fresh: bool = False) -> tuple[Any, int, str]:
         """The container that owns the published port and hands its listening socket to the servers.
@@ -513,6 +561,7 @@ class DockerWebservice(Webservice):
             return HEALTHY, None
         return TRANSITIONING, None
 
+    @_on_engine("checking")
     def _probe(self) -> tuple[str, str | None]:
         import requests
 
@@ -560,6 +609,7 @@ class DockerWebservice(Webservice):
         except (IndexError, ValueError):
             raise OSError(f"no HTTP answer from {host}:{port}") from None
 
+    @_on_engine("updating")
     def _update(self, image: Image, config: DeploymentConfiguration, progress: Progress) -> None:
         port, host = self.target.get("port"), self.target.get("host")
         if config.port is not None and config.port != port:
@@ -586,8 +636,14 @@ class DockerWebservice(Webservice):
         release = max(int(self.target.get("release") or 0), int(self.target.get("last_release") or 0)) + 1
         self._save(target={**self.target, "last_release": release})
         progress.stage(f"Starting {image.id} next to {self.image_id} (release {release})")
-        new = self._start_server(image, config, release, beside_another=True)
-        state, error = self._wait_ready(new)
+        try:
+            new = self._start_server(image, config, release, beside_another=True)
+            state, error = self._wait_ready(new)
+        except Exception as e:  # the engine went away: release `release` must not come back with it beside the old one
+            left = self._clean_up(lambda: self._discard_release(release), progress)
+            if left and isinstance(e, MlmagicsError):
+                raise type(e)(f"{e.message}; {left}") from None
+            raise
         if state != HEALTHY:
             tail = _log_tail(new, 20)
             self._discard(new)
@@ -632,6 +688,12 @@ class DockerWebservice(Webservice):
         if container.labels.get(f"{LABEL}.release"):
             self._remove_release_volumes(container.labels[f"{LABEL}.release"])
 
+    def _discard_release(self, release: int) -> None:
+        for container in self._containers("server"):
+            if container.labels.get(f"{LABEL}.release") == str(release):
+                self._discard(container)
+        self._remove_release_volumes(release)
+
     def _remove_all(self) -> None:
         """Remove the service's containers and volumes from the engine — all but its collected data."""
         import docker
@@ -650,6 +712,7 @@ class DockerWebservice(Webservice):
                 except docker.errors.NotFound:
                     pass
 
+    @_on_engine("removing")
     def _stop(self) -> None:
         if not self.target:  # nothing was started (e.g. the engine was unreachable): nothing to remove from it
             try:
@@ -658,6 +721,7 @@ class DockerWebservice(Webservice):
                 return
         self._remove_all()
 
+    @_on_engine("looking for the collected data of")
     def _collected_data_location(self) -> str | None:
         """Where the service's collected model data is kept (it outlives the service), or None if it has none."""
         found = self._volumes("data")
@@ -665,15 +729,18 @@ class DockerWebservice(Webservice):
             return None
         return f"the Docker volume {found[0].name} (on the engine at {engine_url()}; mounted at {DATA_DIR} in the service)"
 
+    @_on_engine("removing the collected data of")
     def _remove_collected_data(self) -> None:
         """Remove the service's collected model data (what delete(delete_collected_data=True) asks for)."""
         for volume in self._volumes("data"):
             volume.remove(force=True)
 
+    @_on_engine("reading the logs of")
     def _logs(self, num_lines: int) -> str:
         server = self.container
         return _log_tail(server, num_lines) if server is not None else ""
 
+    @_on_engine("copying the keys into")
     def _keys_changed(self) -> None:
         import docker
 

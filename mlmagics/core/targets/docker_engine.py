@@ -16,7 +16,10 @@ pip >= 22.3 (every official Python image has them; on Debian, `python3-venv pyth
 from __future__ import annotations
 
 import os
+import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +78,47 @@ def base_image(python: str, requested: str | None = None) -> str:
 
 def image_repo() -> str:
     return (os.environ.get("MLMAGICS_IMAGE_REPO") or "mlmagics").strip("/")
+
+
+@contextmanager
+def engine_errors(doing: str) -> Iterator[None]:
+    """The engine going away in the middle of `doing` (a restart, a crash) as one TargetUnavailable line;
+    the SDK would raise its connection pool's exceptions, a traceback that names no engine."""
+    import requests
+
+    try:
+        yield
+    except requests.exceptions.HTTPError:  # docker.errors.APIError: the engine answered, the caller reads its answer
+        raise
+    except requests.exceptions.RequestException as e:  # ConnectionError, a stream cut short, a read timeout
+        raise TargetUnavailable(f"the Docker engine at {engine_url()} stopped answering while {doing} ({_cause(e)})") from None
+
+
+def _cause(error: BaseException) -> str:
+    """The innermost reason of a transport error ('No such file or directory', 'Connection refused', ...)."""
+    seen = {id(error)}
+    while True:  # requests wraps urllib3's errors, which wrap the OSError, in args or .reason
+        inner = getattr(error, "reason", None)
+        if not isinstance(inner, BaseException):
+            inner = next((a for a in getattr(error, "args", ()) if isinstance(a, BaseException)), None)
+        if inner is None or id(inner) in seen:
+            break
+        seen.add(id(inner))
+        error = inner
+    return getattr(error, "strerror", None) or " ".join(str(error).split()) or type(error).__name__
+
+
+def wait_for_engine(seconds: float) -> bool:
+    """Whether the engine answers within `seconds` (it may be restarting)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            engine(timeout=5)
+            return True
+        except TargetUnavailable:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.5)
 
 
 def short_error(error: Exception) -> str:

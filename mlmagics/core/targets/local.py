@@ -243,7 +243,9 @@ class LocalWebservice(Webservice):
         with open(self.log_path, "ab") as log:
             process = subprocess.Popen(
                 args,
-                cwd=release["app_root"],
+                # Not the release's folder: an update removes it, and the server must still have a working
+                # directory for the next reload (its workers move into their release's app folder).
+                cwd=self.folder,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
