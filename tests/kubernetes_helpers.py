@@ -20,6 +20,7 @@ PLURALS = {
     "HorizontalPodAutoscaler": "horizontalpodautoscalers",
     "PodDisruptionBudget": "poddisruptionbudgets",
     "Ingress": "ingresses",
+    "NetworkPolicy": "networkpolicies",
 }
 
 

@@ -134,10 +134,26 @@ def test_v1s_limit_gpu_and_token_rules():
         ({"tolerations": [{"key": "gpu", "operatr": "Exists"}]}, "tolerations must be a list of dicts with the keys"),
         ({"image_pull_secret": ["ok", ""]}, "image_pull_secret must be a Secret name or a list of them"),
         ({"context": ""}, "context must be a non-empty string"),
+        ({"network_policy": "on"}, "network_policy must be True (ingress from anyone, on the service's port only), False, or a"),
+        ({"network_policy": []}, "network_policy must be True"),
+        (
+            {"network_policy": ["10.0.0.0/33", {"fromPods": {}}]},
+            "network_policy sources must be CIDRs such as '10.0.0.0/8' or "
+            "dicts with ipBlock, namespaceSelector, podSelector, got "
+            "'10.0.0.0/33', {'fromPods': {}}",
+        ),
+        ({"model_data_claim": "Model Data"}, "model_data_claim must name a PersistentVolumeClaim"),
     ],
 )
 def test_the_cluster_settings_are_checked_too(settings, expected):
     assert expected in errors_of(**settings)
+
+
+def test_the_network_policy_and_the_data_claim_are_accepted_as_documented():
+    sources = ["10.0.0.0/8", "fd00::/8", {"namespaceSelector": {"matchLabels": {"team": "web"}}, "podSelector": {}}]
+    for settings in ({"network_policy": True}, {"network_policy": sources}, {"model_data_claim": "model-data"}):
+        AksWebservice.deploy_configuration(**settings)  # no InvalidConfiguration
+    AksWebservice.deploy_configuration(network_policy=False, model_data_claim="")  # how update() removes them
 
 
 def test_the_deploy_flags_of_the_cli_and_magics_reach_the_configuration():

@@ -71,6 +71,11 @@ def test_the_seed_flow_in_dry_run_mode_writes_valid_manifests_and_records_nothin
     v2 = echo_image(ws, tmp_path / "src2", version="v2")
     service.update(image=Image(ws, id=v2.id), dry_run=True)  # what an update would apply
     assert documents(main)[0]["spec"]["template"]["spec"]["containers"][0]["image"] == "127.0.0.1:5000/mlmagics/echo:2"
+    service.update(network_policy=["10.0.0.0/8"], dry_run=True)  # mlmagics only: the plan shows the NetworkPolicy too
+    plan = documents(main)
+    assert [d["kind"] for d in plan] == ["Deployment", "Service", "HorizontalPodAutoscaler", "NetworkPolicy"]
+    for doc in plan:
+        validate(doc)
 
 
 @pytest.mark.skipif(bool(CONTEXT), reason="a cluster is configured")

@@ -46,6 +46,9 @@ MATRIX = {
                                           failure_threshold=5, scoring_timeout_ms=120000, max_request_wait_time=2000,
                                           collect_model_data=True, cors_origins=["https://app.example.com"], workers=3,
                                           service_type="LoadBalancer", tags={"team": "vision"}, description="digits"),
+    "network policy for anyone": dict(network_policy=True),
+    "network policy from sources, data on a claim": dict(collect_model_data=True, model_data_claim="model-data",
+                                                         network_policy=["10.0.0.0/8", {"namespaceSelector": {}}]),
 }  # fmt: skip
 
 
@@ -82,6 +85,56 @@ def test_which_objects_a_configuration_makes():
     assert kinds["three fixed replicas, no auth"] == ["Deployment", "Service", "PodDisruptionBudget"]
     assert kinds["in-flight autoscaling"] == ["Secret", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"]
     assert kinds["ingress with tls"][-1] == "Ingress"
+    assert kinds["network policy for anyone"] == ["Secret", "Deployment", "Service", "HorizontalPodAutoscaler", "NetworkPolicy"]
+
+
+def test_the_pods_root_filesystem_is_read_only_and_what_may_be_written_is_bounded():
+    pod = by_kind(m.render(AksWebservice.deploy_configuration(), spec()))["Deployment"]["spec"]["template"]["spec"]
+    (copy,), (server,) = pod["initContainers"], pod["containers"]
+    for c in (copy, server):
+        assert c["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                                        "readOnlyRootFilesystem": True}, c["name"]  # fmt: skip
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"} and pod["securityContext"]["runAsNonRoot"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["scratch"]["emptyDir"] == {"sizeLimit": m.SCRATCH_SIZE_LIMIT}
+    assert volumes["app"]["emptyDir"] == {"sizeLimit": m.APP_SIZE_LIMIT}
+    mounts = {v["mountPath"]: v for v in server["volumeMounts"]}
+    assert mounts["/tmp"]["name"] == "scratch"
+    assert mounts["/var/azureml-app"] == {"name": "app", "mountPath": "/var/azureml-app", "subPath": "app"}, "the working folder"
+    # the init container copies the image's app folder there first, with the server's image and no more resources
+    assert copy["image"] == server["image"] and copy["resources"] == server["resources"]
+    assert copy["command"][:2] == ["python", "-c"] and copy["command"][3:] == ["/var/azureml-app", "/mlmagics/app-copy/app"]
+    assert copy["volumeMounts"] == [{"name": "app", "mountPath": "/mlmagics/app-copy"}]
+    assert "&id" not in m.to_yaml(m.render(AksWebservice.deploy_configuration(), spec())), "no YAML anchors or aliases"
+
+
+def test_the_network_policy_lets_traffic_in_only_on_the_service_port():
+    manifests = m.render(AksWebservice.deploy_configuration(network_policy=True), spec())
+    policy, pods = by_kind(manifests)["NetworkPolicy"], by_kind(manifests)["Deployment"]["spec"]["template"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pods["metadata"]["labels"].items(), "it applies to the pods"
+    assert policy["spec"]["policyTypes"] == ["Ingress"], "egress stays open: a script may call out"
+    assert policy["spec"]["ingress"] == [{"ports": [{"protocol": "TCP", "port": "http"}]}], "from anyone, on that port only"
+    assert [p["name"] for p in container(manifests)["ports"]] == ["http"], "the port the policy names"
+    sources = ["10.0.0.0/8", {"namespaceSelector": {"matchLabels": {"team": "web"}}}]
+    limited = by_kind(m.render(AksWebservice.deploy_configuration(network_policy=sources), spec()))["NetworkPolicy"]
+    assert limited["spec"]["ingress"][0]["from"] == [{"ipBlock": {"cidr": "10.0.0.0/8"}}, sources[1]]
+    assert "NetworkPolicy" not in by_kind(m.render(AksWebservice.deploy_configuration(), spec())), "mlmagics-only: off by default"
+
+
+def test_collected_data_goes_with_the_pod_unless_a_claim_keeps_it_in_a_folder_per_pod():
+    def data_dir(c: dict) -> str:  # as the runtime reads it in the pod
+        return resolve({}, environ={e["name"]: e["value"] for e in c["env"] if "value" in e}).data_collection_dir
+
+    lost = container(m.render(AksWebservice.deploy_configuration(collect_model_data=True), spec()))
+    assert data_dir(lost) == "/tmp/model-data", "in the pod's /tmp emptyDir"
+    manifests = m.render(AksWebservice.deploy_configuration(collect_model_data=True, model_data_claim="model-data"), spec())
+    kept = container(manifests)
+    assert data_dir(kept) == m.LAYOUT.data_dir
+    mount = next(v for v in kept["volumeMounts"] if v["name"] == "model-data")
+    assert mount == {"name": "model-data", "mountPath": m.LAYOUT.data_dir, "subPathExpr": "$(POD_NAME)"}
+    assert {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in kept["env"]
+    volumes = by_kind(manifests)["Deployment"]["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "model-data", "persistentVolumeClaim": {"claimName": "model-data"}} in volumes
 
 
 def test_the_deployment_runs_the_server_non_root_with_v1s_resources_and_probes():

@@ -38,6 +38,7 @@ PLURALS = {
     "HorizontalPodAutoscaler": "/apis/autoscaling/v2/namespaces/ml/horizontalpodautoscalers",
     "PodDisruptionBudget": "/apis/policy/v1/namespaces/ml/poddisruptionbudgets",
     "Ingress": "/apis/networking.k8s.io/v1/namespaces/ml/ingresses",
+    "NetworkPolicy": "/apis/networking.k8s.io/v1/namespaces/ml/networkpolicies",
 }
 
 
@@ -229,6 +230,23 @@ def test_delete_removes_every_labelled_object_and_an_update_removes_what_is_no_l
     assert Webservice.list(ws) == []
 
 
+def test_a_network_policy_is_applied_dropped_on_update_and_deleted_last(ws, tmp_path, api):
+    service = deployed(ws, tmp_path, api, network_policy=["10.0.0.0/8"])
+    applied = [p for p in api.calls("PATCH") if p["path"] == PLURALS["NetworkPolicy"] + "/mnist"]
+    assert [p["body"]["spec"]["ingress"][0]["from"] for p in applied] == [[{"ipBlock": {"cidr": "10.0.0.0/8"}}]]
+    api.scenario = "healthy"
+    api.existing = list(service.applied)
+    api.requests.clear()
+    service.update(network_policy=False)  # None keeps it; False removes it
+    assert [d["path"] for d in api.calls("DELETE")] == [PLURALS["NetworkPolicy"] + "/mnist"]
+    service.update(network_policy=True)
+    api.existing = list(service.applied)
+    api.requests.clear()
+    service.delete()
+    deleted = [d["path"] for d in api.calls("DELETE")]
+    assert deleted[-1] == PLURALS["NetworkPolicy"] + "/mnist", "the pods stay shielded until they are gone"
+
+
 def test_a_cluster_that_disappeared_can_be_forgotten(ws, tmp_path, api, monkeypatch):
     service = deployed(ws, tmp_path, api)
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "gone"))
@@ -316,18 +334,34 @@ def test_the_built_image_runs_as_the_pod_spec_says(ws, tmp_path, monkeypatch):
     keys.mkdir(mode=0o755)
     (keys / "keys.json").write_bytes(base64.b64decode(manifests["Secret"]["data"]["keys.json"]))
     (keys / "keys.json").chmod(0o444)
+    user = f"{pod['securityContext']['runAsUser']}:{pod['securityContext']['runAsGroup']}"
+
+    def locked_down(c: dict) -> dict:  # a container's securityContext, as Docker takes it
+        assert c["securityContext"]["readOnlyRootFilesystem"] and not c["securityContext"]["allowPrivilegeEscalation"]
+        return dict(user=user, read_only=True, cap_drop=c["securityContext"]["capabilities"]["drop"],
+                    security_opt=["no-new-privileges"])  # fmt: skip
+
+    app = tmp_path / "app-empty-dir"  # an emptyDir: an empty folder everyone may write to
+    app.mkdir(mode=0o777)
+    app.chmod(0o777)
+    (copy,) = pod["initContainers"]
+    (mount,) = copy["volumeMounts"]
+    client.containers.run(copy["image"], command=copy["command"], volumes={str(app): {"bind": mount["mountPath"], "mode": "rw"}},
+                          remove=True, **locked_down(copy))  # fmt: skip
+    app_mount = next(v for v in container["volumeMounts"] if v["name"] == "app")
     port = free_port()
     running = client.containers.run(
         container["image"],
         command=container["command"],
         environment={e["name"]: e["value"] for e in container["env"]},
-        user=f"{pod['securityContext']['runAsUser']}:{pod['securityContext']['runAsGroup']}",
-        cap_drop=container["securityContext"]["capabilities"]["drop"],
-        security_opt=["no-new-privileges"],
-        volumes={str(keys): {"bind": m.LAYOUT.keys_dir, "mode": "ro"}},
+        volumes={
+            str(keys): {"bind": m.LAYOUT.keys_dir, "mode": "ro"},
+            str(app / app_mount["subPath"]): {"bind": app_mount["mountPath"], "mode": "rw"},
+        },
         tmpfs={m.LAYOUT.scratch_dir: ""},
         ports={f"{m.LAYOUT.port}/tcp": ("127.0.0.1", port)},
         detach=True,
+        **locked_down(container),
     )
     base_url = f"http://127.0.0.1:{port}"
     try:
@@ -346,6 +380,10 @@ def test_the_built_image_runs_as_the_pod_spec_says(ws, tmp_path, monkeypatch):
         assert requests.post(score, json={"a": 1}, timeout=5).status_code == 401
         answer = requests.post(score, json={"a": 1}, headers={"Authorization": "Bearer k8s-secondary"}, timeout=5)
         assert answer.status_code == 200 and answer.json() == {"version": "v1", "model": "weights of tiny", "input": {"a": 1}}
+        # the working folder (the init container's copy) and /tmp take writes; the rest of the image does not
+        assert running.exec_run(["sh", "-c", "touch score.out /tmp/scratch && ls azureml-models/tiny/1"]).exit_code == 0
+        refused = running.exec_run(["touch", "/opt/mlmagics/models/tiny/1/x", "/written"])
+        assert refused.exit_code != 0 and refused.output.decode().count("Read-only file system") == 2, refused.output
     finally:
         running.remove(force=True)
         image.delete()

@@ -34,6 +34,7 @@ a minute); mlmagics annotates the pods so that they sync at once.
 from __future__ import annotations
 
 import html
+import ipaddress
 import os
 import re
 import time
@@ -60,6 +61,8 @@ HOST_REGEX = re.compile(r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
 AUTOSCALE_METRICS = ("cpu", "requests_in_flight")
 TOLERATION_KEYS = {"key", "operator", "value", "effect", "tolerationSeconds"}
+PEER_KEYS = {"podSelector", "namespaceSelector", "ipBlock"}  # a NetworkPolicyPeer's fields
+NAME_REGEX = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")  # a Kubernetes object name (DNS subdomain)
 
 
 @dataclass
@@ -100,6 +103,8 @@ class KubernetesServiceDeploymentConfiguration(DeploymentConfiguration):
     autoscale_metric: str | None = None
     dry_run: bool | None = None
     manifests_dir: str | None = None
+    network_policy: bool | list[str | dict[str, Any]] | None = None
+    model_data_claim: str | None = None
 
     compute_type = "Kubernetes"
     defaults = {
@@ -233,7 +238,36 @@ class KubernetesServiceDeploymentConfiguration(DeploymentConfiguration):
             errors.append(f"tolerations must be a list of dicts with the keys {', '.join(sorted(TOLERATION_KEYS))}")
         if self.manifests_dir is not None and not isinstance(self.manifests_dir, str | os.PathLike):
             errors.append(f"manifests_dir must be a folder path, got {self.manifests_dir!r}")
+        errors += _network_policy_errors(self.network_policy)
+        claim = self.model_data_claim  # "" removes it on update (None keeps it)
+        if claim is not None and not (isinstance(claim, str) and (not claim or NAME_REGEX.match(claim))):
+            errors.append(f"model_data_claim must name a PersistentVolumeClaim such as 'model-data', got {claim!r}")
         return errors
+
+
+def _network_policy_errors(policy: Any) -> list[str]:
+    """network_policy: True (anyone may reach the port), False (no policy), or a list of sources: CIDRs or
+    NetworkPolicyPeer dicts."""
+    if policy is None or isinstance(policy, bool):
+        return []
+    if isinstance(policy, list) and policy:
+        bad = []
+        for peer in policy:
+            if isinstance(peer, str):
+                try:
+                    ipaddress.ip_network(peer, strict=False)
+                except ValueError:
+                    bad.append(peer)
+            elif not (isinstance(peer, dict) and peer and set(peer) <= PEER_KEYS):
+                bad.append(peer)
+        if not bad:
+            return []
+        return [f"network_policy sources must be CIDRs such as '10.0.0.0/8' or dicts with {', '.join(sorted(PEER_KEYS))}, "
+                f"got {', '.join(map(repr, bad))}"]  # fmt: skip
+    return [
+        "network_policy must be True (ingress from anyone, on the service's port only), False, or a non-empty list of "
+        f"sources (CIDRs or NetworkPolicyPeer dicts), got {policy!r}"
+    ]
 
 
 def _number(value: Any) -> bool:
@@ -301,6 +335,8 @@ class KubernetesWebservice(Webservice):
         autoscale_metric: str | None = None,
         dry_run: bool | None = None,
         manifests_dir: str | None = None,
+        network_policy: bool | list[str | dict[str, Any]] | None = None,
+        model_data_claim: str | None = None,
         workers: int | None = None,
         max_request_body_mb: float | None = None,
         cors_origins: list[str] | None = None,
@@ -318,6 +354,11 @@ class KubernetesWebservice(Webservice):
         - `autoscale_metric`: "cpu" (default) or "requests_in_flight" (v1's busy-replica ratio; needs the
           Prometheus Adapter) — see kubernetes_manifests.py.
         - `dry_run`, `manifests_dir`: write the manifests (default folder ./manifests) instead of applying them.
+        - `network_policy` (mlmagics only): a NetworkPolicy letting traffic in only on the service's port — from
+          anyone with True, or only from the sources listed: CIDRs (`"10.0.0.0/8"`) or NetworkPolicyPeer dicts
+          (`{"namespaceSelector": {"matchLabels": {"team": "web"}}}`). Needs a CNI that enforces NetworkPolicies.
+        - `model_data_claim` (mlmagics only): a PersistentVolumeClaim to keep collected model data on (a folder per
+          pod; ReadWriteMany for more than one replica); without it the data lives in the pod and goes with it.
         - `enable_app_insights` and `blobfuse_enabled` are accepted and have no effect (Azure services);
           `/metrics` serves Prometheus metrics, and the model is inside the image.
 

@@ -34,6 +34,7 @@ KINDS = {
     "Service": ("CoreV1Api", "service"),
     "Deployment": ("AppsV1Api", "deployment"),
     "Secret": ("CoreV1Api", "secret"),
+    "NetworkPolicy": ("NetworkingV1Api", "network_policy"),  # last: the pods stay shielded until they are gone
 }
 IN_CLUSTER = "in-cluster"
 NO_CLUSTER = (
@@ -384,7 +385,8 @@ def _api_error(what: str, error: Any, cluster: KubernetesCompute) -> Exception:
     if error.status in (401, 403):
         return TargetUnavailable(
             f"the cluster refused to {what} {where}: {message}. Check the kubeconfig credentials and that your "
-            "user may manage Deployments, Services, Secrets, HPAs, PDBs, Ingresses, pods/log and events in the namespace"
+            "user may manage Deployments, Services, Secrets, HPAs, PDBs, Ingresses, NetworkPolicies, pods/log and events in the "
+            "namespace"
         )
     if error.status == 404 and "namespaces" in str(message):
         return NotFoundError(f"cannot {what} {where}: {message}; create it (kubectl create namespace ...) or pick another")

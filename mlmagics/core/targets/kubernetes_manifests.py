@@ -11,6 +11,7 @@
 | HorizontalPodAutoscaler `<name>` | autoscale | autoscaling/v2, min/max replicas, target utilization (see below) |
 | PodDisruptionBudget `<name>` | more than one replica | at most one replica down during node drains |
 | Ingress `<name>` | ingress_host | `http(s)://<host>/api/v1/service/<name>/score` (v1's URI shape), TLS when ingress_tls_secret |
+| NetworkPolicy `<name>` | network_policy | traffic in only on the service's port, from anyone or from the sources given |
 
 Every object carries the labels `app.kubernetes.io/managed-by: mlmagics` and `mlmagics.io/service: <name>`:
 `delete()` removes by that selector, and nothing else matches it.
@@ -30,6 +31,17 @@ signal built in, so `autoscale_metric` chooses:
 v1 scaled up within about a second and down after about a minute: the HPA scales up without a
 stabilization window and down after 60 s. `autoscale_refresh_seconds` has no per-HPA equivalent
 (the controller's sync period is a cluster flag, 15 s by default); it is recorded as an annotation.
+
+**A read-only root filesystem.** The server runs as the image's non-root user with no capabilities,
+no privilege escalation, the runtime's seccomp profile and `readOnlyRootFilesystem`. What it may
+write has a bounded emptyDir: `/tmp` (HOME and TMPDIR point there) and the script's working folder,
+`/var/azureml-app`, which an init container fills with a copy of the image's app folder (a v1 script
+may write next to itself; the models are a link into the image, not copied).
+
+**Collected model data** (`collect_model_data`) goes to `/tmp/model-data`, an emptyDir: it is lost
+with the pod. `model_data_claim="<pvc>"` keeps it on that PersistentVolumeClaim instead, in a folder
+per pod (`<claim>/<pod name>/...`), so replicas never write the same file; with more than one replica
+the claim must allow ReadWriteMany. Deleting the service leaves the claim and its data alone.
 """
 
 from __future__ import annotations
@@ -45,7 +57,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from .docker_image import APP, PORT, UID
+from .docker_image import APP, DATA_DIR, PORT, UID
 
 if TYPE_CHECKING:
     from .kubernetes import KubernetesServiceDeploymentConfiguration
@@ -61,6 +73,13 @@ PATH_PREFIX = "/api/v1/service/{name}"
 IN_FLIGHT_METRIC = "mlmagics_requests_in_flight"
 # Where an image has not been pushed yet, a dry run names it under this reserved, never-resolving host.
 PLACEHOLDER_REGISTRY = "registry.invalid"
+# The writable places of a read-only pod are emptyDirs on the node's disk, bounded: the kubelet evicts a pod
+# that writes past a sizeLimit instead of letting it fill the node.
+SCRATCH_SIZE_LIMIT = "2Gi"  # /tmp: temporary files, and collected model data without a claim (capped at 1 GiB by default)
+APP_SIZE_LIMIT = "1Gi"  # the working folder: the app (the models are not copied) and what the script writes there
+# The init container's copy of the image's app folder into the working folder's emptyDir. Into a folder of its
+# own (mounted by subPath): the emptyDir's root belongs to root, whose mode copytree could not copy.
+COPY_APP = "import shutil, sys; shutil.copytree(sys.argv[1], sys.argv[2], symlinks=True)"
 
 
 def planned_location(registry: str | None, image_name: str, version: int) -> str:
@@ -80,7 +99,9 @@ class ContainerLayout:
     port: int = PORT
     python: str = "python"
     keys_dir: str = "/var/mlmagics/keys"  # a folder: Secret volumes update in place only when not mounted by subPath
-    scratch_dir: str = "/tmp"  # an emptyDir: the runtime's metrics files and collected model data
+    scratch_dir: str = "/tmp"  # an emptyDir: temporary files, the runtime's metrics files, collected model data
+    data_dir: str = DATA_DIR  # where model_data_claim is mounted
+    app_copy_dir: str = "/mlmagics/app-copy"  # where the init container sees the working folder's emptyDir
     user: int = UID  # runAsUser/runAsGroup/fsGroup: the image's own user, who owns the app folder
 
     def model_dir(self, model_ids: list[str]) -> str:
@@ -198,6 +219,8 @@ def render(config: KubernetesServiceDeploymentConfiguration, spec: ServiceSpec) 
         out.append(disruption_budget(spec))
     if config.ingress_host:
         out.append(ingress(config, spec))
+    if config.network_policy:
+        out.append(network_policy(config, spec))
     return out
 
 
@@ -250,7 +273,8 @@ def runtime_env(config: KubernetesServiceDeploymentConfiguration, spec: ServiceS
             "port": layout.port,
             "service_version": spec.image_id.partition(":")[2] or "1",
             "service_path_prefix": PATH_PREFIX.format(name=spec.name),
-            "data_collection_dir": f"{layout.scratch_dir}/model-data",
+            # lost with the pod unless a claim keeps it
+            "data_collection_dir": layout.data_dir if config.model_data_claim else f"{layout.scratch_dir}/model-data",
             # a failed init() keeps the server up to answer /ready with 503: what the rollout diagnosis reads
             "serve_init_failure": True,
             # SIGTERM: finish what is in flight; Kubernetes waits terminationGracePeriodSeconds (below)
@@ -264,6 +288,12 @@ def runtime_env(config: KubernetesServiceDeploymentConfiguration, spec: ServiceS
 
 def _probe(path: str, **timing: int) -> dict[str, Any]:
     return {"httpGet": {"path": path, "port": "http"}, **{k: int(v) for k, v in timing.items()}}
+
+
+def _locked_down() -> dict[str, Any]:
+    """A container's own lock-down (the pod's securityContext adds the non-root user and the seccomp profile).
+    A new dict each time: YAML would write an object used twice as an anchor and an alias."""
+    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "readOnlyRootFilesystem": True}
 
 
 def pod_template(config: KubernetesServiceDeploymentConfiguration, spec: ServiceSpec) -> dict[str, Any]:
@@ -305,15 +335,31 @@ def pod_template(config: KubernetesServiceDeploymentConfiguration, spec: Service
         ),
         # Let the Service stop routing to a pod before it stops accepting (no 502s during rolling updates).
         "lifecycle": {"preStop": {"exec": {"command": [layout.python, "-c", "import time; time.sleep(5)"]}}},
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-            # The root filesystem stays writable: v1 scripts may write next to themselves.
-            "readOnlyRootFilesystem": False,
-        },
-        "volumeMounts": [{"name": "scratch", "mountPath": layout.scratch_dir}],
+        "securityContext": _locked_down(),
+        "volumeMounts": [
+            {"name": "scratch", "mountPath": layout.scratch_dir},
+            {"name": "app", "mountPath": layout.app_root, "subPath": "app"},
+        ],
     }
-    volumes: list[dict[str, Any]] = [{"name": "scratch", "emptyDir": {}}]
+    # The working folder: the image's app folder, copied where the script may write (v1 scripts write next to themselves).
+    copy_app = {
+        "name": "app",
+        "image": spec.image_location,
+        "imagePullPolicy": "IfNotPresent",
+        "command": [layout.python, "-c", COPY_APP, layout.app_root, f"{layout.app_copy_dir}/app"],
+        # no more than the server's: the pod asks for what it did before
+        "resources": {"requests": dict(requests), "limits": dict(limits)},
+        "securityContext": _locked_down(),
+        "volumeMounts": [{"name": "app", "mountPath": layout.app_copy_dir}],
+    }
+    volumes: list[dict[str, Any]] = [
+        {"name": "scratch", "emptyDir": {"sizeLimit": SCRATCH_SIZE_LIMIT}},
+        {"name": "app", "emptyDir": {"sizeLimit": APP_SIZE_LIMIT}},
+    ]
+    if config.model_data_claim:  # one folder per pod on the claim: replicas never write the same file
+        container["env"].append({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
+        container["volumeMounts"].append({"name": "model-data", "mountPath": layout.data_dir, "subPathExpr": "$(POD_NAME)"})
+        volumes.append({"name": "model-data", "persistentVolumeClaim": {"claimName": config.model_data_claim}})
     if config.effective("auth_enabled"):
         # The whole Secret as a directory (not subPath): the kubelet updates it in place when the keys change.
         container["volumeMounts"].append({"name": "keys", "mountPath": layout.keys_dir, "readOnly": True})
@@ -328,6 +374,7 @@ def pod_template(config: KubernetesServiceDeploymentConfiguration, spec: Service
             "fsGroup": layout.user,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
+        "initContainers": [copy_app],
         "containers": [container],
         "volumes": volumes,
     }
@@ -463,6 +510,22 @@ def ingress(config: KubernetesServiceDeploymentConfiguration, spec: ServiceSpec)
         "kind": "Ingress",
         "metadata": _metadata(spec, spec.name, annotations),
         "spec": body,
+    }
+
+
+def network_policy(config: KubernetesServiceDeploymentConfiguration, spec: ServiceSpec) -> dict[str, Any]:
+    """Ingress to the service's pods only on its port (probes, Prometheus and clients use that one): from anyone with
+    `network_policy=True`, else from the sources listed — CIDRs, or NetworkPolicyPeer dicts (namespaceSelector,
+    podSelector, ipBlock). Egress stays open (a script may call out); a cluster without a NetworkPolicy
+    implementation (a CNI such as Calico or Cilium) accepts the object and enforces nothing."""
+    rule: dict[str, Any] = {"ports": [{"protocol": "TCP", "port": "http"}]}
+    if isinstance(config.network_policy, list):
+        rule["from"] = [{"ipBlock": {"cidr": peer}} if isinstance(peer, str) else dict(peer) for peer in config.network_policy]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(spec, spec.name),
+        "spec": {"podSelector": {"matchLabels": {SERVICE_LABEL: spec.name}}, "policyTypes": ["Ingress"], "ingress": [rule]},
     }
 
 
