@@ -269,6 +269,13 @@ def test_a_header_line_that_never_ends_gets_431(server, unharmed):
     assert status == 431
 
 
+def test_a_long_unfinished_header_line_in_one_read_gets_431_at_once(server, unharmed):
+    with connect(server) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Long: " + b"c" * 200_000)  # never finished
+        status, _, _ = _answer_within(sock, 2)  # not the head timeout's 408
+    assert status == 431
+
+
 def test_too_many_header_lines_get_431(server, unharmed):
     with connect(server) as sock:
         try:
@@ -277,6 +284,13 @@ def test_too_many_header_lines_get_431(server, unharmed):
             pass
         status, _, body = _answer_within(sock, 3)
     assert status == 431 and b"more than 100 header lines" in body
+
+
+def test_headers_over_the_total_size_get_431(server, unharmed):
+    with connect(server) as sock:  # ten lines under the 8 KB line limit, 40 KB against 32 KB in all
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: %s\r\n" % (i, b"v" * 4000) for i in range(10)))
+        status, _, body = _answer_within(sock, 2)
+    assert status == 431 and b"larger than 32768 bytes" in body
 
 
 def test_a_slow_head_gets_408(server, unharmed):

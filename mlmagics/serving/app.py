@@ -70,13 +70,14 @@ class App:
             scorer.complete = self.complete
 
     # -- entry points (called by the connection) --------------------------------------------------------
-    def admit(self, conn: Connection, request: HttpRequest) -> Job:
+    def admit(self, conn: Connection, request: HttpRequest, named: dict[bytes, bytes]) -> Job:
         """At headers-complete, before the body is read: the request's job, with its answer
-        already set when the request is refused (route, method, key, a script that failed)."""
+        already set when the request is refused (route, method, key, a script that failed).
+        `named`: the request's headers by (lower-case) name."""
         path = request.path
         if self.prefix and path.startswith(self.prefix):
             path = request.path = path[len(self.prefix) :] or "/"
-        request_id, id_headers, problem = request_ids(request)
+        request_id, id_headers, problem = request_ids(named)
         route = path if path in _METHODS else OTHER
         job = Job(conn, request, request_id, id_headers, route)
         if problem:
@@ -91,7 +92,7 @@ class App:
             job.answer = self.refusal(job, 405, METHOD_NOT_ALLOWED, hint=f"{route} takes {allowed}")
         elif request.method == "OPTIONS" or route in _PROBES:
             pass  # pre-flights carry no key; probes are open (/ready's details need the key, see ready())
-        elif not self.auth.allows(request.header(b"authorization").encode("latin-1")):
+        elif not self.auth.allows(named.get(b"authorization", b"")):
             status, headers, body = error(401, UNAUTHORIZED)
             job.answer = status, headers + [(b"www-authenticate", b"Bearer")], body
         elif route == "/score" and self.scorer.state == FAILED:
@@ -222,22 +223,15 @@ class App:
         return headers
 
 
-def request_ids(request: HttpRequest) -> tuple[str, list[tuple[bytes, bytes]], str]:
+def request_ids(named: dict[bytes, bytes]) -> tuple[str, list[tuple[bytes, bytes]], str]:
     """v1's request-id rules: echo or create `x-request-id`, keep the legacy and client ids.
 
     Returns (request id, headers for the answer, problem); a problem means 431.
     """
-    request_id = client_id = legacy_id = trace_id = b""
-    for key, value in request.headers:
-        if key == b"x-request-id":
-            request_id = value
-        elif key == b"x-ms-request-id":
-            legacy_id = value
-        elif key == b"x-ms-client-request-id":
-            client_id = value
-        elif key == b"traceid":
-            trace_id = value
-    request_id = request_id or new_request_id()
+    legacy_id = named.get(b"x-ms-request-id", b"")
+    client_id = named.get(b"x-ms-client-request-id", b"")
+    trace_id = named.get(b"traceid", b"")
+    request_id = named.get(b"x-request-id") or new_request_id()
     if len(request_id) > HEADER_LIMIT:
         return "", [], f"x-request-id must not exceed {HEADER_LIMIT} characters"
     if legacy_id:

@@ -11,7 +11,8 @@ see settings.py and the README's table):
 
 - the URL (-> 414), one header line, all header lines in bytes and in number (-> 431), as
   soon as a limit is crossed. httptools keeps an unfinished header line to itself, so a
-  head that stays open through a whole read counts that read against the head's limit too;
+  head still open after a read counts that read against the head's limit too (all of it,
+  unless a pipelined request ended in the same read: then at most that one read is kept);
 - a head must be complete `header_timeout_s` after its first byte; a body must average
   `body_min_rate` bytes/s once `body_grace_s` has passed (-> 408, then the connection
   closes); an idle keep-alive connection is closed after `keep_alive_s`;
@@ -94,7 +95,13 @@ class Connection(asyncio.Protocol):
     def __init__(self, server: HttpServer) -> None:
         self.server = server
         self.app = server.app
-        self.limits = server.settings
+        self.limits = limits = server.settings
+        self.max_line, self.max_head, self.max_headers = (
+            limits.max_header_line_bytes,
+            limits.max_header_bytes,
+            limits.max_headers,
+        )  # read for every header line
+        self.quarter = limits.max_pending_bytes // 4
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.pending: deque[Job] = deque()  # requests received and not yet answered, oldest first
@@ -105,7 +112,8 @@ class Connection(asyncio.Protocol):
         self.local: tuple[str, int] = ("", 0)
         self.head_started = 0.0  # when the current head's first byte came; 0.0: no head is open
         self.head_number = 0  # counts heads, to tell whether one read fell wholly inside one head
-        self.head_carry = 0  # bytes of whole reads that arrived while the head stayed open
+        self.head_carry = 0  # bytes of reads that belong wholly to the head still open
+        self.messages_done = 0
         self.body_started = 0.0  # when the current body's reading began; 0.0: no body is being read
         self.paused_for: set[str] = set()  # why reading is paused: "backlog" (back-pressure), "writing" (client not reading)
         self.paused_at = 0.0
@@ -163,7 +171,7 @@ class Connection(asyncio.Protocol):
         if self.closing:
             return  # a closing connection is only drained
         self.last_active = time.monotonic()
-        head = self.head_number if self.head_started else -1
+        head_open, head, done = bool(self.head_started), self.head_number, self.messages_done
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -183,10 +191,19 @@ class Connection(asyncio.Protocol):
         except Exception as e:  # noqa: BLE001 - the last resort: this connection fails, the worker goes on
             self.crash(e)
             return
-        if head == self.head_number and self.head_started:  # the whole read was part of one unfinished head
+        if not self.head_started:
+            return
+        try:
+            self._check_head()
+        except _Stop:
+            self.fail(*self.protocol_error)
+            return
+        # A head still open after this read holds all of it when it was open before, or when no earlier
+        # request ended in it (the read began with this head); httptools keeps its unfinished line to itself.
+        if (head_open and head == self.head_number) or done == self.messages_done:
             self.head_carry += len(data)
-            if self.head_carry > self.limits.max_url_bytes + self.limits.max_header_bytes:
-                self.fail(431, f"Request headers are larger than {self.limits.max_header_bytes} bytes")
+            if self.head_carry > self.limits.max_url_bytes + self.max_head:
+                self.fail(431, f"Request headers are larger than {self.max_head} bytes")
 
     def crash(self, exc: BaseException) -> None:
         log.emit(
@@ -207,23 +224,28 @@ class Connection(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self.url += url
-        if len(self.url) > self.limits.max_url_bytes:
+        if len(self.url) > self.limits.max_url_bytes:  # once per request line, usually
             self._stop(414, f"The request URL is longer than {self.limits.max_url_bytes} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         size = len(name) + len(value)
         self.header_bytes += size
-        limits = self.limits
-        if size > limits.max_header_line_bytes:
-            self._stop(431, f"A request header line is longer than {limits.max_header_line_bytes} bytes")
-        if self.header_bytes > limits.max_header_bytes:
-            self._stop(431, f"Request headers are larger than {limits.max_header_bytes} bytes")
-        if len(self.headers) >= limits.max_headers:
-            self._stop(431, f"A request has more than {limits.max_headers} header lines")
+        if size > self.max_line:
+            self._stop(431, f"A request header line is longer than {self.max_line} bytes")
         self.headers.append((name.lower(), value))
+
+    def _check_head(self) -> None:
+        """All header lines against their limits, in bytes and in number: at headers-complete, and after
+        each read that leaves a head open (so many small lines are cut within one read of the limit)."""
+        if len(self.headers) > self.max_headers:
+            self._stop(431, f"A request has more than {self.max_headers} header lines")
+        if self.header_bytes > self.max_head:
+            self._stop(431, f"Request headers are larger than {self.max_head} bytes")
 
     def on_headers_complete(self) -> None:
         self.head_started = 0.0
+        if self.header_bytes > self.max_head or len(self.headers) > self.max_headers:
+            self._check_head()
         parser = self.parser
         try:
             parsed = httptools.parse_url(self.url)
@@ -231,28 +253,22 @@ class Connection(asyncio.Protocol):
             self._stop(400, "The request URL is not valid")
         path = parsed.path.decode("latin-1")
         request = HttpRequest(
-            method=parser.get_method().decode("latin-1"),
-            path=unquote(path) if "%" in path else path,
-            query_string=parsed.query or b"",
-            headers=self.headers,
-            keep_alive=parser.should_keep_alive(),
-            http_version=parser.get_http_version(),
-            client=self.client[:2],
-            server=self.local[:2],
+            parser.get_method().decode("latin-1"),
+            unquote(path) if "%" in path else path,
+            parsed.query or b"",
+            self.headers,
+            b"",
+            parser.should_keep_alive(),
+            parser.get_http_version(),
+            self.client[:2],
+            self.local[:2],
         )
-        length, chunked, expect_continue, host = -1, False, False, False
-        for key, value in self.headers:
-            if key == b"content-length":
-                length = int(value)  # httptools has checked it is a number
-            elif key == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
-            elif key == b"expect":
-                expect_continue = value.lower() == b"100-continue"
-            elif key == b"host":
-                host = True
-        job = self.job = self.app.admit(self, request)
+        named = dict(self.headers)  # one look-up per header the server reads (of repeated ones, the last)
+        length = int(named.get(b"content-length", -1))  # httptools has checked it is a number
+        chunked = length < 0 and b"chunked" in named.get(b"transfer-encoding", b"").lower()
+        job = self.job = self.app.admit(self, request, named)
         if job.answer is None:
-            if request.http_version == "1.1" and not host:
+            if b"host" not in named and request.http_version == "1.1":
                 job.answer = self.app.refusal(job, 400, "HTTP/1.1 requests must have a Host header")
             elif length > self.limits.max_body_bytes:
                 job.answer = self.app.refusal(job, 413, self._too_large())
@@ -263,7 +279,7 @@ class Connection(asyncio.Protocol):
             return  # a request without a body is answered at message-complete, in order
         if has_body:
             self.body_started = time.monotonic()
-            if expect_continue:
+            if named.get(b"expect", b"").lower() == b"100-continue":
                 self.continue_owed = True
                 self._send_continue()
 
@@ -290,6 +306,7 @@ class Connection(asyncio.Protocol):
         self.body.append(chunk)
 
     def on_message_complete(self) -> None:
+        self.messages_done += 1
         job, self.job = self.job, None
         self.body_started = 0.0
         self.continue_owed = False
@@ -300,12 +317,13 @@ class Connection(asyncio.Protocol):
             request.body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
         request.received = time.monotonic()
         self._enqueue(job)
-        self._check_backlog()
+        if self.pending or self.waiting:
+            self._check_backlog()
 
     def _enqueue(self, job: Job) -> None:
         """Hand a request (or a refusal) on, after those parsed ahead of it; while the backlog is full,
         it waits: one read can hold many pipelined requests."""
-        if self.waiting or (job.answer is None and self._backlog() > self.limits.max_pending_bytes):
+        if self.waiting or (job.answer is None and self.pending and self._backlog() > self.limits.max_pending_bytes):
             self.waiting.append(job)
         else:
             self.app.dispatch(job)
@@ -411,8 +429,8 @@ class Connection(asyncio.Protocol):
     def _check_backlog(self) -> None:
         """Stop reading while the backlog is over `max_pending_bytes`; let requests parsed ahead in as it
         shrinks, and read again once it is down to a quarter of the limit."""
-        if self.transport is None:
-            return
+        if self.transport is None or not (self.waiting or self.paused_for or len(self.pending) > 1 or self.held > self.quarter):
+            return  # one request at a time, a small body: the common case costs one test
         limit = self.limits.max_pending_bytes
         while self.waiting and self._backlog() <= limit:
             self.app.dispatch(self.waiting.popleft())

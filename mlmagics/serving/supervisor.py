@@ -199,6 +199,7 @@ class Supervisor:
     def _spawn(self, slot: int, candidate: bool = False, generation: int | None = None) -> Worker:
         log.flush()
         report_r, report_w = os.pipe()
+        supervisor = os.getpid()
         pid = os.fork()
         if pid == 0:
             code = 1
@@ -209,7 +210,7 @@ class Supervisor:
                     signal.signal(sig, signal.SIG_DFL)
                 from .worker import run_worker
 
-                code = run_worker(self.settings, self.sock, report_w, candidate, self.health_sock)
+                code = run_worker(self.settings, self.sock, report_w, candidate, self.health_sock, supervisor)
             except BaseException:  # noqa: BLE001 - a worker must never return into the supervisor's loop
                 log.emit("CRITICAL", "server", "worker crashed", traceback=traceback.format_exc())
                 log.flush()

@@ -42,8 +42,9 @@ def run_worker(
     report_fd: int | None = None,
     candidate: bool = False,
     health_sock: socket.socket | None = None,
+    supervisor: int | None = None,
 ) -> int:
-    """The body of a worker process; returns its exit code.
+    """The body of a worker process; returns its exit code. `supervisor`: the pid that forked it.
 
     A candidate (a worker started by a reload) whose init() fails exits at once; a first
     generation worker stays up to answer /ready and /score with the reason (unless
@@ -58,6 +59,8 @@ def run_worker(
     # Nothing to drain before the loop runs: a stop request during init() ends the worker at once.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: os._exit(0))
+    supervisor = supervisor or os.getppid()
+    _stop_with_parent(supervisor)
 
     os.chdir(settings.app_root)
     folders = [settings.app_root, os.path.dirname(settings.entry_script)] if settings.entry_script else [settings.app_root]
@@ -92,17 +95,21 @@ def run_worker(
     server = HttpServer(App(settings, scorer, metrics), settings)
     health = HttpServer(App(settings, scorer, metrics, health_only=True), settings) if health_sock else None
     stop = asyncio.Event()
-    supervisor = os.getppid()
 
     def every_second() -> None:
-        metrics.publish()
-        scorer.check_stuck()
+        loop.call_later(1.0, every_second)  # first: a failing step below must not stop the clock
+        for step in (metrics.publish, scorer.check_stuck, check_supervisor):
+            try:
+                step()
+            except Exception as e:  # noqa: BLE001 - e.g. the metrics folder removed under us: say so, go on
+                log.emit("ERROR", "server", f"{step.__qualname__} failed: {type(e).__name__}: {e}")
+
+    def check_supervisor() -> None:
         if os.getppid() != supervisor and not stop.is_set():
             # The supervisor died (SIGKILL): nobody would replace, reload or stop this worker, and the
             # target reports the service down; answer what was received and leave instead of serving on.
             log.emit("ERROR", "server", f"the supervisor (pid {supervisor}) is gone; this worker drains and exits")
             stop.set()
-        loop.call_later(1.0, every_second)
 
     async def serve() -> None:
         tls = tls_context(settings)
@@ -139,6 +146,20 @@ def run_worker(
     log.info("server", "worker stopped")
     log.flush()
     return outcome["code"]
+
+
+def _stop_with_parent(supervisor: int) -> None:
+    """Linux: the kernel sends this worker SIGTERM when its supervisor dies, even by SIGKILL (the once-a-second
+    parent check in the event loop is the fallback elsewhere)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != supervisor:  # the supervisor died before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _report(fd: int | None, failure) -> None:
