@@ -279,12 +279,10 @@ class DeployMagics(Magics):
 
         if not service.scoring_uri:
             raise UsageError(f"service {service.name} has no scoring URI ({service.state}); %logs {service.name} says why")
-        headers = {"Content-Type": "application/json"}
-        if service.auth_enabled:
-            headers["Authorization"] = f"Bearer {service.get_keys()[0]}"
         return requests.post(
-            service.scoring_uri, data=payload, headers=headers, timeout=self.test_timeout, verify=service.tls_verify
-        )
+            service.scoring_uri, data=payload, headers=service.request_headers(), timeout=self.test_timeout,
+            verify=service.tls_verify,
+        )  # fmt: skip
 
     def _score_once(self, service, payload: bytes) -> show.TestResult:
         import requests
@@ -310,9 +308,7 @@ class DeployMagics(Magics):
         import requests
 
         session = requests.Session()
-        headers = {"Content-Type": "application/json"}
-        if service.auth_enabled:
-            headers["Authorization"] = f"Bearer {service.get_keys()[0]}"
+        headers = service.request_headers()
 
         def one(_: int) -> float | None:
             started = time.perf_counter()
@@ -397,21 +393,10 @@ class DeployMagics(Magics):
     @line_magic
     def swagger(self, line: str):
         """Show a service's API document (swagger), rendered."""
-        import requests
-
         args = parse_argstring(self.swagger, line)
         service = self._service(args.name)
-        if not service.swagger_uri:
-            raise UsageError(f"service {service.name} has no swagger URI ({service.state})")
-        try:
-            response = requests.get(
-                service.swagger_uri, params={"version": args.version}, timeout=self.test_timeout, verify=service.tls_verify
-            )
-        except requests.RequestException as e:
-            raise UsageError(f"could not reach {service.swagger_uri}: {e}") from None
-        if response.status_code != 200:
-            raise UsageError(f"{service.swagger_uri}: {response.status_code} {response.text[:200]}")
-        return response.json() if args.raw else show.SwaggerView(service.name, response.json())
+        document = self._call(service.get_swagger, args.version, self.test_timeout)
+        return document if args.raw else show.SwaggerView(service.name, document)
 
     @line_magic
     def deploy_form(self, line: str):

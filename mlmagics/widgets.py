@@ -279,11 +279,9 @@ class ServiceView:
         self.logs.append_stdout("\n".join(show.LogView(self.service.name, self.service.get_logs(30).splitlines()).readable()))
 
     def _swagger(self) -> dict:
-        import requests
-
         try:
-            return requests.get(self.service.swagger_uri, timeout=10, verify=self.service.tls_verify).json()
-        except (requests.RequestException, ValueError, TypeError):
+            return self.service.get_swagger(timeout=10)
+        except (MlmagicsError, ValueError):  # no schema to type the form from: a plain body field instead
             return {}
 
     def _build_form(self) -> None:

@@ -33,8 +33,10 @@ class InvalidConfiguration(UserError, WebserviceException):
 @dataclass
 class DeploymentConfiguration:
     auth_enabled: bool | None = None
-    primary_key: str | None = None
-    secondary_key: str | None = None
+    # Keys given here go to the service's keys (the keys file or column) only: never into a repr,
+    # the stored config or an answer (to_dict leaves them out).
+    primary_key: str | None = field(default=None, repr=False)
+    secondary_key: str | None = field(default=None, repr=False)
     scoring_timeout_ms: int | None = None
     replica_max_concurrent_requests: int | None = None
     max_request_wait_time: int | None = None
@@ -63,6 +65,7 @@ class DeploymentConfiguration:
         "max_request_body_mb",
     )
     extra_fields: dict[str, Any] = field(default_factory=dict, repr=False)
+    secrets: ClassVar[tuple[str, ...]] = ("primary_key", "secondary_key")
 
     def __post_init__(self) -> None:
         self.validate()
@@ -91,6 +94,10 @@ class DeploymentConfiguration:
                 errors.append(f"{name} must be a dict of str to str")
         if self.cors_origins is not None and not all(isinstance(o, str) for o in self.cors_origins):
             errors.append("cors_origins must be a list of origins such as 'https://app.example.com'")
+        for name in self.secrets:  # the message never repeats the key
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, str) and 1 <= len(value) <= 256 and _printable_word(value)):
+                errors.append(f"{name} must be 1 to 256 printable characters without spaces (it is sent in a header)")
         return errors
 
     def validate(self) -> None:
@@ -99,7 +106,8 @@ class DeploymentConfiguration:
             raise InvalidConfiguration(f"Invalid {type(self).__name__}: " + " ".join(errors))
 
     def to_dict(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra_fields"}
+        """The settings as stored and shown: everything but the keys (`service.get_keys()` has those)."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("extra_fields", *self.secrets)}
         data["compute_type"] = self.compute_type
         return data
 
@@ -126,6 +134,10 @@ class DeploymentConfiguration:
             "cors_origins": list(origins),
             "service_name": service_name,
         }
+
+
+def _printable_word(text: str) -> bool:
+    return text.isprintable() and not any(c.isspace() for c in text)
 
 
 def config_from_dict(data: dict[str, Any]) -> DeploymentConfiguration:

@@ -357,14 +357,11 @@ class Webservice:
             )
         if isinstance(input_data, dict | list):
             input_data = json.dumps(input_data)
-        headers = {"Content-Type": "application/json"}
-        if self.auth_enabled:
-            headers["Authorization"] = f"Bearer {self.get_keys()[0]}"
         try:
             response = requests.post(
                 self.scoring_uri,
                 data=input_data,
-                headers=headers,
+                headers=self.request_headers(),
                 timeout=self.config.effective("scoring_timeout_ms") / 1000 + 10,
                 verify=self.tls_verify,
             )
@@ -380,6 +377,35 @@ class Webservice:
         if response.headers.get("content-type", "").startswith("application/json"):
             return response.json()
         return response.content
+
+    def request_headers(self) -> dict[str, str]:
+        """What every call to the service sends: JSON, and the primary key when key auth is on.
+
+        Not for display: with key auth on, this holds the key."""
+        headers = {"Content-Type": "application/json"}
+        if self.auth_enabled:
+            headers["Authorization"] = f"Bearer {self.get_keys()[0]}"
+        return headers
+
+    def get_swagger(self, version: str = "2", timeout: float = 60.0) -> dict[str, Any]:
+        """The service's API document: swagger 2.0, or OpenAPI with version '3' or '3.1'.
+
+            service.get_swagger()["definitions"]["ServiceInput"]
+        """
+        import requests
+
+        if not self.swagger_uri:
+            raise WebserviceException(f"service {self.name} has no swagger URI ({self.state})")
+        try:
+            response = requests.get(
+                self.swagger_uri, params={"version": version}, headers=self.request_headers(), timeout=timeout,
+                verify=self.tls_verify,
+            )  # fmt: skip
+        except requests.RequestException as e:
+            raise WebserviceException(f"could not reach {self.swagger_uri}: {e}") from None
+        if response.status_code != 200:
+            raise WebserviceException(f"{self.swagger_uri}: {response.status_code} {response.text[:200]}")
+        return response.json()
 
     def get_logs(self, num_lines: int = 5000) -> str:
         return self._logs(num_lines)
@@ -420,10 +446,21 @@ class Webservice:
         target_image = image or self.image
         report = progress_mod.resolve(progress, show_output)
         report.stage(f"Updating {self.name} to {target_image.id}")
-        self._update(target_image, new_config, report)
+        previous_keys = self._keys
+        # Keys given to update() become the service's keys, not part of its config; the target
+        # hands the new version self._keys, and a failed update puts the old ones back.
+        keys = self._keys = {**self._keys, **{k.split("_")[0]: v for k in new_config.secrets if (v := getattr(new_config, k))}}
+        try:
+            self._update(target_image, new_config, report)
+        except BaseException:
+            if keys != previous_keys:
+                self._keys = previous_keys
+                self._keys_changed()
+            raise
         self._save(
             image_id=target_image.id,
             config=new_config.to_dict(),
+            keys=keys,
             state=HEALTHY,
             error=None,
             description=new_config.description,

@@ -15,6 +15,8 @@ deletes can lose one. A copy in progress lives in `artifacts/.staging/<pid>-…`
 being removed in `artifacts/.trash/<pid>-…-<digest>`; what a killed process left there is put
 right by the next process that opens the workspace (an artifact with no row goes, one whose
 delete was rolled back comes back).
+
+The folder is private to its user (0700) and the database 0600: it holds the services' keys.
 """
 
 from __future__ import annotations
@@ -53,6 +55,9 @@ CREATE TABLE IF NOT EXISTS services (
     tags TEXT NOT NULL, properties TEXT NOT NULL, created_time TEXT NOT NULL, updated_time TEXT NOT NULL,
     error TEXT, target TEXT NOT NULL DEFAULT '{}');
 """
+# Earlier versions stored the keys of a deploy configuration in the service's config too.
+_KEYS_IN_CONFIG = "json_type(config, '$.primary_key') IS NOT NULL OR json_type(config, '$.secondary_key') IS NOT NULL"
+_DATABASE_FILES = ("workspace.db", "workspace.db-wal", "workspace.db-shm")
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _SKIPPED = ("__pycache__", ".ipynb_checkpoints")
 
@@ -70,12 +75,14 @@ class Workspace:
 
     def __init__(self, path: str | os.PathLike | None = None) -> None:
         self.path = Path(path).expanduser().resolve() if path else default_path().resolve()
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._make_private()
         for sub in ("artifacts/sha256", "artifacts/.staging", "artifacts/.trash", "images", "services"):
             (self.path / sub).mkdir(parents=True, exist_ok=True)
         with self.connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
+        self._scrub_keys_from_configs()
         self._sweep_staging()
 
     @classmethod
@@ -95,6 +102,29 @@ class Workspace:
 
     def __hash__(self) -> int:
         return hash(self.path)
+
+    def _make_private(self) -> None:
+        """0700 for the folder, 0600 for the database. SQLite gives its -wal and -shm files the
+        database file's mode, so the database is created 0600 before SQLite opens it. A folder
+        owned by someone else (a team's, set up by its owner) is left as its owner made it."""
+        if self.path.stat().st_uid != os.getuid():
+            return
+        _restrict(self.path, 0o700)
+        database = self.path / "workspace.db"
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        for name in _DATABASE_FILES:
+            with contextlib.suppress(FileNotFoundError):
+                _restrict(self.path / name, 0o600)
+
+    def _scrub_keys_from_configs(self) -> None:
+        """Keys live in the keys column only; drop copies older versions kept in the config.
+        Checked with a read first, so opening a workspace takes no write lock."""
+        if self.query(f"SELECT 1 FROM services WHERE {_KEYS_IN_CONFIG} LIMIT 1"):
+            with self.transaction() as db:
+                db.execute(
+                    f"UPDATE services SET config=json_remove(config, '$.primary_key', '$.secondary_key') WHERE {_KEYS_IN_CONFIG}"
+                )
 
     # -- metadata --------------------------------------------------------------------------------------
     def connect(self) -> sqlite3.Connection:
@@ -323,6 +353,12 @@ def _make_read_only(path: Path) -> None:
         path.chmod(stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
     else:
         path.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+
+
+def _restrict(path: Path, mode: int) -> None:
+    """chmod `path` to at most `mode` (a stat and no write when it is already so)."""
+    if stat.S_IMODE(path.stat().st_mode) & ~mode:
+        path.chmod(stat.S_IMODE(path.stat().st_mode) & mode)
 
 
 def _remove_tree(path: Path) -> None:

@@ -180,7 +180,7 @@ class LogFile:
 
     def attach(self) -> None:
         """Point fds 1 and 2 at the file now at `path` (created if missing)."""
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)  # logs may hold request data
         try:
             os.dup2(fd, 1)
             os.dup2(fd, 2)

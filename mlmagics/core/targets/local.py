@@ -10,10 +10,12 @@ again from any process. Its files live in `<workspace>/services/<name>/`:
 
     server.log        everything the server printed, rotated at 10 MiB into server.log.1 ... .5
                       (get_logs() reads the tail across them)
-    keys.json         the keys (0600); the server re-reads it, so regen_key() needs no restart
+    keys.json         the keys; the server re-reads it, so regen_key() needs no restart
     state.json        the server's own account of itself (port, workers, last reload)
     releases/<n>/     one folder per deployed version: app/ (the image's files, writable) with
                       azureml-models/<model>/<version>/ linking the registered artifacts
+
+The server runs with umask 077, so what it writes (logs, state, collected data) is 0600.
 
 `update()` prepares a new release and asks the running server to reload (SIGHUP): the new
 workers start and run init(); the server switches only if all of them are ready, on the
@@ -240,7 +242,7 @@ class LocalWebservice(Webservice):
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_PARENT, env.get("PYTHONPATH", "")) if p)
         for leftover in (self.state_path, Path(f"{self.state_path}.reload")):
             leftover.unlink(missing_ok=True)
-        with open(self.log_path, "ab") as log:
+        with open(os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log:
             process = subprocess.Popen(
                 args,
                 # Not the release's folder: an update removes it, and the server must still have a working
@@ -251,6 +253,7 @@ class LocalWebservice(Webservice):
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,
+                umask=0o077,  # what the server writes (its state, rotated logs, collected data) is its user's only
             )
         progress.log(f"server process {process.pid} starting on http://127.0.0.1:{port}")
         scoring_uri = f"http://127.0.0.1:{port}/score"
