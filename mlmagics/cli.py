@@ -206,8 +206,12 @@ def service_update(args: argparse.Namespace) -> None:
 
 def service_delete(args: argparse.Namespace) -> None:
     service = _service(args)
-    service.delete()
-    _emit(args, {"deleted": service.name}, f"Deleted service {service.name}")
+    service.delete(delete_collected_data=args.delete_collected_data)
+    _emit(
+        args,
+        {"deleted": service.name, "collectedDataKept": service.collected_data_kept},
+        service.deleted_summary("--delete-collected-data"),
+    )
 
 
 def service_keys(args: argparse.Namespace) -> None:
@@ -288,10 +292,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = service.add_parser("list", parents=[common])
     p.add_argument("--target")
     p.set_defaults(func=service_list)
-    for name, func in (("show", service_show), ("delete", service_delete)):
-        p = service.add_parser(name, parents=[common])
-        p.add_argument("name")
-        p.set_defaults(func=func)
+    p = service.add_parser("show", parents=[common])
+    p.add_argument("name")
+    p.set_defaults(func=service_show)
+    p = service.add_parser("delete", parents=[common], help="stop and remove a service (the data it collected stays)")
+    p.add_argument("name")
+    p.add_argument("--delete-collected-data", action="store_true", help="remove the data it collected too")
+    p.set_defaults(func=service_delete)
     p = service.add_parser("run", parents=[common], help="score: DATA as JSON text, @FILE, or - for stdin")
     p.add_argument("name")
     p.add_argument("data", nargs="?")

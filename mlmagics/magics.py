@@ -368,16 +368,21 @@ class DeployMagics(Magics):
     @magic_arguments()
     @argument("kind", choices=["service", "image", "model"])
     @argument("id", help="service name, or image/model NAME:VERSION")
+    @argument("--delete-collected-data", action="store_true", help="A service: remove the data it collected too.")
     @line_magic
     def delete(self, line: str):
-        """Delete a service, an image or a model (the core refuses what is still in use, and says why)."""
+        """Delete a service, an image or a model (the core refuses what is still in use, and says why).
+        A service's collected data stays, and this says where, unless --delete-collected-data."""
         from mlmagics.core.deploy import resolve_image, resolve_model
 
         args = parse_argstring(self.delete, line)
+        if args.delete_collected_data and args.kind != "service":
+            raise UsageError("--delete-collected-data is for a service")
         if args.kind == "service":
-            target = self._service(args.id)
-            label = f"service {target.name}"
-        elif args.kind == "image":
+            service = self._service(args.id)
+            self._call(service.delete, delete_collected_data=args.delete_collected_data)
+            return show.Message(service.deleted_summary("--delete-collected-data"))
+        if args.kind == "image":
             target = self._call(resolve_image, self.ws(), args.id)
             label = f"image {target.id}"
         else:

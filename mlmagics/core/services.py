@@ -472,12 +472,36 @@ class Webservice:
         """Restart the service's processes on the same image (init() runs again); starts it if it is down."""
         self.update(image=self.image)
 
-    def delete(self) -> None:
-        """Stop the service and remove it (its image stays until image.delete())."""
+    def delete(
+        self, delete_collected_data: bool = False, progress: progress_mod.Progress | None = None, show_output: bool = False
+    ) -> None:
+        """Stop the service and remove it (its image stays until image.delete()).
+
+        The data it collected (`collect_model_data`) belongs to the workspace, as v1's blob storage
+        did: it stays, and this says where (`service.collected_data_kept` too); a service deployed
+        again under the same name adds to it. `delete_collected_data=True` removes it as well.
+        """
+        report = progress_mod.resolve(progress, show_output)
         self.state = "Deleting"
         self._stop()
         with self.workspace.transaction() as db:
             db.execute("DELETE FROM services WHERE name=?", (self.name,))
+        self.collected_data_kept = self._collected_data_location()
+        if self.collected_data_kept and delete_collected_data:
+            self._remove_collected_data()
+            self.collected_data_kept, self.collected_data_removed = None, True
+        report.log(self.deleted_summary().splitlines()[-1])
+
+    collected_data_kept: str | None = None  # after delete(): where the data the service collected stays
+    collected_data_removed = False
+
+    def deleted_summary(self, remove_hint: str = "delete(delete_collected_data=True)") -> str:
+        """After delete(), what happened as faces say it: 'Deleted service x', then where its collected data
+        stays and what removes it (`remove_hint`: the face's own flag)."""
+        text = f"Deleted service {self.name}" + (" and the data it collected" if self.collected_data_removed else "")
+        if self.collected_data_kept:
+            text += f"\nThe data {self.name} collected stays in {self.collected_data_kept} ({remove_hint} removes it)"
+        return text
 
     def serialize(self) -> dict[str, Any]:
         return {
@@ -534,6 +558,13 @@ class Webservice:
 
     def _keys_changed(self) -> None:
         raise NotImplementedError
+
+    def _collected_data_location(self) -> str | None:
+        """Where the data the service collected is kept (it outlives the service), or None if it has none."""
+        return None
+
+    def _remove_collected_data(self) -> None:
+        """Remove the data the service collected (delete(delete_collected_data=True))."""
 
 
 def swagger_uri_for(scoring_uri: str) -> str:

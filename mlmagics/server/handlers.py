@@ -93,7 +93,11 @@ class ServiceHandler(CoreHandler):
 
     @tornado.web.authenticated
     async def delete(self, name: str) -> None:
-        await self.answer(ops.delete_service, name)
+        flag = self.get_argument("deleteCollectedData", "false")
+        if flag not in ("true", "false"):
+            self.refuse(400, f"deleteCollectedData must be true or false, got {flag!r}")
+            return
+        await self.answer(ops.delete_service, name, flag == "true")
 
 
 class ServiceLogsHandler(CoreHandler):

@@ -87,9 +87,11 @@ def score_service(ws: Workspace, name: str, body: str) -> dict[str, Any]:
     return {"name": name, "status": 200, "latencyMs": round(latency_ms, 2), "answer": answer}
 
 
-def delete_service(ws: Workspace, name: str) -> dict[str, str]:
-    Webservice(ws, name).delete()
-    return {"message": f"Deleted service {name}"}
+def delete_service(ws: Workspace, name: str, delete_collected_data: bool = False) -> dict[str, str]:
+    """Delete the service; the message says where the data it collected stays (or that it went too)."""
+    service = Webservice(ws, name)
+    service.delete(delete_collected_data=delete_collected_data)
+    return {"message": service.deleted_summary("?deleteCollectedData=true")}
 
 
 def delete_image(ws: Workspace, image_id: str) -> dict[str, str]:

@@ -16,6 +16,8 @@ import os
 from bisect import bisect_left
 from typing import Any
 
+from . import datacollection
+
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _N = len(BUCKETS) + 1  # the last slot is +Inf
 
@@ -73,6 +75,8 @@ class Metrics:
             "in_flight": self.in_flight_now,
             "ready": self.ready,
             "restarts": self.restarts,
+            "collected_files_removed": datacollection.removed["files"],
+            "collected_bytes_removed": datacollection.removed["bytes"],
         }
 
     def publish(self, name: str | None = None) -> None:
@@ -117,14 +121,18 @@ def _merge(total: dict[str, Any], part: dict[str, Any], live: bool) -> None:
     for route, hist in part.get("latency", {}).items():
         _add_histogram(total["latency"].setdefault(route, _histogram()), hist)
     _add_histogram(total["run"], part.get("run", _histogram()))
-    total["restarts"] += part.get("restarts", 0)
+    for counter in _COUNTERS:
+        total[counter] += part.get(counter, 0)
     if live:
         total["in_flight"] += part.get("in_flight", 0)
         total["ready"] += part.get("ready", 0)
 
 
+_COUNTERS = ("restarts", "collected_files_removed", "collected_bytes_removed")  # plain totals, summed over processes
+
+
 def _empty_totals() -> dict[str, Any]:
-    return {"requests": {}, "latency": {}, "run": _histogram(), "in_flight": 0, "ready": 0, "restarts": 0}
+    return {"requests": {}, "latency": {}, "run": _histogram(), "in_flight": 0, "ready": 0, **dict.fromkeys(_COUNTERS, 0)}
 
 
 def collect_totals(directory: str) -> dict[str, Any]:
@@ -181,6 +189,14 @@ class _Collector:
         )
         yield GaugeMetricFamily("mlmagics_workers_ready", "Workers whose init() succeeded", value=t["ready"])
         yield CounterMetricFamily("mlmagics_worker_restarts", "Workers that died and were replaced", value=t["restarts"])
+        yield CounterMetricFamily(
+            "mlmagics_collected_files_removed", "Collected data files removed, oldest first, to keep within the cap",
+            value=t["collected_files_removed"],
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "mlmagics_collected_bytes_removed", "Bytes of collected data removed to keep within the cap",
+            value=t["collected_bytes_removed"],
+        )  # fmt: skip
 
 
 def _buckets(hist: dict[str, Any]) -> list[tuple[str, float]]:

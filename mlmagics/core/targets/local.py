@@ -16,6 +16,8 @@ again from any process. Its files live in `<workspace>/services/<name>/`:
                       azureml-models/<model>/<version>/ linking the registered artifacts
 
 The server runs with umask 077, so what it writes (logs, state, collected data) is 0600.
+What it collects (`collect_model_data`) goes to `<workspace>/collected/<name>/` instead: it
+belongs to the workspace, so delete() keeps it (and says where) unless asked to remove it.
 
 `update()` prepares a new release and asks the running server to reload (SIGHUP): the new
 workers start and run init(); the server switches only if all of them are ready, on the
@@ -33,6 +35,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,6 +171,21 @@ class LocalWebservice(Webservice):
     def keys_path(self) -> Path:
         return self.folder / "keys.json"
 
+    @property
+    def collected_dir(self) -> Path:
+        """The data the service collects: outside its folder, which delete() removes."""
+        return self.workspace.path / "collected" / self.name
+
+    def _move_old_collected_data(self) -> None:
+        """Services deployed by earlier versions collected into their own folder: move that data out."""
+        old = self.folder / "model-data"
+        for source in sorted(old.rglob("*.jsonl")) if old.is_dir() else []:
+            target = self.collected_dir / source.relative_to(old)
+            if target.exists():
+                target = target.with_name(f"{target.stem}.moved-{uuid.uuid4().hex[:8]}.jsonl")
+            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.replace(source, target)
+
     def _write_keys(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.keys_path.with_suffix(".tmp")
@@ -198,7 +216,8 @@ class LocalWebservice(Webservice):
             model_dir = app / "azureml-models"
         self._write_keys()
         settings = config.runtime_settings(self.name, str(self.keys_path))
-        settings["data_collection_dir"] = str(self.folder / "model-data")
+        self._move_old_collected_data()
+        settings["data_collection_dir"] = str(self.collected_dir)
         settings["service_version"] = str(image.version)
         (release / "service.json").write_text(json.dumps(settings, indent=2))
         return {
@@ -375,7 +394,15 @@ class LocalWebservice(Webservice):
 
     def _stop(self) -> None:
         self._stop_process()
+        self._move_old_collected_data()
         _remove_tree(self.folder)
+
+    def _collected_data_location(self) -> str | None:
+        folder = self.collected_dir
+        return str(folder) if folder.is_dir() and any(folder.rglob("*.jsonl")) else None
+
+    def _remove_collected_data(self) -> None:
+        _remove_tree(self.collected_dir)
 
     def _logs(self, num_lines: int) -> str:
         return _tail(self.log_path, num_lines)
