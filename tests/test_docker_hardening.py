@@ -16,7 +16,7 @@ import pytest
 from core_helpers import echo_image, write
 from docker_helpers import TEST_REPO, remove_workspace, require_engine
 
-from mlmagics.core import AciWebservice, ContainerImage, Image, Model, Webservice, Workspace
+from mlmagics.core import AciWebservice, ContainerImage, Image, Model, UserError, Webservice, Workspace
 from mlmagics.core.targets import docker_image
 from mlmagics.core.targets.docker import PIDS_LIMIT, DockerWebservice
 
@@ -241,3 +241,18 @@ def test_files_shipped_with_the_script_are_in_its_working_folder_and_writable(ws
     finally:
         service.delete()
         image.delete()
+
+
+def test_a_service_deployed_before_the_lock_down_is_told_to_redeploy(client, ws, probing):
+    """Its port holder ran as root, on a root-owned run volume: a locked-down server cannot join it."""
+    service = Webservice.deploy_from_image(ws, "older", probing, DockerWebservice.deploy_configuration(cpu_cores=1))
+    service.wait_for_deployment()
+    holder = client.containers.get(service.target["holder"])
+    port = service.target["port"]
+    holder.remove(force=True)  # what an earlier mlmagics started: the same holder, as root
+    old = client.containers.run(holder.image.id, command=holder.attrs["Config"]["Cmd"], name=holder.name, labels=holder.labels,
+                                detach=True, ports={"5001/tcp": ("127.0.0.1", port)})  # fmt: skip
+    service._save(target={**service.target, "holder": old.id})
+    with pytest.raises(UserError, match=f"older was deployed by an earlier mlmagics.*redeploy it \\(port={port} keeps"):
+        service.update(cpu_cores=0.5)
+    service.delete()

@@ -623,8 +623,14 @@ class DockerWebservice(Webservice):
                 f"a docker service keeps its scoring URI {self.scoring_uri} on update: TLS on/off and ssl_cname cannot "
                 "change (a new certificate for the same name can); delete and redeploy to change them"
             )
-        docker_image.build(image, progress=progress)
         holder = self._get(self.target.get("holder"), "port")
+        if holder is not None and not holder.attrs["Config"].get("User"):
+            # Its servers share a root-owned run volume that a locked-down server cannot write its state to.
+            raise UserError(
+                f"{self.name} was deployed by an earlier mlmagics, whose port holder runs as root and lets any user ask for "
+                f"its socket; delete and redeploy it (port={port} keeps its scoring URI) to lock it down"
+            )
+        docker_image.build(image, progress=progress)
         if holder is None:
             progress.log(f"the port holder is gone: publishing {host}:{port} again")
             holder, _, _ = self._start_holder(image, port)
