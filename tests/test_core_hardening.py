@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.metadata
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,6 +26,7 @@ import mlmagics.core.versioned
 import mlmagics.core.workspace
 from mlmagics.core import ContainerImage, Image, LocalWebservice, Model, UserError, Webservice, Workspace
 from mlmagics.core.errors import StorageFullError
+from mlmagics.core.workspace import _remove_tree
 from mlmagics.serving.compat.azureml.core.model import InvalidModelName
 from mlmagics.serving.compat.azureml.core.model import Model as ScoringModel
 
@@ -150,22 +153,22 @@ def _tree_files(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if p.is_file()]
 
 
-def run_killed_at(step: int | None, operation: Callable[[], object], after: str = "") -> int:
+def run_killed_at(step: int | None, operation: Callable[[], object], after: str = "") -> list[tuple[str, int]]:
     """Run `operation` in a forked child that SIGKILLs itself when it reaches the `step`-th distinct
     line of the core's registry code (workspace, models, images), counted from the first call of a
     function named `after` if given; no hook in the code under test. With step=None the child runs
-    to the end; returns how many distinct lines it went through."""
+    to the end, and this returns the distinct lines it went through, in order."""
     read, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: trace, run, report, leave without running the parent's clean-ups
         os.close(read)
-        seen: set[tuple[str, int]] = set()
+        seen: dict[tuple[str, int], None] = {}
         counting = [not after]
 
         def line(frame, event, arg):
             counting[0] = counting[0] or frame.f_code.co_name == after
             if event == "line" and counting[0] and (frame.f_code.co_filename, frame.f_lineno) not in seen:
-                seen.add((frame.f_code.co_filename, frame.f_lineno))
+                seen[frame.f_code.co_filename, frame.f_lineno] = None
                 if len(seen) == step:
                     os.kill(os.getpid(), signal.SIGKILL)
             return line
@@ -175,17 +178,18 @@ def run_killed_at(step: int | None, operation: Callable[[], object], after: str 
             operation()
         finally:
             sys.settrace(None)
-            os.write(write_end, str(len(seen)).encode())
+            with os.fdopen(write_end, "w") as f:
+                json.dump(list(seen), f)
             os._exit(0)
     os.close(write_end)
     _, status = os.waitpid(pid, 0)
     with os.fdopen(read) as f:
-        lines = f.read()
+        report = f.read()
     if step is not None:
         assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, f"step {step} was not reached"
-        return step
-    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 and lines, "the operation failed without a kill"
-    return int(lines)
+        return []
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 and report, "the operation failed without a kill"
+    return [tuple(item) for item in json.loads(report)]
 
 
 def assert_consistent(path: Path, source: Path | None = None) -> Workspace:
@@ -215,7 +219,7 @@ def assert_consistent(path: Path, source: Path | None = None) -> Workspace:
 
 def test_a_register_killed_at_any_step_leaves_the_next_one_working(ws, tmp_path):
     source = model_folder(tmp_path / "bundle")
-    steps = run_killed_at(None, lambda: Model.register(Workspace(ws.path), source, "m"))
+    steps = len(run_killed_at(None, lambda: Model.register(Workspace(ws.path), source, "m")))
     assert steps > 50, "the trace sees the registry's code"
     for step in range(1, steps + 1):
         for model in Model.list(ws, name="m"):  # the killed register is the only one to store this content
@@ -237,7 +241,7 @@ def test_a_delete_killed_at_any_step_loses_no_artifact(ws, tmp_path, shared):
     while steps is None or step < steps:
         victim = Model.register(ws, source, "m")
         if steps is None:
-            steps = run_killed_at(None, lambda v=victim: Model(Workspace(ws.path), id=v.id).delete())
+            steps = len(run_killed_at(None, lambda v=victim: Model(Workspace(ws.path), id=v.id).delete()))
             continue
         step += 1
         run_killed_at(step, lambda v=victim: Model(Workspace(ws.path), id=v.id).delete())
@@ -263,7 +267,7 @@ def test_an_image_create_killed_at_any_step_leaves_the_next_one_working(ws, tmp_
     def create() -> Image:
         return Image.create(Workspace(ws.path), "echo", [model], config)
 
-    steps = run_killed_at(None, create, after="_staging_folder")  # before it, nothing is written
+    steps = len(run_killed_at(None, create, after="_staging_folder"))  # before it, nothing is written
     assert steps > 30
     for step in range(1, steps + 1):
         run_killed_at(step, create, after="_staging_folder")
@@ -273,6 +277,40 @@ def test_an_image_create_killed_at_any_step_leaves_the_next_one_working(ws, tmp_
         assert_consistent(ws.path)
     versions = [i.version for i in Image.list(ws, image_name="echo")]
     assert len(versions) == len(set(versions)) >= steps
+
+
+def test_a_sweep_killed_at_any_step_leaves_the_next_one_working(tmp_path):
+    """The next process to open the workspace puts right what a killed register left; killed itself
+    while doing so, the one after it still finds a working workspace."""
+    source = model_folder(tmp_path / "bundle")
+    state = tmp_path / "state"
+    Workspace(state)
+
+    def register() -> None:
+        Model.register(Workspace(state), source, "m")
+
+    # a register killed after placing its artifact, before its commit: an artifact without a row
+    placed = _line_of(mlmagics.core.workspace, "placed = hexdigest")
+    lines = run_killed_at(None, lambda: Model.register(Workspace(tmp_path / "trial"), source, "m"))
+    run_killed_at(lines.index(placed) + 1, register)
+    assert any((state / "artifacts" / "sha256").iterdir()) and any((state / "artifacts" / ".staging").iterdir())
+    shutil.copytree(state, tmp_path / "probe", symlinks=True)
+    sweep = run_killed_at(None, lambda: Workspace(tmp_path / "probe"))
+    assert len(sweep) > 20
+    for step in range(1, len(sweep) + 1):
+        trial = tmp_path / f"sweep-{step}"
+        shutil.copytree(state, trial, symlinks=True)
+        run_killed_at(step, lambda t=trial: Workspace(t))
+        assert_consistent(trial, source)
+        assert Model.register(Workspace(trial), source, "m").path.exists()
+        _remove_tree(trial)
+
+
+def _line_of(module, text: str) -> tuple[str, int]:
+    source = Path(module.__file__).read_text().splitlines()
+    matches = [n for n, line in enumerate(source, 1) if text in line]
+    assert len(matches) == 1, f"{text!r} is on one line of {module.__file__}"
+    return module.__file__, matches[0]
 
 
 CHURN = """
@@ -338,7 +376,7 @@ def test_a_full_disk_when_the_database_grows_is_one_clear_line(small_disk, tmp_p
     with pytest.raises(StorageFullError, match=r"^no space left .* to store the model m.bin \(database or disk is full\)$"):
         Model.register(ws, model, "m")
     filler.unlink()
-    assert Model.list(ws) == []
+    assert Model.list(ws) == [] and not any((ws.path / "artifacts" / "sha256").iterdir()), "no artifact without its row"
     assert Model.register(ws, model, "m").id == "m:1"
     assert_consistent(ws.path)
 

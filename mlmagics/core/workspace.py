@@ -189,6 +189,7 @@ class Workspace:
         """
         source = Path(source)
         entry = self.path / "artifacts" / ".staging" / f"{os.getpid()}-{uuid.uuid4().hex}"
+        placed = ""
         try:
             with self.space_for(f"the model {source.name}"):
                 entry.mkdir()
@@ -201,7 +202,12 @@ class Workspace:
                     final = self._artifact_dir(hexdigest)
                     if not final.exists():
                         os.rename(entry / "content", final)
+                        placed = hexdigest
                     yield db, hexdigest, f"sha256/{hexdigest}/{source.name}", size
+        except BaseException:
+            if placed:  # the row was rolled back (a failed insert, a full disk at COMMIT): its artifact goes too
+                self._unstore_placed(placed)
+            raise
         finally:
             _remove_tree(entry)
 
@@ -217,6 +223,13 @@ class Workspace:
         trash = self.path / "artifacts" / ".trash" / f"{os.getpid()}-{uuid.uuid4().hex}-{digest}"
         os.rename(final, trash)
         return trash
+
+    def _unstore_placed(self, digest: str) -> None:
+        with contextlib.suppress(sqlite3.Error, OSError):  # the caller's error is the one to report
+            with self.transaction() as db:
+                trash = self.unstore_if_unused(db, digest)
+            if trash is not None:
+                _remove_tree(trash)
 
     def _artifact_dir(self, digest: str) -> Path:
         return self.path / "artifacts" / "sha256" / digest
