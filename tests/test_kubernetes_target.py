@@ -247,6 +247,23 @@ def test_a_network_policy_is_applied_dropped_on_update_and_deleted_last(ws, tmp_
     assert deleted[-1] == PLURALS["NetworkPolicy"] + "/mnist", "the pods stay shielded until they are gone"
 
 
+def test_collected_data_on_a_claim_stays_there_and_delete_says_so(ws, tmp_path, api):
+    service = deployed(ws, tmp_path, api, collect_model_data=True, model_data_claim="model-data")
+    api.requests.clear()
+    with pytest.raises(UserError, match="is on the PersistentVolumeClaim model-data, which mlmagics did not create"):
+        service.delete(delete_collected_data=True)
+    assert api.calls("DELETE") == [] and Webservice(ws, "mnist").name == "mnist", "refused before anything was deleted"
+    service.delete()
+    assert service.collected_data_kept == "the PersistentVolumeClaim model-data in namespace ml (a folder per pod)"
+    assert service.deleted_summary().splitlines()[-1] == (
+        "The data mnist collected stays in the PersistentVolumeClaim model-data in namespace ml (a folder per pod) "
+        "(kubectl, on the claim mlmagics did not create, removes it)"
+    )
+    lost = deployed(ws, tmp_path, api, collect_model_data=True)  # in the pods: nothing stays
+    lost.delete(delete_collected_data=True)
+    assert lost.collected_data_kept is None and lost.deleted_summary() == "Deleted service mnist"
+
+
 def test_a_cluster_that_disappeared_can_be_forgotten(ws, tmp_path, api, monkeypatch):
     service = deployed(ws, tmp_path, api)
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "gone"))

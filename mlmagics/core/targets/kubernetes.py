@@ -642,20 +642,43 @@ class KubernetesWebservice(Webservice):
         for kind, name in cluster.objects(self.name, self.namespace):
             cluster.delete(kind, name, self.namespace)
 
-    def delete(self, forget: bool = False) -> None:
+    def delete(
+        self,
+        delete_collected_data: bool = False,
+        progress: Progress | None = None,
+        show_output: bool = False,
+        forget: bool = False,
+    ) -> None:
         """Delete every object of the service from the cluster (by label), then its record.
 
         `forget=True` removes the record even when the cluster cannot be reached any more (its objects, if the
-        cluster still exists, stay)."""
+        cluster still exists, stay). Collected data lives in the pods (and goes with them) unless
+        `model_data_claim` keeps it; that claim is not mlmagics's, so its data stays and this says where —
+        `delete_collected_data=True` is refused for it rather than deleting someone's volume."""
         if self.state == DRY_RUN:
             raise UserError(f"{self.name} is a dry run: nothing was deployed or recorded; delete the files in its manifests_dir")
+        if delete_collected_data and self.config.model_data_claim:
+            raise UserError(
+                f"the data {self.name} collected is on the PersistentVolumeClaim {self.config.model_data_claim}, which "
+                "mlmagics did not create and other services may share: delete the service without "
+                "delete_collected_data, then its folders (one per pod) or the claim with kubectl"
+            )
         try:
-            super().delete()
+            super().delete(delete_collected_data, progress, show_output)
         except TargetUnavailable:
             if not forget:
                 raise
             with self.workspace.transaction() as db:
                 db.execute("DELETE FROM services WHERE name=?", (self.name,))
+
+    def _collected_data_location(self) -> str | None:
+        claim = self.config.model_data_claim
+        if not claim:  # in the pods' emptyDirs: gone with them
+            return None
+        return f"the PersistentVolumeClaim {claim} in namespace {self.namespace or 'default'} (a folder per pod)"
+
+    def deleted_summary(self, remove_hint: str = "") -> str:
+        return super().deleted_summary("kubectl, on the claim mlmagics did not create,")
 
     def _logs(self, num_lines: int) -> str:
         if self.state == DRY_RUN:
