@@ -186,10 +186,11 @@ def test_collected_data_outlives_the_service_and_its_releases(client, ws, probin
     assert first.run({"collect": [1, 2]}) == {"collected": True}
     first.update(cpu_cores=0.5)  # a new release writes to the same volume
     assert first.run({"collect": [3, 4]}) == {"collected": True}
-    where = first._collected_data_location()
     volume = f"{first._prefix}-data"
-    assert where.startswith(f"the Docker volume {volume} ") and docker_image.DATA_DIR in where
     first.delete()
+    kept = first.collected_data_kept
+    assert kept.startswith(f"the Docker volume {volume} ") and docker_image.DATA_DIR in kept
+    assert first.deleted_summary().endswith("(delete(delete_collected_data=True) removes it)"), "delete() says where it is"
     mine = {"label": [f"{LABEL}.workspace={ws.path}", f"{LABEL}.service=collecting"]}
     assert client.containers.list(all=True, filters=mine) == []
     assert [v.name for v in client.volumes.list(filters=mine)] == [volume], "delete() keeps the collected data only"
@@ -200,9 +201,9 @@ def test_collected_data_outlives_the_service_and_its_releases(client, ws, probin
     again.wait_for_deployment()
     again.run({"collect": [5, 6]})
     assert [r["data"] for r in _collected(client, probing, volume, again.container)] == [[1, 2], [3, 4], [5, 6]]
-    again.delete()
-    again._remove_collected_data()
-    assert client.volumes.list(filters=mine) == [] and again._collected_data_location() is None
+    again.delete(delete_collected_data=True)  # removing it takes the explicit flag
+    assert again.collected_data_removed and again.collected_data_kept is None
+    assert client.volumes.list(filters=mine) == []
 
 
 def _collected(client, image, volume: str, container=None) -> list[dict]:
