@@ -53,6 +53,8 @@ class Webservice:
 
     compute_type: ClassVar[str] = ""
     config_class: ClassVar[type[DeploymentConfiguration]] = DeploymentConfiguration
+    collected_data_kept: str | None = None  # after delete(): where the data the service collected stays
+    collected_data_removed: bool = False  # after delete(delete_collected_data=True), if it had some
 
     def __new__(cls, workspace: Workspace | None = None, name: str | None = None, **kwargs: Any):
         if cls is Webservice and workspace is not None and name is not None and kwargs.get("_row") is None:
@@ -491,9 +493,6 @@ class Webservice:
             self._remove_collected_data()
             self.collected_data_kept, self.collected_data_removed = None, True
         report.log(self.deleted_summary().splitlines()[-1])
-
-    collected_data_kept: str | None = None  # after delete(): where the data the service collected stays
-    collected_data_removed = False
 
     def deleted_summary(self, remove_hint: str = "delete(delete_collected_data=True)") -> str:
         """After delete(), what happened as faces say it: 'Deleted service x', then where its collected data

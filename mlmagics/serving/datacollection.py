@@ -149,7 +149,10 @@ def _rotate(path: str) -> None:
     n = 1
     while os.path.exists(f"{path[:-6]}.{n}.jsonl"):
         n += 1
-    os.replace(path, f"{path[:-6]}.{n}.jsonl")
+    try:
+        os.replace(path, f"{path[:-6]}.{n}.jsonl")
+    except FileNotFoundError:  # another worker's prune removed it meanwhile: the next record starts a new one
+        pass
 
 
 def prune(root: str, cap: int) -> None:
