@@ -113,8 +113,10 @@ def test_the_network_policy_lets_traffic_in_only_on_the_service_port():
     policy, pods = by_kind(manifests)["NetworkPolicy"], by_kind(manifests)["Deployment"]["spec"]["template"]
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= pods["metadata"]["labels"].items(), "it applies to the pods"
     assert policy["spec"]["policyTypes"] == ["Ingress"], "egress stays open: a script may call out"
-    assert policy["spec"]["ingress"] == [{"ports": [{"protocol": "TCP", "port": "http"}]}], "from anyone, on that port only"
-    assert [p["name"] for p in container(manifests)["ports"]] == ["http"], "the port the policy names"
+    assert policy["spec"]["ingress"][0] == {"ports": [{"protocol": "TCP", "port": "http"}]}, "from anyone, on that port only"
+    health = {"ports": [{"protocol": "TCP", "port": "health"}], "from": [{"namespaceSelector": {}}]}
+    assert policy["spec"]["ingress"][1] == health, "probes and Prometheus: pods of the cluster only"
+    assert [p["name"] for p in container(manifests)["ports"]] == ["http", "health"], "the ports the policy names"
     sources = ["10.0.0.0/8", {"namespaceSelector": {"matchLabels": {"team": "web"}}}]
     limited = by_kind(m.render(AksWebservice.deploy_configuration(network_policy=sources), spec()))["NetworkPolicy"]
     assert limited["spec"]["ingress"][0]["from"] == [{"ipBlock": {"cidr": "10.0.0.0/8"}}, sources[1]]
@@ -144,7 +146,7 @@ def test_the_deployment_runs_the_server_non_root_with_v1s_resources_and_probes()
     c = container(manifests)
     assert c["command"] == ["python", "-m", "mlmagics.serving"] and c["ports"][0]["containerPort"] == 5001
     assert c["resources"] == {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"memory": "512Mi"}}
-    assert c["livenessProbe"] == {"httpGet": {"path": "/", "port": "http"}, "initialDelaySeconds": 30, "periodSeconds": 5,
+    assert c["livenessProbe"] == {"httpGet": {"path": "/", "port": "health"}, "initialDelaySeconds": 30, "periodSeconds": 5,
                                   "timeoutSeconds": 3, "successThreshold": 1, "failureThreshold": 5}  # fmt: skip
     assert c["readinessProbe"]["httpGet"]["path"] == "/ready" and c["readinessProbe"]["successThreshold"] == 2
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001, (
@@ -194,7 +196,9 @@ def test_autoscaling_maps_v1s_utilization_to_cpu_or_to_the_in_flight_gauge():
     }
     assert "replicas" not in by_kind(manifests)["Deployment"]["spec"], "the HPA owns the replica count"
     annotations = by_kind(manifests)["Deployment"]["spec"]["template"]["metadata"]["annotations"]
-    assert annotations == {"prometheus.io/scrape": "true", "prometheus.io/port": "5001", "prometheus.io/path": "/metrics"}
+    assert annotations == {"prometheus.io/scrape": "true", "prometheus.io/port": "5000", "prometheus.io/path": "/metrics"}, (
+        "scraped on the health port, where /metrics needs no key"
+    )
     fixed = by_kind(m.render(AksWebservice.deploy_configuration(**MATRIX["three fixed replicas, no auth"]), spec()))
     assert fixed["Deployment"]["spec"]["replicas"] == 3 and fixed["PodDisruptionBudget"]["spec"]["maxUnavailable"] == 1
 
@@ -285,7 +289,7 @@ class Pod:
             folder.mkdir(parents=True)
             shutil.copy(model.path, folder / model.path.name)
         self.keys_dir, self.log_path = tmp_path / "keys", tmp_path / "pod.log"
-        layout = m.ContainerLayout(app_root=str(app), port=free_port(), python=sys.executable,
+        layout = m.ContainerLayout(app_root=str(app), port=free_port(), health_port=free_port(), python=sys.executable,
                                    keys_dir=str(self.keys_dir), scratch_dir=str(tmp_path / "scratch"))  # fmt: skip
         self.manifests = m.render(AksWebservice.deploy_configuration(),
                                   spec(image_id=image.id, model_ids=list(image.model_ids), layout=layout))  # fmt: skip
@@ -299,13 +303,15 @@ class Pod:
         self.process = subprocess.Popen(self.container["command"], env=env, cwd=tmp_path / "scratch", stdout=self._log,
                                         stderr=subprocess.STDOUT)  # fmt: skip
         self.url = f"http://127.0.0.1:{layout.port}"
+        self.ports = {p["name"]: p["containerPort"] for p in self.container["ports"]}
 
     def probe(self, kind: str) -> requests.Response:
-        """What the kubelet's readiness or liveness probe gets (waits while nothing answers yet)."""
+        """What the kubelet's readiness or liveness probe gets (waits while nothing answers yet), on the port it names."""
         deadline = time.monotonic() + 30
+        get = self.container[kind]["httpGet"]
         while True:
             try:
-                return requests.get(self.url + self.container[kind]["httpGet"]["path"], timeout=2)
+                return requests.get(f"http://127.0.0.1:{self.ports[get['port']]}{get['path']}", timeout=2)
             except requests.RequestException:
                 assert self.process.poll() is None and time.monotonic() < deadline, self.log_path.read_text()
                 time.sleep(0.05)
@@ -324,6 +330,12 @@ def test_the_runtime_started_as_the_deployment_says_serves_probes_keys_and_key_r
     try:
         assert pod.probe("readinessProbe").status_code == 200
         assert pod.probe("livenessProbe").text == "Healthy"
+        annotations = by_kind(pod.manifests)["Deployment"]["spec"]["template"]["metadata"]["annotations"]
+        scrape = f"http://127.0.0.1:{annotations['prometheus.io/port']}{annotations['prometheus.io/path']}"
+        assert int(annotations["prometheus.io/port"]) == pod.ports["health"] and requests.get(scrape, timeout=5).ok, (
+            "Prometheus scrapes the health port without a key"
+        )
+        assert requests.get(pod.url + "/api/v1/service/mnist/metrics", timeout=5).status_code == 401, "the scoring port asks"
         score = pod.url + "/api/v1/service/mnist/score"  # the Ingress path reaches the runtime unchanged
         assert requests.post(score, json={"x": 1}, timeout=5).status_code == 401
         answer = requests.post(score, json={"x": 1}, headers={"Authorization": f"Bearer {KEYS[1]}"}, timeout=5)

@@ -249,6 +249,17 @@ def test_a_separate_health_port_answers_liveness_and_readiness_only(tmp_path, se
     assert any(f"score on port {server.port}" in r.get("hint", "") for r in records), "the log line says where to score"
 
 
+def test_the_health_port_serves_metrics_without_a_key_while_the_scoring_port_asks_for_one(tmp_path, serve):
+    from serving_helpers import free_port
+
+    health_port = free_port()
+    server = serve(app_with(tmp_path, ECHO), config={"auth_enabled": True, "primary_key": "k1", "health_port": health_port})
+    assert requests.get(f"{server.url}/metrics", timeout=5).status_code == 401
+    scraped = requests.get(f"http://127.0.0.1:{health_port}/metrics", timeout=5)
+    assert scraped.status_code == 200 and "mlmagics_workers_ready" in scraped.text
+    assert requests.post(f"http://127.0.0.1:{health_port}/score", json={}, timeout=5).status_code == 404
+
+
 def test_https_with_a_certificate_and_key(tmp_path, serve):
     from serving_helpers import self_signed_certificate
 

@@ -7,7 +7,11 @@
     GET  /metrics       Prometheus text format
 
 With a separate health port (v1's `SEPERATE_HEALTH_ENDPOINT`, or `--health-port`) a second,
-health-only App answers `GET /` and `GET /ready` there, and only those.
+health-only App answers `GET /`, `GET /ready` and `GET /metrics` there, and only those: that
+port is the platform's (probes, Prometheus), never published, so it asks for no key.
+
+With key auth on, `/` and `/ready`'s status code are open to every prober; `/score`,
+`/swagger.json`, `/metrics` and `/ready`'s details (what failed, its traceback) need the key.
 
 Every answer carries the request id headers; every error body is `{"message": ...}`.
 Cheap routes are answered at once, on the event loop; `/score` goes to the scorer, which runs
@@ -45,6 +49,9 @@ METHOD_NOT_ALLOWED = "The method is not allowed for the requested URL."
 _HEALTHY: Answer = (200, [outputs.TEXT_HTML], b"Healthy")
 _QUIET_ROUTES = {"/", "/ready", "/metrics"}  # probes and scrapes: no access line unless they fail
 _PROBES = ("/", "/ready")  # open to everybody; the rest needs a key when key auth is on
+# The separate health port is for the platform (probes, a Prometheus scraping the pod), never published:
+# it answers the probes and /metrics, without a key.
+_HEALTH_PORT_ROUTES = (*_PROBES, "/metrics")
 _METHODS = {  # route -> the methods it answers (v1's, with Flask's automatic HEAD and OPTIONS)
     "/score": ("GET", "POST", "OPTIONS"),
     "/": ("GET", "HEAD", "OPTIONS"),
@@ -82,15 +89,15 @@ class App:
         job = Job(conn, request, request_id, id_headers, route)
         if problem:
             job.answer = error(431, problem)
-        elif self.health_only and route not in _PROBES:
-            job.answer = self.refusal(job, 404, NOT_FOUND, hint=f"this is the health port (GET / and /ready only); "
-                                                               f"score on port {self.settings.port}")  # fmt: skip
+        elif self.health_only and route not in _HEALTH_PORT_ROUTES:
+            job.answer = self.refusal(job, 404, NOT_FOUND, hint=f"this is the health port (GET /, /ready and /metrics "
+                                                               f"only); score on port {self.settings.port}")  # fmt: skip
         elif route == OTHER:
             job.answer = self.refusal(job, 404, NOT_FOUND, hint=f"no route {path}; the service answers {', '.join(_METHODS)}")
         elif request.method not in _METHODS[route]:
             allowed = ", ".join(m for m in _METHODS[route] if m != "OPTIONS")
             job.answer = self.refusal(job, 405, METHOD_NOT_ALLOWED, hint=f"{route} takes {allowed}")
-        elif request.method == "OPTIONS" or route in _PROBES:
+        elif request.method == "OPTIONS" or route in _PROBES or self.health_only:
             pass  # pre-flights carry no key; probes are open (/ready's details need the key, see ready())
         elif not self.auth.allows(named.get(b"authorization", b"")):
             status, headers, body = error(401, UNAUTHORIZED)

@@ -2,8 +2,9 @@
 
 Enabled by the service's `collect_model_data` setting (env `AML_MODEL_DC_STORAGE_ENABLED`);
 otherwise `collect()` returns at once and records nothing, as in v1. Records go to
-`<collection dir>/<model>/<designation>/<YYYY>/<MM>/<DD>/data-<pid>.jsonl` (one file per
-worker process, so lines never interleave), each file 0600.
+`<collection dir>/<model>/<designation>/<YYYY>/<MM>/<DD>/data-<host>-<pid>.jsonl` (one file per
+worker process, so lines never interleave — the host name too, since two containers sharing
+the folder during an update have the same pids), each file 0600.
 
 The disk it takes is bounded. A file is rotated to `.1.jsonl`, `.2.jsonl`... once it passes
 `MLMAGICS_DATA_COLLECTION_FILE_BYTES` (default 10 MiB, at most a quarter of the cap); then,
@@ -19,6 +20,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import socket
 import threading
 import time
 import uuid
@@ -28,6 +30,7 @@ _ON = {"1", "true", "yes", "on"}
 _MIB = 1024 * 1024
 current_request_id = ""  # set by the server before each run(); becomes the correlation id
 removed = {"files": 0, "bytes": 0}  # this process's removals for the cap; metrics.py publishes them
+_HOST = "".join(c if c.isalnum() or c in "-." else "_" for c in socket.gethostname()) or "host"
 
 
 def _jsonable(data: Any) -> Any:
@@ -104,7 +107,7 @@ class ModelDataCollector:
 
     def _append(self, line: bytes) -> None:
         folder = os.path.join(self.root, self.model_name, self.designation, time.strftime("%Y/%m/%d", time.gmtime()))
-        path = os.path.join(folder, f"data-{os.getpid()}.jsonl")
+        path = os.path.join(folder, f"data-{_HOST}-{os.getpid()}.jsonl")
         try:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         except FileNotFoundError:  # a new day, or a prune just removed the emptied folder

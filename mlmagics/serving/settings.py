@@ -235,21 +235,31 @@ def resolve(
     values.update(_normalise({k: v for k, v in environ.items() if k in ENVIRONMENT}, "environment"))
     values.update(_normalise(cli, "command line"))
 
-    app_root = os.path.abspath(values.get("app_root") or os.getcwd())
+    app_root = _absolute(values.get("app_root") or ".")
     values["app_root"] = app_root
     entry = values.get("entry_script") or ""
     if entry:
         # v1 joins AZUREML_ENTRY_SCRIPT onto the app root; a command-line path is relative to the CWD.
-        base = os.getcwd() if "entry_script" in cli else app_root
-        values["entry_script"] = os.path.abspath(os.path.join(base, entry))
+        values["entry_script"] = _absolute(entry if "entry_script" in cli else os.path.join(app_root, entry))
     for path in ("model_dir", "log_file", "ssl_cert_file", "ssl_key_file"):
         if values.get(path):
-            values[path] = os.path.abspath(values[path])
+            values[path] = _absolute(values[path])
     if not values.get("data_collection_dir"):
         values["data_collection_dir"] = os.path.join(app_root, "model-data")
     settings = Settings(**values)
     check(settings)
     return settings
+
+
+def _absolute(path: str) -> str:
+    """`path` made absolute; the working directory is read only for a relative path, since a reload's
+    may be gone (an update removed the release the server started in)."""
+    if os.path.isabs(path):
+        return os.path.normpath(path)
+    try:
+        return os.path.abspath(path)
+    except FileNotFoundError:
+        raise SettingsError(f"{path!r} is relative, and the working directory it is relative to no longer exists") from None
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:

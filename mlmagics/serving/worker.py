@@ -96,13 +96,20 @@ def run_worker(
     health = HttpServer(App(settings, scorer, metrics, health_only=True), settings) if health_sock else None
     stop = asyncio.Event()
 
+    failing: set[str] = set()  # periodic steps that failed: said once, not every second
+
     def every_second() -> None:
         loop.call_later(1.0, every_second)  # first: a failing step below must not stop the clock
         for step in (metrics.publish, scorer.check_stuck, check_supervisor):
+            name = step.__qualname__
             try:
                 step()
             except Exception as e:  # noqa: BLE001 - e.g. the metrics folder removed under us: say so, go on
-                log.emit("ERROR", "server", f"{step.__qualname__} failed: {type(e).__name__}: {e}")
+                if name not in failing:
+                    failing.add(name)
+                    log.emit("ERROR", "server", f"{name} failed (said once until it works again): {type(e).__name__}: {e}")
+            else:
+                failing.discard(name)
 
     def check_supervisor() -> None:
         if os.getppid() != supervisor and not stop.is_set():

@@ -24,7 +24,8 @@ signal built in, so `autoscale_metric` chooses:
   (`cpu_cores`). It equals v1's notion when a request keeps one replica's requested CPU busy, i.e.
   when `cpu_cores` is what one `run()` uses; with a smaller request the HPA scales out earlier.
 - `"requests_in_flight"` (needs Prometheus and the Prometheus Adapter): the runtime's gauge
-  `mlmagics_requests_in_flight` (scraped from `/metrics`; the pods carry `prometheus.io/*`
+  `mlmagics_requests_in_flight` (scraped from `/metrics` on the pods' health port 5000, which needs no key
+  while the scoring port's does; the pods carry `prometheus.io/*`
   annotations) as a Pods metric, with target `utilization × replica_max_concurrent_requests` per pod —
   exactly v1's busy-replica ratio.
 
@@ -97,6 +98,7 @@ class ContainerLayout:
 
     app_root: str = APP
     port: int = PORT
+    health_port: int = 5000  # v1's separate health port: probes and Prometheus, never exposed by the Service
     python: str = "python"
     keys_dir: str = "/var/mlmagics/keys"  # a folder: Secret volumes update in place only when not mounted by subPath
     scratch_dir: str = "/tmp"  # an emptyDir: temporary files, the runtime's metrics files, collected model data
@@ -271,6 +273,8 @@ def runtime_env(config: KubernetesServiceDeploymentConfiguration, spec: ServiceS
             "app_root": layout.app_root,
             "host": "0.0.0.0",
             "port": layout.port,
+            # the kubelet's probes and Prometheus ask here, without the key that /metrics needs on the scoring port
+            "health_port": layout.health_port,
             "service_version": spec.image_id.partition(":")[2] or "1",
             "service_path_prefix": PATH_PREFIX.format(name=spec.name),
             # lost with the pod unless a claim keeps it
@@ -287,7 +291,7 @@ def runtime_env(config: KubernetesServiceDeploymentConfiguration, spec: ServiceS
 
 
 def _probe(path: str, **timing: int) -> dict[str, Any]:
-    return {"httpGet": {"path": path, "port": "http"}, **{k: int(v) for k, v in timing.items()}}
+    return {"httpGet": {"path": path, "port": "health"}, **{k: int(v) for k, v in timing.items()}}
 
 
 def _locked_down() -> dict[str, Any]:
@@ -313,7 +317,10 @@ def pod_template(config: KubernetesServiceDeploymentConfiguration, spec: Service
         "image": spec.image_location,
         "imagePullPolicy": "IfNotPresent",
         "command": [layout.python, "-m", "mlmagics.serving"],
-        "ports": [{"name": "http", "containerPort": layout.port, "protocol": "TCP"}],
+        "ports": [
+            {"name": "http", "containerPort": layout.port, "protocol": "TCP"},
+            {"name": "health", "containerPort": layout.health_port, "protocol": "TCP"},
+        ],
         "env": runtime_env(config, spec),
         "resources": {"requests": requests, "limits": limits},
         # v1's liveness settings; Kubernetes requires successThreshold 1 for liveness, so
@@ -386,8 +393,8 @@ def pod_template(config: KubernetesServiceDeploymentConfiguration, spec: Service
     if config.tolerations:
         pod_spec["tolerations"] = [dict(t) for t in config.tolerations]
     template_labels = labels(spec.name, spec.image_id)
-    annotations = {"prometheus.io/scrape": "true", "prometheus.io/port": str(layout.port), "prometheus.io/path": "/metrics"}
-    template = {"metadata": {"labels": template_labels, "annotations": annotations}, "spec": pod_spec}
+    scrape = {"prometheus.io/scrape": "true", "prometheus.io/port": str(layout.health_port), "prometheus.io/path": "/metrics"}
+    template = {"metadata": {"labels": template_labels, "annotations": scrape}, "spec": pod_spec}
     # A hash of the template tells this version's pods from the previous version's during a rollout.
     digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:12]
     template_labels[TEMPLATE_HASH_LABEL] = digest
@@ -514,18 +521,24 @@ def ingress(config: KubernetesServiceDeploymentConfiguration, spec: ServiceSpec)
 
 
 def network_policy(config: KubernetesServiceDeploymentConfiguration, spec: ServiceSpec) -> dict[str, Any]:
-    """Ingress to the service's pods only on its port (probes, Prometheus and clients use that one): from anyone with
-    `network_policy=True`, else from the sources listed — CIDRs, or NetworkPolicyPeer dicts (namespaceSelector,
-    podSelector, ipBlock). Egress stays open (a script may call out); a cluster without a NetworkPolicy
+    """Ingress to the service's pods only on its port (clients): from anyone with `network_policy=True`, else from
+    the sources listed — CIDRs, or NetworkPolicyPeer dicts (namespaceSelector, podSelector, ipBlock) — and on the
+    health port only from pods of the cluster (Prometheus; the kubelet's probes come from the node, which a
+    NetworkPolicy always lets in). Egress stays open (a script may call out); a cluster without a NetworkPolicy
     implementation (a CNI such as Calico or Cilium) accepts the object and enforces nothing."""
     rule: dict[str, Any] = {"ports": [{"protocol": "TCP", "port": "http"}]}
     if isinstance(config.network_policy, list):
         rule["from"] = [{"ipBlock": {"cidr": peer}} if isinstance(peer, str) else dict(peer) for peer in config.network_policy]
+    health = {"ports": [{"protocol": "TCP", "port": "health"}], "from": [{"namespaceSelector": {}}]}
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": _metadata(spec, spec.name),
-        "spec": {"podSelector": {"matchLabels": {SERVICE_LABEL: spec.name}}, "policyTypes": ["Ingress"], "ingress": [rule]},
+        "spec": {
+            "podSelector": {"matchLabels": {SERVICE_LABEL: spec.name}},
+            "policyTypes": ["Ingress"],
+            "ingress": [rule, health],
+        },
     }
 
 
@@ -553,6 +566,7 @@ def write(manifests: list[dict[str, Any]], folder: Path, name: str) -> list[Path
     secrets = [m for m in manifests if m["kind"] == "Secret"]
     if secrets:
         fd = os.open(secret_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # also when an earlier run left the file with a wider mode
         with open(fd, "w") as f:
             f.write(header.replace("objects", "keys") + to_yaml(secrets))
         paths.append(secret_path)
