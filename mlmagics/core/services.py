@@ -484,11 +484,12 @@ class Webservice:
         again under the same name adds to it. `delete_collected_data=True` removes it as well.
         """
         report = progress_mod.resolve(progress, show_output)
+        # Asked before anything changes: a target out of reach fails here, leaving the service as it was.
+        self.collected_data_kept = self._collected_data_location()
         self.state = "Deleting"
         self._stop()
         with self.workspace.transaction() as db:
             db.execute("DELETE FROM services WHERE name=?", (self.name,))
-        self.collected_data_kept = self._collected_data_location()
         if self.collected_data_kept and delete_collected_data:
             self._remove_collected_data()
             self.collected_data_kept, self.collected_data_removed = None, True

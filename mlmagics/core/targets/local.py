@@ -398,8 +398,9 @@ class LocalWebservice(Webservice):
         _remove_tree(self.folder)
 
     def _collected_data_location(self) -> str | None:
-        folder = self.collected_dir
-        return str(folder) if folder.is_dir() and any(folder.rglob("*.jsonl")) else None
+        """Where the collected data is (or is moved to by _stop(), from a folder earlier versions used)."""
+        found = any(f.is_dir() and any(f.rglob("*.jsonl")) for f in (self.collected_dir, self.folder / "model-data"))
+        return str(self.collected_dir) if found else None
 
     def _remove_collected_data(self) -> None:
         _remove_tree(self.collected_dir)
