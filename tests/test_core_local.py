@@ -286,3 +286,18 @@ def test_reload_restarts_a_service_whose_process_is_gone(ws, tmp_path):
     service.reload()
     assert service.update_deployment_state() == "Healthy"
     assert service.run("{}")["version"] == "v1"
+
+
+def test_server_limits_in_a_deploy_configuration_reach_the_running_server(ws, tmp_path):
+    image = echo_image(ws, tmp_path / "src")
+    with pytest.raises(InvalidConfiguration, match="server_limits has no limit 'max_nothing'"):
+        LocalWebservice.deploy_configuration(server_limits={"max_nothing": 1})
+    with pytest.raises(InvalidConfiguration, match=r"server_limits\['max_headers'\] must be greater than zero"):
+        LocalWebservice.deploy_configuration(server_limits={"max_headers": 0})
+    config = LocalWebservice.deploy_configuration(server_limits={"max_headers": 9})  # requests sends 7
+    service = Webservice.deploy_from_image(ws, "limited", image, config)
+    service.wait_for_deployment()
+    few = requests.post(service.scoring_uri, json={"x": 1}, timeout=10)
+    many = requests.post(service.scoring_uri, json={"x": 1}, headers={f"X-{i}": "y" for i in range(10)}, timeout=10)
+    assert few.status_code == 200 and many.status_code == 431
+    assert Webservice(ws, "limited").config.server_limits == {"max_headers": 9}, "kept with the service's settings"

@@ -15,6 +15,7 @@ this machine, in a container and on a cluster:
 | `collect_model_data` | False | `ModelDataCollector` records JSON lines |
 | `max_request_body_mb` | 100 | larger bodies get 413 |
 | `cors_origins` | none | CORS headers for these origins |
+| `server_limits` (mlmagics only) | the runtime's (README, "Limits") | URL, headers, slow clients, connections, buffered bytes |
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ class DeploymentConfiguration:
     workers: int | None = None
     max_request_body_mb: float | None = None
     cors_origins: list[str] | None = None
+    # mlmagics only: the scoring server's HTTP limits (mlmagics.serving.settings.LIMITS), e.g. {"max_connections": 256}
+    server_limits: dict[str, float] | None = None
     tags: dict[str, str] | None = None
     properties: dict[str, str] | None = None
     description: str | None = None
@@ -88,6 +91,7 @@ class DeploymentConfiguration:
                 errors.append(f"{name} must be a number, got {value!r}")
             elif value <= 0:
                 errors.append(f"{name} must be greater than zero.")
+        errors.extend(_limit_errors(self.server_limits))
         for name in ("tags", "properties"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, dict):
@@ -133,7 +137,25 @@ class DeploymentConfiguration:
             "max_body_bytes": int(float(self.effective("max_request_body_mb")) * 1024 * 1024),
             "cors_origins": list(origins),
             "service_name": service_name,
+            **(self.server_limits or {}),
         }
+
+
+def _limit_errors(limits: Any) -> list[str]:
+    """What is wrong with `server_limits`: names the runtime knows, numbers it can use."""
+    from mlmagics.serving.settings import LIMITS
+
+    if limits is None:
+        return []
+    if not isinstance(limits, dict):
+        return [f"server_limits must be a dict such as {{'max_connections': 256}}, got {type(limits).__name__}"]
+    errors = [f"server_limits has no limit {name!r} (known: {', '.join(LIMITS)})" for name in limits if name not in LIMITS]
+    for name, value in limits.items():
+        if name in LIMITS and (isinstance(value, bool) or not isinstance(value, int | float) or value < 0):
+            errors.append(f"server_limits[{name!r}] must be a number >= 0, got {value!r}")
+        elif name in LIMITS and value == 0 and name != "body_min_rate":
+            errors.append(f"server_limits[{name!r}] must be greater than zero.")
+    return errors
 
 
 def _printable_word(text: str) -> bool:

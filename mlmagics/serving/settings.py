@@ -92,6 +92,13 @@ class Settings:
         return tuple(k for k in (self.primary_key, self.secondary_key) if k)
 
 
+# The limits a deploy configuration may set (its `server_limits`), with the runtime's defaults above.
+LIMITS = (
+    "max_url_bytes", "max_header_line_bytes", "max_header_bytes", "max_headers", "header_timeout_s", "body_min_rate",
+    "body_grace_s", "keep_alive_s", "send_timeout_s", "max_connections", "max_pending_bytes", "max_buffered_bytes",
+    "data_collection_max_bytes",
+)  # fmt: skip
+
 # environment variable -> field name
 ENVIRONMENT = {
     "AZUREML_ENTRY_SCRIPT": "entry_script",
