@@ -153,9 +153,11 @@ def test_the_service_outlives_the_process_that_deployed_it(ws, tmp_path):
     assert os.getpgid(server_pid) == server_pid, "the server leads its own process group"
 
 
-def test_a_failing_init_fails_the_deploy_in_seconds_with_the_traceback(ws, tmp_path):
+@pytest.mark.parametrize("auth", [False, True], ids=["open", "key auth: /ready's details need the key"])
+def test_a_failing_init_fails_the_deploy_in_seconds_with_the_traceback(ws, tmp_path, auth):
     image = echo_image(ws, tmp_path / "app", name="broken", script=FAILING_INIT)
-    service = Webservice.deploy_from_image(ws, "broken-svc", image, LocalWebservice.deploy_configuration())
+    config = LocalWebservice.deploy_configuration(auth_enabled=auth)
+    service = Webservice.deploy_from_image(ws, "broken-svc", image, config)
     started = time.monotonic()
     with pytest.raises(WebserviceException) as info:
         service.wait_for_deployment()

@@ -318,7 +318,8 @@ class LocalWebservice(Webservice):
                 )
             return FAILED, f"the server process exited during start-up; last log lines:\n{tail}"
         try:
-            ready = requests.get(f"http://127.0.0.1:{self.target['port']}/ready", timeout=2)
+            # with the key: with key auth on, why init() failed is for the service's owner only
+            ready = requests.get(f"http://127.0.0.1:{self.target['port']}/ready", headers=self.request_headers(), timeout=2)
         except requests.RequestException:
             failure = self._server_state().get("init_failure")
             return (FAILED, failure["message"]) if failure else (TRANSITIONING, None)
