@@ -288,6 +288,32 @@ def test_https_with_a_certificate_and_key(tmp_path, serve):
     assert any(r["msg"].startswith("mlmagics scoring server listening on https://") for r in server.log_records())
 
 
+def test_a_tls_client_that_never_closes_does_not_hold_a_stopping_server(tmp_path, serve):
+    import socket
+    import ssl
+
+    from serving_helpers import self_signed_certificate
+
+    cert, key = self_signed_certificate(tmp_path / "tls")
+    server = serve(app_with(tmp_path, ECHO), ready=False, extra_args=["--ssl-cert", str(cert), "--ssl-key", str(key)])
+    context = ssl.create_default_context(cafile=str(cert))
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            raw = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            break
+        except OSError:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    held = context.wrap_socket(raw, server_hostname="localhost")  # handshake done, then silence: no close_notify ever
+    held.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert b"Healthy" in held.recv(4096)
+    started = time.monotonic()
+    assert server.stop() == 0
+    assert time.monotonic() - started < 8, "the idle TLS connection is closed, not waited for until graceful_timeout_s"
+    held.close()
+
+
 def test_https_settings_are_checked_at_start(tmp_path):
     from serving_helpers import self_signed_certificate
 

@@ -120,6 +120,7 @@ class Connection(asyncio.Protocol):
         self.continue_owed = False  # a 100 Continue to send once the earlier answers are out
         self.closing = False  # no more requests are read; the connection closes after its last answer
         self.lingering = False
+        self.closed = False
         self.eof = False
         self.protocol_error: tuple[int, str] | None = None
         self._reset()
@@ -410,13 +411,26 @@ class Connection(asyncio.Protocol):
             return
         self.lingering = self.closing = True
         if self.eof:
-            transport.close()
+            self.close()
             return
         self.paused_for.clear()
         transport.resume_reading()
         if transport.can_write_eof():
             transport.write_eof()
-        asyncio.get_running_loop().call_later(LINGER_S, transport.close)
+        asyncio.get_running_loop().call_later(LINGER_S, self.close)
+
+    def close(self) -> None:
+        """Close; a TLS connection waits for the client's close_notify, but not for long: a client that never
+        sends it (or never reads what is still unsent) would hold its place in `max_connections`."""
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        self.closed = True
+        if transport.get_write_buffer_size():
+            transport.abort()
+            return
+        transport.close()
+        asyncio.get_running_loop().call_later(LINGER_S, transport.abort)  # a no-op once the connection is gone
 
     # -- reading back-pressure ------------------------------------------------------------------------
     def _backlog(self) -> int:
@@ -481,7 +495,7 @@ class Connection(asyncio.Protocol):
                 self.fail(408, f"The request body arrived slower than {limits.body_min_rate} bytes/s")
         elif self.idle and now - self.last_active > limits.keep_alive_s:
             # close() waits to flush what the client has not read yet; a client that reads nothing would keep it
-            self.transport.abort() if self.transport.get_write_buffer_size() else self.transport.close()
+            self.close()
 
     @property
     def idle(self) -> bool:
@@ -519,7 +533,7 @@ class HttpServer:
             return False
         oldest = min(idle, key=lambda c: c.last_active)
         self.connections.discard(oldest)
-        oldest.transport.close()
+        oldest.close()
         return True
 
     def _tick(self) -> None:
@@ -552,7 +566,7 @@ class HttpServer:
             now = time.monotonic()
             for conn in list(self.connections):
                 if conn.idle and now - conn.last_active > idle_grace_s and conn.transport is not None:
-                    conn.transport.close()
+                    conn.close()
             await asyncio.sleep(0.05)
         for conn in list(self.connections):
             if conn.transport is not None:
