@@ -122,6 +122,7 @@ class Connection(asyncio.Protocol):
         self.lingering = False
         self.closed = False
         self.eof = False
+        self.timers: list[asyncio.TimerHandle] = []  # the closing steps still due
         self.protocol_error: tuple[int, str] | None = None
         self._reset()
 
@@ -153,6 +154,15 @@ class Connection(asyncio.Protocol):
         self.server.buffered -= self.held
         self.held = 0
         self.transport = None
+        # The parser and this connection refer to each other: without this, a closed connection (and the
+        # URL, headers and body it held) would wait for the cyclic GC — hundreds of MiB under a flood.
+        self.parser = None
+        self._reset()
+        self.pending.clear()
+        self.waiting.clear()
+        for timer in self.timers:  # they hold this connection for LINGER_S more otherwise
+            timer.cancel()
+        self.timers.clear()
 
     def eof_received(self) -> bool | None:
         self.eof = True
@@ -169,7 +179,7 @@ class Connection(asyncio.Protocol):
         self._check_backlog()
 
     def data_received(self, data: bytes) -> None:
-        if self.closing:
+        if self.closing or self.parser is None:
             return  # a closing connection is only drained
         self.last_active = time.monotonic()
         head_open, head, done = bool(self.head_started), self.head_number, self.messages_done
@@ -179,15 +189,7 @@ class Connection(asyncio.Protocol):
             self.fail(400, "Protocol upgrades (WebSocket, h2c) are not supported")
             return
         except httptools.HttpParserError as e:  # also a callback's exception, wrapped by httptools
-            cause = e.__context__
-            if self.closing:
-                pass  # a callback refused the request and answered it
-            elif self.protocol_error:
-                self.fail(*self.protocol_error)
-            elif isinstance(e, httptools.HttpParserCallbackError) and cause is not None and not isinstance(cause, _Stop):
-                self.crash(cause)
-            else:
-                self.fail(400, f"Malformed HTTP request: {e}")
+            self._parse_error(e)
             return
         except Exception as e:  # noqa: BLE001 - the last resort: this connection fails, the worker goes on
             self.crash(e)
@@ -205,6 +207,20 @@ class Connection(asyncio.Protocol):
             self.head_carry += len(data)
             if self.head_carry > self.limits.max_url_bytes + self.max_head:
                 self.fail(431, f"Request headers are larger than {self.max_head} bytes")
+
+    def _parse_error(self, error: httptools.HttpParserError) -> None:
+        """Answer what stopped the parser. In its own frame: the callback's exception holds this connection's
+        frames in its traceback, and a reference to it from data_received's frame would make a cycle that keeps
+        the read (up to 256 KiB) alive until the cyclic GC runs — under attack, hundreds of MiB."""
+        cause = error.__context__
+        if self.closing:
+            return  # a callback refused the request and answered it
+        if self.protocol_error:
+            self.fail(*self.protocol_error)
+        elif isinstance(error, httptools.HttpParserCallbackError) and cause is not None and not isinstance(cause, _Stop):
+            self.crash(cause)
+        else:
+            self.fail(400, f"Malformed HTTP request: {error}")
 
     def crash(self, exc: BaseException) -> None:
         log.emit(
@@ -224,9 +240,9 @@ class Connection(asyncio.Protocol):
         self.head_carry = 0
 
     def on_url(self, url: bytes) -> None:
-        self.url += url
-        if len(self.url) > self.limits.max_url_bytes:  # once per request line, usually
+        if len(self.url) + len(url) > self.limits.max_url_bytes:  # checked before the piece is kept
             self._stop(414, f"The request URL is longer than {self.limits.max_url_bytes} bytes")
+        self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         size = len(name) + len(value)
@@ -355,8 +371,6 @@ class Connection(asyncio.Protocol):
             self.server.buffered -= size
             self.app.write(job)
             job.request.body = b""  # answered: the memory is free now, whoever still holds the job
-            if job.timer is not None:
-                job.timer.cancel()
         if self.transport is None:
             return
         if not pending and not self.waiting:
@@ -417,7 +431,7 @@ class Connection(asyncio.Protocol):
         transport.resume_reading()
         if transport.can_write_eof():
             transport.write_eof()
-        asyncio.get_running_loop().call_later(LINGER_S, self.close)
+        self.timers.append(asyncio.get_running_loop().call_later(LINGER_S, self.close))
 
     def close(self) -> None:
         """Close; a TLS connection waits for the client's close_notify, but not for long: a client that never
@@ -430,7 +444,7 @@ class Connection(asyncio.Protocol):
             transport.abort()
             return
         transport.close()
-        asyncio.get_running_loop().call_later(LINGER_S, transport.abort)  # a no-op once the connection is gone
+        self.timers.append(asyncio.get_running_loop().call_later(LINGER_S, transport.abort))
 
     # -- reading back-pressure ------------------------------------------------------------------------
     def _backlog(self) -> int:

@@ -51,7 +51,7 @@ class Job:
     """A request on its way to an answer. A scoring job is claimed once: by the scorer to run
     it, or by the event loop to refuse it (waited too long); never both."""
 
-    __slots__ = ("conn", "request", "request_id", "id_headers", "route", "answer", "exec_ms", "claim", "hint", "timer")
+    __slots__ = ("conn", "request", "request_id", "id_headers", "route", "answer", "exec_ms", "claim", "hint", "deadline")
 
     def __init__(self, conn: Connection, request: HttpRequest, request_id: str, id_headers: list, route: str) -> None:
         self.conn = conn
@@ -63,7 +63,7 @@ class Job:
         self.exec_ms: float | None = None
         self.claim = threading.Lock()
         self.hint = ""  # why it was refused, for the access log line
-        self.timer: asyncio.TimerHandle | None = None  # refuses it when it waits too long (max_request_wait_time)
+        self.deadline = 0.0  # loop time after which, not taken by a worker yet, it is refused (max_request_wait_time)
 
 
 class Scorer:
@@ -83,6 +83,8 @@ class Scorer:
         self.running_since = 0.0
         self._in_run = False
         self._done: deque[tuple[Job, Answer, float | None]] = deque()
+        self._waiting: deque[Job] = deque()  # submitted jobs, oldest first, until taken or refused (event loop only)
+        self._timer: asyncio.TimerHandle | None = None
         self._wakeup_pending = False
 
     # -- start-up -------------------------------------------------------------------------------------
@@ -118,15 +120,27 @@ class Scorer:
                 model_dir_tree=_tree(os.environ.get("AZUREML_MODEL_DIR", "")),
             )
 
-    # -- the queue (submit and _late run on the event loop; serve on the main thread) -------------------
+    # -- the queue (submit and _refuse_late run on the event loop; serve on the main thread) -------------
     def submit(self, job: Job) -> None:
         self.jobs.put(job)
         if self.wait_s is not None:
-            job.timer = self.loop.call_later(self.wait_s, self._late, job)
+            # One timer for the whole queue, not one per request: jobs wait in arrival order, so their
+            # deadlines are in order too, and the timer only needs the oldest one's.
+            job.deadline = self.loop.time() + self.wait_s
+            self._waiting.append(job)
+            if self._timer is None:
+                self._timer = self.loop.call_at(job.deadline, self._refuse_late)
 
-    def _late(self, job: Job) -> None:
-        if job.claim.acquire(blocking=False):  # no worker took it in time
-            self.complete(job, self._overloaded(), None)
+    def _refuse_late(self) -> None:
+        """Answer 503 to every job past its deadline that no worker took; re-arm for the oldest one left."""
+        self._timer = None
+        waiting, now = self._waiting, self.loop.time()
+        while waiting and (waiting[0].deadline <= now or waiting[0].claim.locked()):
+            job = waiting.popleft()
+            if job.claim.acquire(blocking=False):  # no worker took it in time
+                self.complete(job, self._overloaded(), None)
+        if waiting:
+            self._timer = self.loop.call_at(waiting[0].deadline, self._refuse_late)
 
     def _overloaded(self) -> Answer:
         status, headers, body = error(
