@@ -1,6 +1,8 @@
 """What the runtime's hardening costs, and whether its memory stays flat under a long mixed load.
 
-1. **Cost of the limits** — the scoring runtime as it was before the hardening (a git revision,
+1. **Cost of the limits** — first counted: the instructions one request costs in a worker (valgrind's
+   callgrind over `servebench/pathcost.py`, the same count whatever else the machine does), before
+   and after. Then timed: the scoring runtime as it was before the hardening (a git revision,
    ``--before``, checked out into a temporary worktree) and as it is in this checkout, serving the
    same scripts from the same runtime venv, one worker, pinned, measured alternately run by run at
    1 row / 8 connections: the seed's sklearn script (the issue's figure) and the echo script (where
@@ -27,6 +29,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -146,6 +149,46 @@ def cost_of_limits(args, runtime: Path, before_root: Path, fixture: dict, tmp: P
             f"{after.requests_per_s / before.requests_per_s:.3f} | {before.p99_ms:.2f} ms | {after.p99_ms:.2f} ms | "
             f"{min(spread):,.0f}–{max(spread):,.0f} |"
         )
+    return lines
+
+
+# -- instructions per request (deterministic) ----------------------------------------------------------------------
+PATHCOST = BENCH_DIR / "servebench" / "pathcost.py"
+
+
+def instructions(runtime: Path, code_root: Path, app: dict, count: int) -> int:
+    """Instructions valgrind's callgrind counts for pathcost.py answering `count` requests (the whole process)."""
+    env = servers.clean_env(PYTHONPATH=str(code_root), AZUREML_MODEL_DIR=app["model_dir"])
+    done = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", str(runtime), str(PATHCOST), app["score_py"],
+         str(count)],
+        capture_output=True, text=True, env=env, cwd=app["app_root"], timeout=1200, check=False,
+    )  # fmt: skip
+    found = [line for line in done.stderr.splitlines() if "Collected :" in line]
+    if done.returncode != 0 or not found:
+        raise RuntimeError(f"callgrind run failed ({done.returncode}): {done.stderr[-500:]}")
+    return int(found[-1].split(":")[-1])
+
+
+def instruction_costs(runtime: Path, before_root: Path, fixture: dict) -> list[str]:
+    lines = [
+        "## Instructions per request (callgrind: the same count on a busy or a quiet machine)",
+        "",
+        "One request's whole path in a worker (parse, admit, queue, `run()`, answer; "
+        "`servebench/pathcost.py`), key auth on, `max_request_wait_time` 500 ms in both: "
+        "(instructions for 1200 requests − for 200) / 1000.",
+        "",
+    ]
+    if not shutil.which("valgrind"):
+        return lines + ["valgrind is not installed (apt-get install valgrind): not counted."]
+    lines += ["| script | before | after | after / before |", "| --- | ---: | ---: | ---: |"]
+    apps = {"sklearn": fixture, "echo": fixture["trivial"]}
+    for script, app in apps.items():
+        per = {}
+        for label, root in (("before", before_root), ("after", REPO_ROOT)):
+            per[label] = (instructions(runtime, root, app, 1200) - instructions(runtime, root, app, 200)) / 1000
+            log(f"{script} {label}: {per[label]:,.0f} instructions per request")
+        lines.append(f"| {script} | {per['before']:,.0f} | {per['after']:,.0f} | {per['after'] / per['before']:.3f} |")
     return lines
 
 
@@ -292,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             lines = [f"# Hardening: cost and soak ({dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, "
                      f"{os.cpu_count()} CPUs)", ""]  # fmt: skip
+            lines += instruction_costs(runtime, before_root, fixture) + [""]
             lines += cost_of_limits(args, runtime, before_root, fixture, tmp, out_dir)
             if args.soak > 0:
                 lines += [""] + soak(args, runtime, fixture, tmp, out_dir)

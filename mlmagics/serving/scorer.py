@@ -127,7 +127,10 @@ class Scorer:
             # One timer for the whole queue, not one per request: jobs wait in arrival order, so their
             # deadlines are in order too, and the timer only needs the oldest one's.
             job.deadline = self.loop.time() + self.wait_s
-            self._waiting.append(job)
+            waiting = self._waiting
+            while waiting and waiting[0].claim.locked():  # taken by a worker meanwhile: forget it now, so that
+                waiting.popleft()  # answered jobs are not kept for max_request_wait_time (GC work, stalls)
+            waiting.append(job)
             if self._timer is None:
                 self._timer = self.loop.call_at(job.deadline, self._refuse_late)
 
