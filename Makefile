@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench lint clean lab
+.PHONY: install test test-fast demo bench lint docs clean lab
 
 # The JupyterLab extension's sources: when they change, the next install rebuilds it (npm, via pip).
 LABEXTENSION_SOURCES := $(wildcard labextension/package.json labextension/yarn.lock labextension/tsconfig.json labextension/src/* labextension/style/*)
@@ -19,6 +19,10 @@ install: $(STAMP)
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The inner loop: no Docker, no browser, no notebook, nothing slow (a few minutes).
+test-fast: install
+	$(PY) -m pytest -m "not docker and not browser and not notebook and not slow" $(PYTEST_ARGS)
 
 demo: install
 	mkdir -p .artifacts/demo
