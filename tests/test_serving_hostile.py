@@ -128,6 +128,16 @@ def _answer_within(sock: socket.socket, seconds: float) -> tuple[int, dict[str, 
     return answers[0]
 
 
+def _send_more_then_closed(sock: socket.socket, chunk: bytes, times: int) -> None:
+    """After its answer, the client goes on sending: the server drains it and closes the connection."""
+    try:
+        for _ in range(times):
+            sock.sendall(chunk)
+    except OSError:
+        pass
+    assert _closed(sock)
+
+
 def _closed(sock: socket.socket, within: float = 5.0) -> bool:
     """Whether the server closes the connection (reading and dropping whatever it still sends)."""
     sock.settimeout(within)
@@ -172,12 +182,7 @@ def test_a_client_without_a_key_gets_401_before_sending_its_body(server, unharme
             sock.sendall(_head(length=94_000_000))
             status, headers, body = _answer_within(sock, 2)
             assert (status, headers["connection"]) == (401, "close")
-            try:  # what it sends anyway is drained, never kept
-                for _ in range(40):
-                    sock.sendall(b"x" * 65536)
-            except OSError:
-                pass
-            assert _closed(sock)
+            _send_more_then_closed(sock, b"x" * 65536, 40)  # what it sends anyway is drained, never kept
 
 
 def test_a_body_over_the_limit_gets_413_before_it_is_sent(server, unharmed):
@@ -248,12 +253,7 @@ def test_a_url_that_never_ends_gets_414_at_the_limit(server, unharmed):
         sock.sendall(b"GET /score?" + b"a" * 10_000)
         status, headers, body = _answer_within(sock, 2)
         assert status == 414 and b"8192 bytes" in body
-        try:
-            for _ in range(50):  # 3 MB more of the same URL: drained, never kept
-                sock.sendall(b"a" * 65536)
-        except OSError:
-            pass
-        assert _closed(sock)
+        _send_more_then_closed(sock, b"a" * 65536, 50)  # 3 MB more of the same URL: drained, never kept
 
 
 def test_a_header_line_that_never_ends_gets_431(server, unharmed):

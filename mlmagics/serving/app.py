@@ -24,20 +24,16 @@ from __future__ import annotations
 import json
 import time
 from random import getrandbits
-from typing import TYPE_CHECKING
 
 from . import outputs
 from .auth import UNAUTHORIZED, KeyAuth
-from .http import HttpRequest
+from .http import Answer, Connection, HttpRequest, Job, error
 from .inputs import InputError, query_params
 from .logs import log
 from .metrics import Metrics
-from .scorer import FAILED, READY, Answer, Job, Scorer, error
+from .scorer import FAILED, READY, Scorer
 from .settings import Settings
 from .swagger import Swagger, SwaggerError
-
-if TYPE_CHECKING:
-    from .http import Connection
 
 HEADER_LIMIT = 100
 # v1's answers to a path it does not serve and to a method a route does not take (Werkzeug's texts,

@@ -37,24 +37,21 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import threading
 import time
 import traceback
 from collections import deque
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import unquote
 
 import httptools
 
+from . import outputs
 from .logs import log
-from .outputs import error_body
-
-if TYPE_CHECKING:
-    from .app import App
-    from .scorer import Job
-    from .settings import Settings
+from .settings import Settings
 
 LINGER_S = 2.0  # how long a closing connection is still read (and discarded) after its last answer
 # What an unanswered request counts for back-pressure besides its body: room for its answer. Requests
@@ -83,6 +80,43 @@ class HttpRequest:
             if key == name:
                 return value.decode("latin-1")
         return default
+
+
+Answer = tuple[int, list, bytes]  # status, headers, body
+
+
+def error(status: int, message: str, failed: bool = False) -> Answer:
+    """v1's error answer: `{"message": ...}` as JSON, flagged as a failure of `run()` or not."""
+    return status, [outputs.JSON, outputs.RUN_FAILED if failed else outputs.RUN_OK], outputs.error_body(message)
+
+
+class Job:
+    """A request on its way to an answer. A scoring job is claimed once: by the scorer to run
+    it, or by the event loop to refuse it (waited too long); never both."""
+
+    __slots__ = ("conn", "request", "request_id", "id_headers", "route", "answer", "exec_ms", "claim", "hint", "deadline")
+
+    def __init__(self, conn: Connection, request: HttpRequest, request_id: str, id_headers: list, route: str) -> None:
+        self.conn = conn
+        self.request = request
+        self.request_id = request_id
+        self.id_headers = id_headers
+        self.route = route
+        self.answer: Answer | None = None
+        self.exec_ms: float | None = None
+        self.claim = threading.Lock()
+        self.hint = ""  # why it was refused, for the access log line
+        self.deadline = 0.0  # loop time after which, not taken by a worker yet, it is refused (max_request_wait_time)
+
+
+class App(Protocol):
+    """What a connection asks of the application above it (app.App; imports run one way: app -> http)."""
+
+    def admit(self, conn: Connection, request: HttpRequest, named: dict[bytes, bytes]) -> Job: ...
+    def refusal(self, job: Job, status: int, message: str, hint: str = "", retry_after: bool = False) -> Answer: ...
+    def protocol_error(self, conn: Connection, status: int, message: str) -> Job: ...
+    def dispatch(self, job: Job) -> None: ...
+    def write(self, job: Job) -> None: ...
 
 
 class _Stop(Exception):
@@ -517,7 +551,7 @@ class Connection(asyncio.Protocol):
         return not (self.pending or self.waiting or self.head_started or self.body_started or self.job)
 
 
-_TOO_MANY = error_body("Too many open connections to this worker (max_connections); retry in a moment")
+_TOO_MANY = outputs.error_body("Too many open connections to this worker (max_connections); retry in a moment")
 
 
 class HttpServer:

@@ -19,51 +19,24 @@ import asyncio
 import os
 import queue
 import signal
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import datacollection, outputs
 from .debugger import wait_for_debugger
+from .http import Answer, Job, error
 from .inputs import InputError, headers_dict, run_arguments
 from .logs import log
 from .metrics import Metrics
 from .script import LoadFailure, ScoringScript, describe_failure, user_traceback
 
-if TYPE_CHECKING:
-    from .http import Connection, HttpRequest
-
 STARTING, READY, FAILED = "starting", "ready", "failed"
-Answer = tuple[int, list, bytes]
 
 
 class ScoringTimeout(BaseException):
     """Raised inside run() by SIGALRM; a BaseException so `except Exception` in run() cannot swallow it."""
-
-
-def error(status: int, message: str, failed: bool = False) -> Answer:
-    return status, [outputs.JSON, outputs.RUN_FAILED if failed else outputs.RUN_OK], outputs.error_body(message)
-
-
-class Job:
-    """A request on its way to an answer. A scoring job is claimed once: by the scorer to run
-    it, or by the event loop to refuse it (waited too long); never both."""
-
-    __slots__ = ("conn", "request", "request_id", "id_headers", "route", "answer", "exec_ms", "claim", "hint", "deadline")
-
-    def __init__(self, conn: Connection, request: HttpRequest, request_id: str, id_headers: list, route: str) -> None:
-        self.conn = conn
-        self.request = request
-        self.request_id = request_id
-        self.id_headers = id_headers
-        self.route = route
-        self.answer: Answer | None = None
-        self.exec_ms: float | None = None
-        self.claim = threading.Lock()
-        self.hint = ""  # why it was refused, for the access log line
-        self.deadline = 0.0  # loop time after which, not taken by a worker yet, it is refused (max_request_wait_time)
 
 
 class Scorer:
