@@ -1,11 +1,45 @@
 """mlmagics: from a trained model in a notebook to a running, versioned web service.
 
-`%load_ext mlmagics` adds the notebook magics; `from mlmagics import Workspace, Model, ...`
-is the Python API (names as in the Azure ML v1 SDK). Importing this package is cheap: the
-scoring runtime (`mlmagics.serving`) is imported inside images that hold nothing else.
+`%load_ext mlmagics` adds the notebook magics; the Python API has the Azure ML v1 SDK's names,
+so a v1 notebook's `from azureml.core import Workspace, Model` becomes:
+
+    from mlmagics import Workspace, Model, ContainerImage, Webservice, LocalWebservice
+
+Importing this package is cheap: the API's names are imported on first use (`mlmagics.core`),
+because the scoring runtime (`mlmagics.serving`) runs inside images that hold nothing else.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
+VERSION = __version__  # v1: azureml.core.VERSION
+
+# The public API: every name `mlmagics.core` exports (tests check the two lists agree).
+__all__ = [
+    "AciWebservice", "AksCompute", "AksWebservice", "ComputeTarget", "ConflictError", "ContainerImage",
+    "DeploymentConfiguration", "DockerServiceDeploymentConfiguration", "DockerWebservice", "Image", "ImageConfig",
+    "ImageException", "InvalidConfiguration", "KubernetesCompute", "KubernetesServiceDeploymentConfiguration",
+    "KubernetesWebservice", "LocalServiceDeploymentConfiguration", "LocalWebservice", "MlmagicsError", "Model",
+    "ModelNotFoundException", "NotFoundError", "NullProgress", "Progress", "Recorder", "TargetUnavailable",
+    "TextProgress", "UserError", "VERSION", "Webservice", "WebserviceException", "Workspace", "check_script",
+    "replicas_needed",
+]  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    """`mlmagics.Workspace` and the rest: imported from the core the first time they are asked for."""
+    if name in __all__:
+        value = getattr(importlib.import_module("mlmagics.core"), name)
+        globals()[name] = value  # the next look-up is a plain attribute
+        return value
+    raise AttributeError(f"module 'mlmagics' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
 
 
 def load_ipython_extension(ipython) -> None:
