@@ -35,6 +35,7 @@ bench: install
 
 lint: install
 	$(PY) -m ruff check mlmagics tests benchmarks
+	$(PY) -m mypy
 
 lab: install  ## JupyterLab on the notebooks with the Deployments panel (for people, not CI)
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)

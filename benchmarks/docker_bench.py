@@ -104,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     from sklearn.datasets import make_classification
     from sklearn.linear_model import LogisticRegression
 
-    from mlmagics.core import Model, Webservice, Workspace
-    from mlmagics.core.targets.docker_engine import engine
+    from mlmagics.core import DockerWebservice, Model, Webservice, Workspace
+    from mlmagics.core.targets.docker.engine import engine
 
     client = engine()
     base = args.base_image or os.environ.get("MLMAGICS_BASE_IMAGE")
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 
             image = create(ws, "bench-sklearn", SKLEARN_SCRIPT.format(edit="v1"), [model])
             log(f"cold build of {image.id} from {base or 'python:<3.x>-slim'} (no layer cache) ...")
-            cold, _ = timed(lambda: image.build(no_cache=True))
+            cold, _ = timed(lambda: DockerWebservice.build_image(image, no_cache=True))
             sizes = image.build_info["layers"]
             rows.append(("image build, cold (no layer cache, base image present)", f"~{SEED_IMAGE_S // 60} min", f"{cold:.1f} s"))
 
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                 ("deploy to Healthy, v1's defaults (0.1 core, 0.5 GB)", image, {}),
             ]
             trivial = create(ws, "bench-trivial", TRIVIAL_SCRIPT, [])
-            trivial.build()
+            DockerWebservice.build_image(trivial)
             cases.append(("deploy to Healthy, trivial script, v1's defaults", trivial, {}))
             for label, target_image, settings in cases:
                 times = [deploy_to_healthy(ws, f"bench-{i}", target_image, **settings) for i in range(args.repeat)]

@@ -14,18 +14,20 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+from ._version import __version__
+
 VERSION = __version__  # v1: azureml.core.VERSION
 
 # The public API: every name `mlmagics.core` exports (tests check the two lists agree).
 __all__ = [
     "AciWebservice", "AksCompute", "AksWebservice", "ComputeTarget", "ConflictError", "ContainerImage",
-    "DeploymentConfiguration", "DockerServiceDeploymentConfiguration", "DockerWebservice", "Image", "ImageConfig",
+    "DeploymentConfiguration", "DeploymentPlan", "DockerServiceDeploymentConfiguration", "DockerWebservice", "Image",
+    "ImageConfig",
     "ImageException", "InvalidConfiguration", "KubernetesCompute", "KubernetesServiceDeploymentConfiguration",
     "KubernetesWebservice", "LocalServiceDeploymentConfiguration", "LocalWebservice", "MlmagicsError", "Model",
     "ModelNotFoundException", "NotFoundError", "NullProgress", "Progress", "Recorder", "TargetUnavailable",
     "TextProgress", "UserError", "VERSION", "Webservice", "WebserviceException", "Workspace", "check_script",
-    "replicas_needed",
+    "default_target", "deploy_configuration", "replicas_needed", "target_class", "target_names",
 ]  # fmt: skip
 
 

@@ -149,14 +149,18 @@ def _service(args: argparse.Namespace):
 
 
 def service_deploy(args: argparse.Namespace) -> None:
+    from mlmagics.core import DeploymentPlan
     from mlmagics.core.deploy import deploy
 
     service = deploy(_workspace(args), args.name, progress=_progress(args), **arguments.deploy_request(args))
-    _emit(
-        args,
-        service.serialize(),
-        f"Service {service.name} is {service.state}\nscoring URI: {service.scoring_uri}\nswagger URI: {service.swagger_uri}",
-    )
+    if isinstance(service, DeploymentPlan):  # a dry run
+        files = "\n".join(f"  {f}" for f in service.manifest_files)
+        text = (f"Service {service.name} is DryRun: nothing was applied\nmanifests:\n{files}\n"
+                f"planned scoring URI: {service.planned_scoring_uri}")  # fmt: skip
+    else:
+        uris = f"scoring URI: {service.scoring_uri}\nswagger URI: {service.swagger_uri}"
+        text = f"Service {service.name} is {service.state}\n{uris}"
+    _emit(args, service.serialize(), text)
 
 
 def service_list(args: argparse.Namespace) -> None:

@@ -362,8 +362,11 @@ class BenchResult:
         return self.summary()
 
     def _repr_html_(self) -> str:
-        image = base64.b64encode(self.png()).decode()
-        return f"<div style='{_BOX}'>{esc(self.summary())}<br><img src='data:image/png;base64,{image}'/></div>"
+        try:
+            image = f"<img src='data:image/png;base64,{base64.b64encode(self.png()).decode()}'/>"
+        except ImportError:  # matplotlib comes with the lab extra
+            image = "<i>the latency histogram needs matplotlib: pip install 'mlmagics[lab]'</i>"
+        return f"<div style='{_BOX}'>{esc(self.summary())}<br>{image}</div>"
 
 
 @dataclass
@@ -424,9 +427,10 @@ class ManifestPlan:
     kinds: list[str]
 
     @classmethod
-    def of(cls, service: Any) -> ManifestPlan:
-        kinds = [f"{m.get('kind')}/{m.get('metadata', {}).get('name')}" for m in getattr(service, "manifests", [])]
-        return cls(service.name, [str(f) for f in getattr(service, "manifest_files", [])], kinds)
+    def of(cls, plan: Any) -> ManifestPlan:
+        """From a `DeploymentPlan` (mlmagics.core.plans)."""
+        kinds = [f"{m.get('kind')}/{m.get('metadata', {}).get('name')}" for m in plan.manifests]
+        return cls(plan.name, [str(f) for f in plan.manifest_files], kinds)
 
     def yaml(self) -> str:
         from pathlib import Path

@@ -185,9 +185,9 @@ class DeployMagics(Magics):
             progress=progress,
         )
         if args.docker:
-            if not hasattr(image, "build"):
-                raise UsageError("the Docker target is not built yet in this version of mlmagics")
-            self._call(image.build, progress=progress)
+            from mlmagics.core import DockerWebservice
+
+            self._call(DockerWebservice.build_image, image, progress=progress)
         return show.image_card(image)
 
     # -- services -------------------------------------------------------------------------------------------
@@ -214,7 +214,9 @@ class DeployMagics(Magics):
         return self._service_card(service)
 
     def _service_card(self, service):
-        if service.state == "DryRun":  # the manifests are the result
+        from mlmagics.core import DeploymentPlan
+
+        if isinstance(service, DeploymentPlan):  # a dry run: the manifests are the result
             return show.ManifestPlan.of(service)
         return show.service_card(service, reveal_keys=self.reveal_keys)
 
@@ -274,24 +276,11 @@ class DeployMagics(Magics):
             raise UsageError(f"the body is not valid JSON ({e}); quote text as a JSON string or use @file") from None
         return text.encode()
 
-    def _request(self, service, payload: bytes):
-        import requests
-
+    def _score_once(self, service, payload: bytes) -> show.TestResult:
         if not service.scoring_uri:
             raise UsageError(f"service {service.name} has no scoring URI ({service.state}); %logs {service.name} says why")
-        return requests.post(
-            service.scoring_uri, data=payload, headers=service.request_headers(), timeout=self.test_timeout,
-            verify=service.tls_verify,
-        )  # fmt: skip
-
-    def _score_once(self, service, payload: bytes) -> show.TestResult:
-        import requests
-
         started = time.perf_counter()
-        try:
-            response = self._request(service, payload)
-        except requests.RequestException as e:
-            raise UsageError(f"could not reach {service.scoring_uri}: {e}") from None
+        response = self._call(service.request, data=payload, timeout=self.test_timeout)
         latency = (time.perf_counter() - started) * 1000
         if response.status_code != 200:
             try:
@@ -307,16 +296,13 @@ class DeployMagics(Magics):
 
         import requests
 
-        session = requests.Session()
-        headers = service.request_headers()
+        session = requests.Session()  # one connection pool: what a real client keeps
 
         def one(_: int) -> float | None:
             started = time.perf_counter()
             try:
-                ok = (
-                    session.post(service.scoring_uri, data=payload, headers=headers, timeout=self.test_timeout).status_code == 200
-                )
-            except requests.RequestException:
+                ok = service.request(data=payload, timeout=self.test_timeout, session=session).status_code == 200
+            except MlmagicsError:
                 ok = False
             return (time.perf_counter() - started) * 1000 if ok else None
 

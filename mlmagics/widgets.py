@@ -20,6 +20,7 @@ from IPython.display import display
 
 from mlmagics import display as show
 from mlmagics.core.errors import MlmagicsError
+from mlmagics.core.plans import DeploymentPlan
 
 TARGET_CHOICES = [("local (this machine)", "local"), ("docker (aci)", "docker"), ("kubernetes (aks)", "kubernetes")]
 
@@ -202,7 +203,8 @@ class DeployForm:
             self.service = deploy(
                 self.workspace, self.name.value, target=self.target.value, progress=self.progress, **source, **self.settings()
             )
-            card = show.ManifestPlan.of(self.service) if self.service.state == "DryRun" else show.service_card(self.service)
+            planned = isinstance(self.service, DeploymentPlan)  # a dry run: the manifests are the result
+            card = show.ManifestPlan.of(self.service) if planned else show.service_card(self.service)
             self.result.append_display_data(card)
         except MlmagicsError as e:
             self.error = e.message

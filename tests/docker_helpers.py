@@ -34,7 +34,7 @@ def unavailable(reason: str) -> None:
 def require_engine():
     """A docker client and the base image tests build from (MLMAGICS_BASE_IMAGE or the local test base)."""
     from mlmagics.core import TargetUnavailable
-    from mlmagics.core.targets.docker_engine import engine
+    from mlmagics.core.targets.docker.engine import engine
 
     try:
         client = engine()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from mlmagics.core.targets.local import free_port
+from mlmagics.core.targets.local.service import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 # As root in a sandbox without network: no sandbox, no GPU, no calls home (they would be refused, many at a time).

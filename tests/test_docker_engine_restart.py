@@ -21,7 +21,7 @@ from core_helpers import echo_image
 from docker_helpers import TEST_REPO, remove_workspace, require_engine, unavailable
 
 from mlmagics.core import DockerWebservice, Recorder, TargetUnavailable, Webservice, Workspace
-from mlmagics.core.targets.docker_engine import DEFAULT_ENGINE, bridge_address_unstable, engine_url, wait_for_engine
+from mlmagics.core.targets.docker.engine import DEFAULT_ENGINE, bridge_address_unstable, engine_url, wait_for_engine
 
 DOCKERD_LOG = Path("/tmp/mlmagics-dockerd.log")  # where .ci/services.sh logs the daemon it starts
 BRIDGE = Path("/sys/class/net/docker0")
@@ -99,7 +99,7 @@ class RestartAfterThePortHolder(Recorder):
 def test_dockerd_restarted_during_a_deploy_is_one_line_and_leaves_nothing_behind(dockerd, tmp_path):
     daemon, ws = dockerd
     image = echo_image(ws, tmp_path / "app")
-    image.build()
+    DockerWebservice.build_image(image)
     mac = (BRIDGE / "address").read_text().strip() if BRIDGE.exists() else None
     progress = RestartAfterThePortHolder(daemon)
     started = time.monotonic()

@@ -17,8 +17,9 @@ from core_helpers import echo_image, write
 from docker_helpers import TEST_REPO, remove_workspace, require_engine
 
 from mlmagics.core import AciWebservice, ContainerImage, Image, Model, UserError, Webservice, Workspace
-from mlmagics.core.targets import docker_image
-from mlmagics.core.targets.docker import PIDS_LIMIT, DockerWebservice
+from mlmagics.core.targets import container as layout
+from mlmagics.core.targets.docker import DockerWebservice, build
+from mlmagics.core.targets.docker.service import PIDS_LIMIT
 
 LABEL = "org.mlmagics"
 
@@ -98,7 +99,7 @@ def ws(client, tmp_path_factory):
 @pytest.fixture(scope="module")
 def probing(ws, tmp_path_factory):
     image = echo_image(ws, tmp_path_factory.mktemp("probing"), name="probing", script=PROBING)
-    image.build()
+    DockerWebservice.build_image(image)
     return image
 
 
@@ -124,22 +125,22 @@ def test_docker_inspect_shows_both_containers_locked_down(client, service):
     assert host["PidsLimit"] == PIDS_LIMIT
     assert host["Tmpfs"] == {"/tmp": f"size={512 * 1024**2},mode=1777"}, "half of memory_gb"
     assert (host["CapDrop"], host["SecurityOpt"]) == (["ALL"], ["no-new-privileges"])
-    assert server.attrs["Config"]["User"] == f"{docker_image.UID}:{docker_image.UID}"
+    assert server.attrs["Config"]["User"] == f"{layout.UID}:{layout.UID}"
     holder = client.containers.get(service.target["holder"])
     held = holder.attrs["HostConfig"]
-    assert holder.attrs["Config"]["User"] == f"{docker_image.UID}:{docker_image.UID}", "the port holder is not root"
+    assert holder.attrs["Config"]["User"] == f"{layout.UID}:{layout.UID}", "the port holder is not root"
     assert held["ReadonlyRootfs"] is True and 0 < held["PidsLimit"] < PIDS_LIMIT
     assert (held["CapDrop"], held["SecurityOpt"]) == (["ALL"], ["no-new-privileges"])
     run = client.volumes.get(service.target["volume"]).attrs["Options"]
-    assert run["type"] == "tmpfs" and f"uid={docker_image.UID}" in run["o"] and "mode=0700" in run["o"]
+    assert run["type"] == "tmpfs" and f"uid={layout.UID}" in run["o"] and "mode=0700" in run["o"]
 
 
 def test_only_the_services_user_may_reach_the_hand_over_socket(service):
     server = service.container
     # numeric owner and mode of the folder and of the socket, as the server sees them
-    assert inside(server, "stat -c '%u %a' /run/mlmagics") == f"{docker_image.UID} 700"
+    assert inside(server, "stat -c '%u %a' /run/mlmagics") == f"{layout.UID} 700"
     mode = inside(server, "stat -c '%u %a %F' /run/mlmagics/listener.sock")
-    assert mode == f"{docker_image.UID} 600 socket", "not world-writable: only the service's user may ask for the port"
+    assert mode == f"{layout.UID} 600 socket", "not world-writable: only the service's user may ask for the port"
 
 
 def test_the_container_health_check_and_the_target_read_the_servers_state(service):
@@ -150,9 +151,9 @@ def test_the_container_health_check_and_the_target_read_the_servers_state(servic
 
 
 def test_run_writes_to_tmp_and_its_working_folder_and_nowhere_else(service):
-    assert service.run({}) == {"home": "/tmp", "tmp": "/tmp", "cwd": docker_image.APP, "uid": docker_image.UID}
+    assert service.run({}) == {"home": "/tmp", "tmp": "/tmp", "cwd": layout.APP, "uid": layout.UID}
     assert service.run({"write": "/tmp/scratch.txt"}) == {"wrote": "/tmp/scratch.txt"}
-    assert service.run({"write": "output.txt"}) == {"wrote": f"{docker_image.APP}/output.txt"}, "v1 scripts write next to them"
+    assert service.run({"write": "output.txt"}) == {"wrote": f"{layout.APP}/output.txt"}, "v1 scripts write next to them"
     for elsewhere in ("/written-to-root.txt", "/opt/mlmagics/models/tiny/1/overwritten.txt", "/etc/passwd"):
         assert service.run({"write": elsewhere}) == {"error": "Read-only file system"}, elsewhere
     assert service.run({"write": "azureml-models/tiny/1/overwritten.txt"}) == {"error": "Read-only file system"}, (
@@ -176,7 +177,7 @@ def test_a_fork_bomb_in_run_stops_at_the_pids_limit_and_the_service_answers_on(s
     print(f"fork bomb: {bomb['forked']} processes in {time.monotonic() - started:.1f} s")
     assert bomb["error"] == "Resource temporarily unavailable", bomb
     assert PIDS_LIMIT - 64 <= bomb["forked"] < PIDS_LIMIT, "the limit counts the server's own processes and threads too"
-    assert service.run({})["uid"] == docker_image.UID, "and it serves on"
+    assert service.run({})["uid"] == layout.UID, "and it serves on"
 
 
 def test_collected_data_outlives_the_service_and_its_releases(client, ws, probing):
@@ -189,7 +190,7 @@ def test_collected_data_outlives_the_service_and_its_releases(client, ws, probin
     volume = f"{first._prefix}-data"
     first.delete()
     kept = first.collected_data_kept
-    assert kept.startswith(f"the Docker volume {volume} ") and docker_image.DATA_DIR in kept
+    assert kept.startswith(f"the Docker volume {volume} ") and layout.DATA_DIR in kept
     assert first.deleted_summary().endswith("(delete(delete_collected_data=True) removes it)"), "delete() says where it is"
     mine = {"label": [f"{LABEL}.workspace={ws.path}", f"{LABEL}.service=collecting"]}
     assert client.containers.list(all=True, filters=mine) == []
@@ -208,12 +209,12 @@ def test_collected_data_outlives_the_service_and_its_releases(client, ws, probin
 
 def _collected(client, image, volume: str, container=None) -> list[dict]:
     """The records in the data volume, read by a throw-away container (or the running service)."""
-    command = f"cat $(find {docker_image.DATA_DIR} -name '*.jsonl' | sort)"
+    command = f"cat $(find {layout.DATA_DIR} -name '*.jsonl' | sort)"
     if container is not None:
         text = inside(container, command)
     else:
         text = client.containers.run(image.build_info["id"], ["sh", "-c", command], remove=True,
-                                     volumes={volume: {"bind": docker_image.DATA_DIR, "mode": "ro"}}).decode()  # fmt: skip
+                                     volumes={volume: {"bind": layout.DATA_DIR, "mode": "ro"}}).decode()  # fmt: skip
     return sorted((json.loads(line) for line in text.splitlines() if line), key=lambda r: r["time"] + str(r["data"]))
 
 
@@ -221,8 +222,8 @@ def test_an_image_built_for_another_layout_is_built_again(probing):
     """An image built by an earlier mlmagics (a Dockerfile of another layout) is rebuilt before it is deployed."""
     built = probing.build_info["id"]
     probing.set_build_info(recipe="an older layout")
-    probing.build()
-    assert probing.build_info["recipe"] == docker_image.recipe_digest(probing, probing.build_info["base_image"])
+    DockerWebservice.build_image(probing)
+    assert probing.build_info["recipe"] == build.recipe_digest(probing, probing.build_info["base_image"])
     assert probing.build_info["id"] == built, "from the layer cache: the same recipe gives the same image"
 
 
@@ -237,7 +238,7 @@ def test_files_shipped_with_the_script_are_in_its_working_folder_and_writable(ws
     try:
         service.wait_for_deployment()
         assert inside(service.container, "cat notes.txt") == "shipped with the script"
-        assert service.run({"write": "notes.txt"}) == {"wrote": f"{docker_image.APP}/notes.txt"}
+        assert service.run({"write": "notes.txt"}) == {"wrote": f"{layout.APP}/notes.txt"}
         assert inside(service.container, "cat notes.txt") == "x"
     finally:
         service.delete()

@@ -36,7 +36,7 @@ from mlmagics.core import (
     WebserviceException,
     Workspace,
 )
-from mlmagics.core.targets.docker_image import STATE_FILE
+from mlmagics.core.targets.container import STATE_FILE
 
 LABEL = "org.mlmagics"
 
@@ -66,7 +66,7 @@ def app(tmp_path_factory) -> Path:
 def timed_build(image: Image, label: str) -> Recorder:
     recorder = Recorder()
     started = time.monotonic()
-    image.build(progress=recorder)
+    DockerWebservice.build_image(image, progress=recorder)
     print(f"{label}: {time.monotonic() - started:.1f} s, {image.build_info['size'] / 1e6:.1f} MB")
     return recorder
 
@@ -180,7 +180,7 @@ def test_a_failed_build_names_the_failing_step_and_its_last_lines(ws, tmp_path, 
     image = Image.create(ws, "unbuildable", [], config)
     progress = Recorder()
     with pytest.raises(ImageException) as info:
-        image.build(progress=progress)
+        DockerWebservice.build_image(image, progress=progress)
     message = str(info.value)
     assert "docker build of" in message and "failed at Step " in message
     assert "pip --python /opt/mlmagics/venv/bin/python install -r /opt/mlmagics/requirements.txt" in message, message
@@ -469,7 +469,7 @@ def test_the_faces_deploy_to_docker_through_the_shared_core(ws, echo_v1, tmp_pat
 def test_push_and_pull_through_the_registry(client, ws, app, echo_v1):
     registry = require_registry()
     image = echo_image(ws, app / "pushed", name="pushed")
-    location = image.push(registry)  # built first: push needs no separate build step
+    location = DockerWebservice.push_image(image, registry)  # built first: push needs no separate build step
     assert location == image.image_location == f"{registry}/{TEST_REPO}/pushed:1"
     assert image.build_info["digest"].startswith("sha256:")
     tags = requests.get(f"http://{registry}/v2/{TEST_REPO}/pushed/tags/list", timeout=5).json()["tags"]
@@ -489,8 +489,8 @@ def test_push_with_credentials_and_a_clear_error_without_them(tmp_path, echo_v1)
     try:
         image, _ = echo_v1
         with pytest.raises(ImageException, match=r"push of .* failed: .*(auth|unauthorized|no basic auth)"):
-            image.push(registry.address, username="deployer", password="wrong")
-        location = image.push(registry.address, username="deployer", password="s3cret-pass")
+            DockerWebservice.push_image(image, registry.address, username="deployer", password="wrong")
+        location = DockerWebservice.push_image(image, registry.address, username="deployer", password="s3cret-pass")
         listed = requests.get(f"http://{registry.address}/v2/_catalog", auth=("deployer", "s3cret-pass"), timeout=5).json()
         assert f"{TEST_REPO}/echo" in listed["repositories"] and location.startswith(registry.address)
     finally:

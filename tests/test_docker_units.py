@@ -21,11 +21,12 @@ from mlmagics.core import (
     UserError,
     Webservice,
     Workspace,
+    deploy_configuration,
+    target_class,
 )
 from mlmagics.core.configs import config_from_dict
-from mlmagics.core.targets import deploy_configuration, target_for
-from mlmagics.core.targets.docker_engine import base_image, engine, engine_errors
-from mlmagics.core.targets.docker_image import dockerfile, recipe_digest, requirements_for, write_context
+from mlmagics.core.targets.docker.build import dockerfile, recipe_digest, requirements_for, write_context
+from mlmagics.core.targets.docker.engine import base_image, engine, engine_errors
 
 
 @pytest.fixture
@@ -35,7 +36,7 @@ def ws(tmp_path):
 
 def test_aci_is_the_docker_target_with_v1_defaults():
     assert AciWebservice is DockerWebservice
-    assert target_for("aci") is target_for("docker") is DockerWebservice
+    assert target_class("aci") is target_class("docker") is DockerWebservice
     config = AciWebservice.deploy_configuration()
     assert isinstance(config, DockerServiceDeploymentConfiguration) and config.compute_type == "Docker"
     assert config.cpu_cores is None, "v1: every parameter defaults to None"
@@ -94,7 +95,7 @@ def test_the_tls_flags_of_the_cli_and_magics_turn_ssl_enabled_on(tmp_path):
 
 
 def test_a_bridge_whose_mac_follows_its_containers_is_detected(tmp_path):
-    from mlmagics.core.targets.docker_engine import bridge_address_unstable
+    from mlmagics.core.targets.docker.engine import bridge_address_unstable
 
     bridge = tmp_path / "docker0"
     assert bridge_address_unstable(bridge) is False  # no bridge: nothing to say
@@ -199,8 +200,9 @@ def test_the_build_context_holds_only_the_runtime_the_models_and_the_app(ws, tmp
     names = set(members)
     assert {"Dockerfile", "runtime-requirements.txt", "runtime-constraints.txt", "requirements.txt"} <= names
     assert "runtime/mlmagics/__init__.py" in names and "runtime/mlmagics/serving/supervisor.py" in names
-    runtime = {n for n in names if n.startswith("runtime/")} - {"runtime/mlmagics", "runtime/mlmagics/__init__.py"}
-    assert all(n.startswith("runtime/mlmagics/serving") for n in runtime), "only mlmagics/__init__.py and mlmagics/serving/"
+    root = {"runtime/mlmagics", "runtime/mlmagics/__init__.py", "runtime/mlmagics/_version.py"}
+    runtime = {n for n in names if n.startswith("runtime/")} - root
+    assert all(n.startswith("runtime/mlmagics/serving") for n in runtime), "only the package's root and mlmagics/serving/"
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     assert members["azureml-models/tiny/1/tiny.txt"].mode == 0o444, "models stay read-only"
     assert members["app/score.py"].mode == 0o644 and members["app/score.py"].uid == 0
@@ -232,7 +234,7 @@ def test_no_engine_is_one_line_that_says_what_to_do(ws, tmp_path, monkeypatch):
     assert str(info.value) == expected
     image = echo_image(ws, tmp_path / "app")
     with pytest.raises(TargetUnavailable, match="no Docker engine at"):
-        image.build()
+        DockerWebservice.build_image(image)
     with pytest.raises(TargetUnavailable, match="no Docker engine at"):
         Webservice.deploy_from_image(ws, "nowhere", image, DockerWebservice.deploy_configuration())
     assert Webservice.list(ws) == [], "refused before anything was recorded"

@@ -10,9 +10,8 @@ import inspect
 import pytest
 
 from mlmagics import arguments
-from mlmagics.core import InvalidConfiguration, UserError, WebserviceException
+from mlmagics.core import InvalidConfiguration, UserError, WebserviceException, deploy_configuration, target_class
 from mlmagics.core.configs import config_from_dict
-from mlmagics.core.targets import deploy_configuration, target_for
 from mlmagics.core.targets.kubernetes import (
     AksServiceDeploymentConfiguration,
     AksWebservice,
@@ -38,7 +37,7 @@ def errors_of(**settings) -> str:
 
 def test_the_aks_names_are_the_kubernetes_target():
     assert AksWebservice is KubernetesWebservice and AksServiceDeploymentConfiguration is KubernetesServiceDeploymentConfiguration
-    assert target_for("aks") is target_for("kubernetes") is target_for("Kubernetes") is KubernetesWebservice
+    assert target_class("aks") is target_class("kubernetes") is target_class("Kubernetes") is KubernetesWebservice
 
 
 def test_v1s_parameters_come_first_in_v1s_order_and_every_one_defaults_to_none():

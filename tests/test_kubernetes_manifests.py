@@ -22,9 +22,9 @@ from kubernetes_helpers import validate
 from serving_helpers import free_port
 
 from mlmagics.core import Workspace
-from mlmagics.core.targets import kubernetes_manifests as m
 from mlmagics.core.targets.kubernetes import AksWebservice
-from mlmagics.core.targets.kubernetes_rollout import explain_log
+from mlmagics.core.targets.kubernetes import manifests as m
+from mlmagics.core.targets.kubernetes.rollout import explain_log
 from mlmagics.serving.settings import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -372,17 +372,18 @@ def test_a_failing_init_makes_the_readiness_probe_get_503_which_the_rollout_diag
 
 
 def test_the_pods_expect_the_layout_the_docker_target_builds(tmp_path, monkeypatch):
-    from mlmagics.core.targets import docker_image
+    from mlmagics.core.targets import container as layout
+    from mlmagics.core.targets.docker import build
 
     monkeypatch.chdir(tmp_path)
     image = echo_image(Workspace(tmp_path / "ws"), tmp_path / "src")
-    assert (m.LAYOUT.app_root, m.LAYOUT.port, m.LAYOUT.user) == (docker_image.APP, docker_image.PORT, docker_image.UID)
-    assert m.LAYOUT.model_dir(image.model_ids) == docker_image.model_dir(image)
+    assert (m.LAYOUT.app_root, m.LAYOUT.port, m.LAYOUT.user) == (layout.APP, layout.PORT, layout.UID)
+    assert m.LAYOUT.model_dir(image.model_ids) == build.model_dir(image)
     env = {
         e["name"]: e["value"]
         for e in container(m.render(AksWebservice.deploy_configuration(), spec(entry_script=image.execution_script)))["env"]
     }
     assert env["AZUREML_ENTRY_SCRIPT"] == image.execution_script and env["MLMAGICS_SERVE_INIT_FAILURE"] == "true"
     monkeypatch.delenv("MLMAGICS_IMAGE_REPO", raising=False)
-    assert m.planned_location("127.0.0.1:5000", "echo", 1) == "127.0.0.1:5000/" + docker_image.tag_for(image)
+    assert m.planned_location("127.0.0.1:5000", "echo", 1) == "127.0.0.1:5000/" + build.tag_for(image)
     assert m.planned_location(None, "echo", 1) == "registry.invalid/mlmagics/echo:1"

@@ -8,7 +8,7 @@ import json
 import pytest
 from kubernetes_helpers import FIXTURES, load_scenario
 
-from mlmagics.core.targets.kubernetes_rollout import (
+from mlmagics.core.targets.kubernetes.rollout import (
     CRASH_LOOP_BACK_OFF,
     CREATE_CONTAINER_CONFIG_ERROR,
     DEPLOYMENT_FAILED,

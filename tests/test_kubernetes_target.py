@@ -19,9 +19,18 @@ import pytest
 from core_helpers import echo_image
 from kubernetes_helpers import ApiStandIn
 
-from mlmagics.core import ConflictError, Recorder, TargetUnavailable, UserError, Webservice, WebserviceException, Workspace
+from mlmagics.core import (
+    ConflictError,
+    DockerWebservice,
+    Recorder,
+    TargetUnavailable,
+    UserError,
+    Webservice,
+    WebserviceException,
+    Workspace,
+)
 from mlmagics.core.targets.kubernetes import AksWebservice, KubernetesWebservice
-from mlmagics.core.targets.kubernetes_cluster import ComputeTarget, KubernetesCompute
+from mlmagics.core.targets.kubernetes.cluster import ComputeTarget, KubernetesCompute
 
 INIT_FAILED_LOG = "\n".join(
     [
@@ -215,7 +224,7 @@ def test_delete_removes_every_labelled_object_and_an_update_removes_what_is_no_l
     service = deployed(ws, tmp_path, api, ingress_host="ml.example.com")
     api.scenario = "healthy"
     api.existing = list(service.applied)  # what the lists now report: the objects just applied
-    assert service.manifests == [], "manifests are a dry run's plan; a live service is shown as one"
+    assert isinstance(service, KubernetesWebservice), "a live deploy is a service; a dry run's result is a plan"
     api.requests.clear()
     service.update(ingress_host="")  # "" (None keeps the current value, as in v1): no Ingress any more
     deletes = [(d["path"], d["query"]) for d in api.calls("DELETE")]
@@ -335,13 +344,13 @@ def test_the_built_image_runs_as_the_pod_spec_says(ws, tmp_path, monkeypatch):
     import requests
     from docker_helpers import free_port, require_engine
 
-    from mlmagics.core.targets import kubernetes_manifests as m
+    from mlmagics.core.targets.kubernetes import manifests as m
 
     client, base = require_engine()
     monkeypatch.setenv("MLMAGICS_BASE_IMAGE", base)
     monkeypatch.setenv("MLMAGICS_IMAGE_REPO", "mlmagics-k8s-test")
     image = echo_image(ws, tmp_path / "src", name="k8secho")
-    tag = image.build()
+    tag = DockerWebservice.build_image(image)
     spec = m.ServiceSpec(name="mnist", image_location=tag, image_id=image.id, entry_script=image.execution_script,
                          model_ids=list(image.model_ids), keys=("k8s-primary", "k8s-secondary"))  # fmt: skip
     manifests = {x["kind"]: x for x in m.render(AksWebservice.deploy_configuration(), spec)}

@@ -8,6 +8,7 @@ them. The names are Azure ML SDK v1's, so migrating is a search-and-replace of i
 
 from .autoscale import replicas_needed
 from .configs import DeploymentConfiguration, InvalidConfiguration
+from .deploy import deploy_configuration  # noqa: E402
 from .errors import (
     ConflictError,
     ImageException,
@@ -20,13 +21,22 @@ from .errors import (
 )
 from .images import ContainerImage, Image, ImageConfig
 from .models import Model
+from .plans import DeploymentPlan
 from .preflight import check_script
 from .progress import NullProgress, Progress, Recorder, TextProgress
-from .services import Webservice
-from .targets.docker import AciWebservice, DockerServiceDeploymentConfiguration, DockerWebservice
-from .targets.kubernetes import AksWebservice, KubernetesServiceDeploymentConfiguration, KubernetesWebservice
-from .targets.kubernetes_cluster import AksCompute, ComputeTarget, KubernetesCompute
-from .targets.local import LocalServiceDeploymentConfiguration, LocalWebservice
+from .services import Webservice, default_target, target_class, target_names
+from .targets.docker import AciWebservice, DockerServiceDeploymentConfiguration, DockerWebservice  # noqa: E402
+from .targets.kubernetes import (  # noqa: E402
+    AksCompute,
+    AksWebservice,
+    ComputeTarget,
+    KubernetesCompute,
+    KubernetesServiceDeploymentConfiguration,
+    KubernetesWebservice,
+)
+
+# The targets register themselves when imported (services.py, configs.py); this is the one place that imports them.
+from .targets.local import LocalServiceDeploymentConfiguration, LocalWebservice  # noqa: E402, I001
 from .workspace import Workspace
 
 __all__ = [
@@ -37,6 +47,7 @@ __all__ = [
     "ComputeTarget",
     "ContainerImage",
     "DeploymentConfiguration",
+    "DeploymentPlan",
     "DockerServiceDeploymentConfiguration",
     "DockerWebservice",
     "Image",
@@ -62,5 +73,9 @@ __all__ = [
     "WebserviceException",
     "Workspace",
     "check_script",
+    "default_target",
+    "deploy_configuration",
     "replicas_needed",
+    "target_class",
+    "target_names",
 ]

@@ -15,7 +15,7 @@ this machine, in a container and on a cluster:
 | `collect_model_data` | False | `ModelDataCollector` records JSON lines |
 | `max_request_body_mb` | 100 | larger bodies get 413 |
 | `cors_origins` | none | CORS headers for these origins |
-| `server_limits` (mlmagics only) | the runtime's (README, "Limits") | URL, headers, slow clients, connections, buffered bytes |
+| `server_limits` (mlmagics only) | the runtime's (docs: scoring server, Limits) | URL, headers, clients, bodies |
 """
 
 from __future__ import annotations
@@ -24,7 +24,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from mlmagics.serving.settings import LIMITS
+
 from .errors import UserError, WebserviceException
+
+_CONFIGS: dict[str, type[DeploymentConfiguration]] = {}  # compute type -> configuration class, filled by the targets
 
 
 class InvalidConfiguration(UserError, WebserviceException):
@@ -69,6 +73,11 @@ class DeploymentConfiguration:
     )
     extra_fields: dict[str, Any] = field(default_factory=dict, repr=False)
     secrets: ClassVar[tuple[str, ...]] = ("primary_key", "secondary_key")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("compute_type"):  # a target's configuration registers itself (config_from_dict reads it)
+            _CONFIGS[cls.compute_type] = cls
 
     def __post_init__(self) -> None:
         self.validate()
@@ -141,10 +150,15 @@ class DeploymentConfiguration:
         }
 
 
+def port_errors(port: Any) -> list[str]:
+    """A port a target listens or publishes on: an integer 1..65535 (None: the target chooses)."""
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535):
+        return [f"port must be an integer in [1, 65535], got {port!r}"]
+    return []
+
+
 def _limit_errors(limits: Any) -> list[str]:
     """What is wrong with `server_limits`: names the runtime knows, numbers it can use."""
-    from mlmagics.serving.settings import LIMITS
-
     if limits is None:
         return []
     if not isinstance(limits, dict):
@@ -164,10 +178,10 @@ def _printable_word(text: str) -> bool:
 
 def config_from_dict(data: dict[str, Any]) -> DeploymentConfiguration:
     """Rebuild a stored configuration as its target's class."""
-    from .targets import target_for
-
     data = dict(data)
     compute_type = data.pop("compute_type")
-    cls = target_for(compute_type).config_class
+    cls = _CONFIGS.get(compute_type)
+    if cls is None:
+        raise UserError(f"no target of compute type {compute_type!r} is installed (known: {', '.join(_CONFIGS) or 'none'})")
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in data.items() if k in names})

@@ -9,16 +9,33 @@ same in two steps; the faces (CLI, magics, widgets, the lab panel) call this.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from .errors import UserError
 from .images import ContainerImage, Image
 from .models import Model
+from .plans import DeploymentPlan
 from .progress import Progress
-from .services import Webservice
-from .targets import deploy_configuration
+from .services import Webservice, target_class
 from .versioned import split_id
 from .workspace import Workspace
+
+
+def deploy_configuration(target: str, **settings: Any):
+    """`deploy_configuration(...)` of the named target, from v1 parameter names (what faces build from flags).
+
+    >>> deploy_configuration("local", port=8890).port
+    8890
+    """
+    cls = target_class(target)
+    accepted = inspect.signature(cls.deploy_configuration).parameters
+    unknown = sorted(k for k, v in settings.items() if v is not None and k not in accepted)
+    if unknown:
+        raise UserError(
+            f"the {cls.compute_type.lower()} target has no setting {', '.join(unknown)}; it takes {', '.join(accepted)}"
+        )
+    return cls.deploy_configuration(**{k: v for k, v in settings.items() if v is not None})
 
 
 def resolve_image(workspace: Workspace, image: str | Image) -> Image:
@@ -76,7 +93,7 @@ def deploy(
     wait: bool = True,
     update: bool = False,
     **settings: Any,
-) -> Webservice:
+) -> Webservice | DeploymentPlan:
     """Deploy as service `name` on `target` (local, docker/aci, kubernetes/aks) and wait until Healthy.
 
     Give `image`, or `models` and `script` (an image named after the service is created).
@@ -89,17 +106,18 @@ def deploy(
         raise UserError("give either an image or models and a script, not both")
     config = deploy_configuration(target, **settings)
     if image is None:
+        assert models and script  # checked above
         image = create_image(workspace, name, models, script, requirements, conda_file, runtime, progress=progress)
     image = resolve_image(workspace, image)
     if update:
         try:
-            service = Webservice(workspace, name)
+            existing = Webservice(workspace, name)
         except LookupError:
-            service = None
-        if service is not None:
-            service.update(image=image, progress=progress, **{k: v for k, v in settings.items() if k != "port"})
-            return service
+            existing = None
+        if existing is not None:
+            planned = existing.update(image=image, progress=progress, **{k: v for k, v in settings.items() if k != "port"})
+            return planned or existing
     service = Webservice.deploy_from_image(workspace, name, image, config, progress=progress)
-    if wait:
+    if wait and isinstance(service, Webservice):  # a dry run's plan has nothing to wait for
         service.wait_for_deployment(progress=progress)
     return service

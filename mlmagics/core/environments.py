@@ -11,10 +11,14 @@ image is built (the silent cause of many failed v1 deployments).
 from __future__ import annotations
 
 import importlib.metadata as metadata
+import importlib.util
+import pickletools
 import re
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import yaml
 
 from .errors import UserError
 
@@ -95,13 +99,12 @@ def read_requirements(path: Path) -> list[str]:
 
 def read_conda(path: Path) -> tuple[str | None, list[str]]:
     """(python version, pip-installable requirements) from a conda environment file."""
-    import yaml
-
     try:
         doc = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise UserError(f"conda file {path} is not valid YAML: {e}") from None
-    python, requirements = None, []
+    python: str | None = None
+    requirements: list[str] = []
     for dep in doc.get("dependencies") or []:
         if isinstance(dep, dict):
             requirements.extend(str(p) for p in dep.get("pip") or [])
@@ -164,8 +167,6 @@ def pickled_modules(path: Path, limit: int = 64 * 1024 * 1024) -> set[str]:
     A script often unpickles a scikit-learn model without importing sklearn itself; the
     image still needs scikit-learn, and this is how an inferred environment learns it.
     """
-    import pickletools
-
     files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
     modules: set[str] = set()
     for file in files:
@@ -180,13 +181,11 @@ def pickled_modules(path: Path, limit: int = 64 * 1024 * 1024) -> set[str]:
                 for opcode, arg, _ in pickletools.genops(f):
                     if opcode.name in ("GLOBAL", "INST") and isinstance(arg, str):
                         modules.add(arg.split(" ")[0].split(".")[0])
-                    elif opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE"):
+                    elif opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE") and isinstance(arg, str):
                         strings.append(arg)
                     elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
                         modules.add(strings[-2].split(".")[0])
             except Exception:  # noqa: BLE001 - joblib appends raw array bytes after the pickle; stop there
                 pass
     # memoised strings make the STACK_GLOBAL guess imperfect: keep only names that are importable here
-    import importlib.util
-
     return {m for m in modules if m.isidentifier() and m not in sys.stdlib_module_names and importlib.util.find_spec(m)}

@@ -11,21 +11,24 @@ An image holds the scoring script and its extra files (copied, read-only), refer
 registered models, and an environment spec with pinned requirements. Creating one runs the
 pre-flight check, so a script that cannot work fails here in seconds — with the reason —
 instead of minutes later in a container. Targets turn a snapshot into what they run: the
-local target runs it in place, the Docker target builds a Docker image from it.
+local target runs it in place, the Docker target builds a Docker image from it
+(`DockerWebservice.build_image(image)`, `DockerWebservice.push_image(image, registry)`).
 """
 
 from __future__ import annotations
 
+import builtins
 import keyword
 import os
 import re
 import sqlite3
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from . import progress as progress_mod
-from .environments import EnvironmentSpec, build_spec, pickled_modules
+from .environments import EnvironmentSpec, build_spec, distributions_for_imports, normalise, pickled_modules
 from .errors import ConflictError, ImageException, UserError
 from .models import Model
 from .preflight import Problem, check_script
@@ -184,6 +187,9 @@ class Image(Versioned):
 
     image_type = "Docker"
     image_flavor = "WebApiContainer"
+    # What a target built from an image and removes with it: a target adds its function when it is imported
+    # (the Docker target's removes the Docker image), so that this module imports no target.
+    built_by_targets: ClassVar[list[Callable[[Image], None]]] = []
 
     def __init__(
         self,
@@ -357,13 +363,11 @@ class Image(Versioned):
     def update_creation_state(self) -> None:
         self._load(self._find(self.workspace, self.name, None, None, None, self.version))
 
-    def services_using(self) -> list[str]:
+    def services_using(self) -> builtins.list[str]:
         return [r["name"] for r in self.workspace.query("SELECT name FROM services WHERE image_id=? ORDER BY name", (self.id,))]
 
     def delete(self) -> None:
-        """Delete the image (and its built container image). Refused while a service uses it."""
-        from .targets import remove_built_image
-
+        """Delete the image (and what targets built from it, e.g. its Docker image). Refused while a service uses it."""
         with self.workspace.transaction() as db:
             users = [r["name"] for r in db.execute("SELECT name FROM services WHERE image_id=?", (self.id,))]
             if users:
@@ -372,60 +376,13 @@ class Image(Versioned):
                     f"{'that service' if len(users) == 1 else 'those services'} first"
                 )
             db.execute("DELETE FROM images WHERE name=? AND version=?", (self.name, self.version))
-        remove_built_image(self)
+        for remove_built in Image.built_by_targets:
+            remove_built(self)
         if self.folder.exists():  # renamed first, so a removal cut short is swept like a staging leftover
             doomed = _staging_folder(self.workspace)
             os.rename(self.folder, doomed)
             _remove_tree(doomed)
         self.creation_state = "Deleting"
-
-    def build(
-        self,
-        base_image: str | None = None,
-        no_cache: bool = False,
-        progress: progress_mod.Progress | None = None,
-        show_output: bool = False,
-    ) -> str:
-        """Build this image's Docker image (deploying to docker does it too); returns its tag.
-
-            image.build(show_output=True)     # 'mlmagics/myimage:2', the build output streamed live
-
-        Built once: later calls return at once while the Docker image exists. The base image is
-        `base_image`, else the configuration's, else $MLMAGICS_BASE_IMAGE, else python:<3.x>-slim.
-        """
-        from .targets.docker_image import build
-
-        report = progress_mod.resolve(progress, show_output)
-        try:
-            tag = build(self, base_image, report, no_cache=no_cache)
-        except Exception as e:
-            report.done(False, str(e))
-            raise
-        report.done(True, f"{tag} is built ({self.build_info.get('size', 0) / 1e6:.1f} MB)")
-        return tag
-
-    def push(
-        self,
-        registry: str,
-        username: str | None = None,
-        password: str | None = None,
-        progress: progress_mod.Progress | None = None,
-        show_output: bool = False,
-    ) -> str:
-        """Push the Docker image to `registry` (built first if needed); returns where it is, also `image_location`.
-
-            image.push("127.0.0.1:5000")      # '127.0.0.1:5000/mlmagics/myimage:2'
-        """
-        from .targets.docker_image import push
-
-        report = progress_mod.resolve(progress, show_output)
-        try:
-            location = push(self, registry, username, password, report)
-        except Exception as e:
-            report.done(False, str(e))
-            raise
-        report.done(True, f"pushed {location}")
-        return location
 
     def set_build_info(self, **info: Any) -> None:
         self.build_info = {**self.build_info, **info}
@@ -469,14 +426,10 @@ def _prepare_spec(cwd: Path, config: ImageConfig, models: list[Model]) -> tuple[
         model_modules |= pickled_modules(model.path)
     environment = build_spec(facts.third_party_imports | model_modules, requirements_file, conda_file)
     if environment.source == "inferred" and model_modules - facts.third_party_imports:
-        from .environments import distributions_for_imports
-
         needed, _ = distributions_for_imports(model_modules - facts.third_party_imports)
         facts.problems.append(Problem("warning", f"the model pickles use {', '.join(p.split('==')[0] for p in needed)}: "
                                                  "added to the requirements"))
     if declared is not None:
-        from .environments import distributions_for_imports, normalise
-
         needed, _ = distributions_for_imports(model_modules)
         missing = [p for p in needed if normalise(p.split("==")[0]) not in declared]
         problems += [

@@ -10,6 +10,7 @@ model.delete()                 # refused while an image uses it
 
 from __future__ import annotations
 
+import builtins
 import inspect
 import os
 import re
@@ -18,6 +19,8 @@ import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
+
+from mlmagics.serving.compat.azureml.core.model import Model as ScoringModel
 
 from .errors import ConflictError, ModelNotFoundException, UserError
 from .versioned import Versioned
@@ -180,8 +183,6 @@ class Model(Versioned):
         if _workspace is not None:
             validate_model_name(model_name)
             return str(Model(_workspace, model_name, version=version).path)
-        from mlmagics.serving.compat.azureml.core.model import Model as ScoringModel
-
         return ScoringModel.get_model_path(model_name, version)
 
     # -- using ----------------------------------------------------------------------------------------------
@@ -202,7 +203,7 @@ class Model(Versioned):
             shutil.copyfile(self.path, target)
         return str(target)
 
-    def images_using(self) -> list[str]:
+    def images_using(self) -> builtins.list[str]:
         rows = self.workspace.query(
             "SELECT i.name, i.version FROM images i, json_each(i.models) m WHERE m.value=? ORDER BY i.name, i.version", (self.id,)
         )

@@ -23,6 +23,8 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from .environments import distributions_for_imports, normalise
+
 # What `azureml.*` offers inside a scoring script (mlmagics.serving.compat).
 AZUREML_PROVIDED = {
     "azureml": set(),
@@ -165,16 +167,15 @@ def check_script(
                 Problem("error", f"{name}() is 'async def'; the server calls it as a plain function", functions[name].lineno)
             )
     raw_flag = any(_decorator_name(d) == "rawhttp" for f in functions.values() for d in f.decorator_list)
-    style, params = "text", ()
-    if isinstance(functions.get("run"), ast.FunctionDef):
-        style, params = _run_checks(functions["run"], problems, raw_flag)
+    style, params = "text", tuple[str, ...]()
+    run = functions.get("run")
+    if isinstance(run, ast.FunctionDef):
+        style, params = _run_checks(run, problems, raw_flag)
     third_party = _check_imports(tree, problems, requirements, set(local_modules))
     return ScriptFacts(problems, third_party, style, params)
 
 
 def _check_imports(tree: ast.Module, problems: list[Problem], requirements: set[str] | None, local: set[str]) -> set[str]:
-    from .environments import distributions_for_imports, normalise
-
     third_party: set[str] = set()
     for module, names, line in _imports(tree):
         top = module.split(".")[0]

@@ -17,18 +17,24 @@ through five hooks: `_start`, `_probe`, `_update`, `_stop`, `_logs` (and `_keys_
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
+
+import certifi
+import requests
 
 from . import progress as progress_mod
 from .configs import DeploymentConfiguration, config_from_dict
 from .errors import ConflictError, MlmagicsError, NotFoundError, UserError, WebserviceException
 from .images import Image, ImageConfig
 from .models import Model
+from .plans import DeploymentPlan
 from .versioned import tag_filter_matches
 from .workspace import Workspace, dumps, loads, now
 
@@ -48,20 +54,50 @@ def new_key() -> str:
     return secrets.token_urlsafe(24)
 
 
+# compute type -> the target's Webservice subclass; each target registers itself (__init_subclass__), so that
+# nothing here imports a target. mlmagics.core imports every target package, which fills this in.
+_TARGETS: dict[str, type[Webservice]] = {}
+
+
+def target_names() -> dict[str, str]:
+    """What users may call each target -> its compute type: {'local': 'Local', 'docker': 'Docker', 'aci': 'Docker', ...}."""
+    return {name: cls.compute_type for cls in _TARGETS.values() for name in (cls.compute_type.lower(), *cls.names)}
+
+
+def target_class(name: str) -> type[Webservice]:
+    """A target's Webservice subclass by any of its names: 'aks' -> KubernetesWebservice, 'ACI' -> DockerWebservice."""
+    compute_type = target_names().get(name.lower()) if isinstance(name, str) else None
+    if compute_type is None:
+        known = ", ".join(
+            cls.compute_type.lower() + (f" ({', '.join(cls.names[1:])})" if cls.names[1:] else "") for cls in _TARGETS.values()
+        )
+        raise UserError(f"unknown target {name!r}; use one of {known}")
+    return _TARGETS[compute_type]
+
+
+def default_target() -> type[Webservice]:
+    """The target used when a deploy names none: $MLMAGICS_DEFAULT_TARGET, else local."""
+    return target_class(os.environ.get("MLMAGICS_DEFAULT_TARGET", "local"))
+
+
 class Webservice:
     """A deployed service (v1's `azureml.core.webservice.Webservice`); `Webservice(ws, name)` reattaches."""
 
     compute_type: ClassVar[str] = ""
+    names: ClassVar[tuple[str, ...]] = ()  # what users call the target, e.g. ("docker", "aci")
     config_class: ClassVar[type[DeploymentConfiguration]] = DeploymentConfiguration
     collected_data_kept: str | None = None  # after delete(): where the data the service collected stays
     collected_data_removed: bool = False  # after delete(delete_collected_data=True), if it had some
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("compute_type"):  # a target (an alias such as AciWebservice is the same class)
+            _TARGETS[cls.compute_type] = cls
+
     def __new__(cls, workspace: Workspace | None = None, name: str | None = None, **kwargs: Any):
         if cls is Webservice and workspace is not None and name is not None and kwargs.get("_row") is None:
-            from .targets import target_for
-
             row = _find(workspace, name)
-            return super().__new__(target_for(row["compute_type"]))
+            return super().__new__(target_class(row["compute_type"]))
         return super().__new__(cls)
 
     def __init__(self, workspace: Workspace, name: str, _row: sqlite3.Row | None = None) -> None:
@@ -125,25 +161,24 @@ class Webservice:
         deployment_target: Any = None,
         progress: progress_mod.Progress | None = None,
         show_output: bool = False,
-    ) -> Webservice:
+    ) -> Webservice | DeploymentPlan:
         """Deploy `image` as service `name`. Returns at once in state Transitioning (v1 does too);
-        call `wait_for_deployment()` to follow it. The target follows v1's rules: the
+        call `wait_for_deployment()` to follow it. A dry run (a target's `dry_run=True`) returns its
+        `DeploymentPlan` instead: nothing deployed, nothing recorded. The target follows v1's rules: the
         configuration's type decides; without one, `deployment_target` (a cluster) means
         Kubernetes, and nothing at all means the workspace's default target (local)."""
-        from .targets import default_target, target_for
-
         validate_service_name(name)
         if not isinstance(image, Image):
             raise UserError("image must be an Image, e.g. Image(ws, id='myimage:1')")
         if image.creation_state != "Succeeded":
             raise UserError(f"image {image.id} is {image.creation_state}; only a Succeeded image can be deployed")
         if deployment_config is None:
-            cls = target_for("Kubernetes") if deployment_target is not None else default_target()
+            cls = target_class("Kubernetes") if deployment_target is not None else default_target()
             deployment_config = cls.deploy_configuration()
         if not isinstance(deployment_config, DeploymentConfiguration):
             raise UserError("deployment_config must come from a target's deploy_configuration(...)")
         deployment_config.validate()
-        cls = target_for(deployment_config.compute_type)
+        cls = target_class(deployment_config.compute_type)
         report = progress_mod.resolve(progress, show_output)
         planned = cls._before_deploy(workspace, name, image, deployment_config, deployment_target, report)
         if planned is not None:  # a dry run: the target answered without deploying or recording anything
@@ -193,7 +228,7 @@ class Webservice:
         deployment_target: Any = None,
         progress: progress_mod.Progress | None = None,
         show_output: bool = False,
-    ) -> Webservice:
+    ) -> Webservice | DeploymentPlan:
         """Create an image from `models` and `image_config` (named after the service), then deploy it."""
         image = Image.create(workspace, name, models, image_config, progress=progress, show_output=show_output)
         image.wait_for_creation(show_output=show_output and progress is None)
@@ -209,7 +244,7 @@ class Webservice:
         deployment_target: Any = None,
         progress: progress_mod.Progress | None = None,
         show_output: bool = False,
-    ) -> Webservice:
+    ) -> Webservice | DeploymentPlan:
         """Register the files in `model_paths`, then `deploy_from_model`."""
         models = [Model.register(workspace, p, Path(p).name[:30]) for p in model_paths]
         return Webservice.deploy_from_model(
@@ -225,10 +260,9 @@ class Webservice:
         deployment_config: DeploymentConfiguration | None = None,
         wait: bool = False,
     ) -> Webservice:
-        from .targets import target_for
-
-        config = deployment_config or target_for("Local").deploy_configuration()
+        config = deployment_config or target_class("Local").deploy_configuration()
         service = Webservice.deploy_from_model(workspace, name, models, image_config, config)
+        assert isinstance(service, Webservice), "the local target has no dry run"
         if wait:
             service.wait_for_deployment()
         return service
@@ -246,9 +280,7 @@ class Webservice:
         refresh: bool = False,
     ) -> list[Webservice]:
         """Services in the workspace (every target), optionally filtered; `refresh=True` asks each target for its live state."""
-        from .targets import canonical_compute_type, target_for
-
-        wanted_type = canonical_compute_type(compute_type) if compute_type else None
+        wanted_type = target_class(compute_type).compute_type if compute_type else None
         out = []
         for row in workspace.query("SELECT * FROM services ORDER BY name"):
             if wanted_type and row["compute_type"] != wanted_type:
@@ -261,7 +293,7 @@ class Webservice:
                 tag_filter_matches(loads(row["tags"], {}), tags) and tag_filter_matches(loads(row["properties"], {}), properties)
             ):
                 continue
-            service = target_for(row["compute_type"])(workspace, row["name"], _row=row)
+            service = target_class(row["compute_type"])(workspace, row["name"], _row=row)
             if model_name or model_id:
                 ids = service.image.model_ids
                 if model_id and model_id not in ids or model_name and not any(i.split(":")[0] == model_name for i in ids):
@@ -336,13 +368,43 @@ class Webservice:
         cached = getattr(self, "_tls_bundle", None)
         if cached and cached[0] == cert:  # written once per certificate, not per request (%test_service --bench)
             return cached[1]
-        import certifi
-
         path = self.workspace.path / "tls" / f"{self.name}.pem"
         path.parent.mkdir(exist_ok=True)
         path.write_text(Path(certifi.where()).read_text() + "\n" + cert)
         self._tls_bundle = (cert, str(path))
         return str(path)
+
+    def request(
+        self,
+        method: str = "POST",
+        route: str = "score",
+        data: Any = None,
+        params: dict[str, str] | None = None,
+        timeout: float | None = None,
+        session: Any = None,
+    ) -> Any:
+        """The one way anything here calls the service: `route` next to the scoring URI ("score",
+        "swagger.json", "ready"), with the key when key auth is on, the service's own TLS trust and a
+        timeout (scoring_timeout_ms + 10 s unless given). Returns the `requests.Response`; an unreachable
+        service is a WebserviceException naming its URI and state.
+
+            service.request(data=b'{"data": [[1, 2]]}').status_code          # 200
+            service.request("GET", "swagger.json", params={"version": "3"}).json()
+        """
+        if not self.scoring_uri:
+            raise WebserviceException(
+                f"Error attempting to call webservice, scoring_uri unavailable. "
+                f"Service {self.name} is {self.state}; check service.get_logs()"
+            )
+        url = self.scoring_uri if route == "score" else f"{self.scoring_uri.rsplit('/', 1)[0]}/{route}"
+        if timeout is None:
+            timeout = self.config.effective("scoring_timeout_ms") / 1000 + 10
+        sender = session if session is not None else requests
+        try:
+            return sender.request(method, url, data=data, params=params, headers=self.request_headers(), timeout=timeout,
+                                  verify=self.tls_verify)  # fmt: skip
+        except requests.RequestException as e:
+            raise WebserviceException(f"Could not reach {url}: {e}. Service {self.name} is {self.state}") from None
 
     def run(self, input_data: Any) -> Any:
         """POST `input_data` (str or bytes, sent as given; a dict or list is JSON-encoded) to the scoring URI.
@@ -350,27 +412,12 @@ class Webservice:
         Returns the parsed JSON answer (bytes for a non-JSON answer); raises WebserviceException
         with the status, headers and body for anything but 200.
         """
-        import requests
-
-        if not self.scoring_uri:
-            raise WebserviceException(
-                f"Error attempting to call webservice, scoring_uri unavailable. "
-                f"Service {self.name} is {self.state}; check service.get_logs()"
-            )
         if isinstance(input_data, dict | list):
             input_data = json.dumps(input_data)
         try:
-            response = requests.post(
-                self.scoring_uri,
-                data=input_data,
-                headers=self.request_headers(),
-                timeout=self.config.effective("scoring_timeout_ms") / 1000 + 10,
-                verify=self.tls_verify,
-            )
-        except requests.RequestException as e:
-            raise WebserviceException(
-                f"Could not reach {self.scoring_uri}: {e}. Service {self.name} is {self.update_deployment_state()}"
-            ) from None
+            response = self.request(data=input_data)
+        except WebserviceException as e:
+            raise WebserviceException(f"{e.message}; its state now: {self.update_deployment_state()}") from None
         if response.status_code != 200:
             raise WebserviceException(
                 f"Received bad response from service:\nResponse Code: {response.status_code}\n"
@@ -394,17 +441,7 @@ class Webservice:
 
             service.get_swagger()["definitions"]["ServiceInput"]
         """
-        import requests
-
-        if not self.swagger_uri:
-            raise WebserviceException(f"service {self.name} has no swagger URI ({self.state})")
-        try:
-            response = requests.get(
-                self.swagger_uri, params={"version": version}, headers=self.request_headers(), timeout=timeout,
-                verify=self.tls_verify,
-            )  # fmt: skip
-        except requests.RequestException as e:
-            raise WebserviceException(f"could not reach {self.swagger_uri}: {e}") from None
+        response = self.request("GET", "swagger.json", params={"version": version}, timeout=timeout)
         if response.status_code != 200:
             raise WebserviceException(f"{self.swagger_uri}: {response.status_code} {response.text[:200]}")
         return response.json()
@@ -429,7 +466,7 @@ class Webservice:
         self._save(keys=keys)
         self._keys_changed()
 
-    def update(self, image: Image | None = None, **settings: Any) -> None:
+    def update(self, image: Image | None = None, **settings: Any) -> DeploymentPlan | None:
         """Move the service to another image and/or settings. The new version is started and checked
         before it takes traffic; if it fails, the previous version keeps serving and this raises
         WebserviceException with the reason."""
@@ -469,6 +506,7 @@ class Webservice:
             tags=new_config.tags or self.tags,
         )
         report.done(True, f"{self.name} now serves {target_image.id}")
+        return None
 
     def reload(self) -> None:
         """Restart the service's processes on the same image (init() runs again); starts it if it is down."""
@@ -523,9 +561,8 @@ class Webservice:
         }
 
     # -- target hooks ------------------------------------------------------------------------------------------
-    @staticmethod
-    def deploy_configuration(**kwargs: Any) -> DeploymentConfiguration:
-        raise NotImplementedError
+    # Each target's `deploy_configuration(...)` (a staticmethod with v1's parameters for that target).
+    deploy_configuration: ClassVar[Callable[..., DeploymentConfiguration]]
 
     @classmethod
     def _before_deploy(
@@ -536,9 +573,9 @@ class Webservice:
         config: DeploymentConfiguration,
         deployment_target: Any,
         progress: progress_mod.Progress,
-    ) -> Webservice | None:
+    ) -> DeploymentPlan | None:
         """Runs before the service is recorded: a target refuses here what it can check early (no cluster),
-        or answers the deploy itself (a dry run returns the planned, unrecorded service)."""
+        or answers the deploy itself with a plan (a dry run: nothing deployed or recorded)."""
         return None
 
     def _start(self, image: Image, progress: progress_mod.Progress, deployment_target: Any) -> None:

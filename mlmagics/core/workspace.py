@@ -242,7 +242,7 @@ class Workspace:
         recorded = [(e, digest) for e in entries if (digest := _entry_digest(e))]
         if recorded:
             with self.transaction() as db:
-                removed += [self._reconcile(db, entry, digest) for entry, digest in recorded]
+                removed += [gone for entry, digest in recorded if (gone := self._reconcile(db, entry, digest))]
         for entry in [*entries, *removed]:
             if entry is not None:
                 _remove_tree(entry)

@@ -1,13 +1,13 @@
 """HTTP/1.1 on uvloop + httptools: connections, keep-alive, pipelining, limits, slow clients, shutdown.
 
-Why not uvicorn: measured on the v1 benchmark script (README, "Choosing the HTTP stack"),
+Why not uvicorn: measured on the v1 benchmark script (benchmarks/README.md, "Choosing the HTTP stack"),
 uvicorn's ASGI layer (a task, a scope and message dicts per request) plus handing `run()`
 to a thread cost more than `run()` itself for a small model. Here a request is parsed by
 httptools and answered from the parser callbacks; scoring requests go to the scorer's
 queue and are answered in order.
 
 Every limit holds while bytes arrive, never after buffering (the numbers are settings,
-see settings.py and the README's table):
+see settings.py and the table in docs/reference/scoring-server.md, "Limits"):
 
 - the URL (-> 414), one header line, all header lines in bytes and in number (-> 431), as
   soon as a limit is crossed. httptools keeps an unfinished header line to itself, so a

@@ -7,7 +7,7 @@ every connection; once the new one is ready the old one stops accepting and drai
 address never changes and no connection is refused or lost in between — the same
 hand-over as a SIGHUP reload (supervisor.py), but between two containers built from
 different images. The Docker target runs the holder in a small container that owns the
-published port (core/targets/docker.py):
+published port (core/targets/docker/):
 
     python3 listener.py hold --host 0.0.0.0 --port 5001 --socket /run/mlmagics/listener.sock
     python -m mlmagics.serving score.py --listen-from /run/mlmagics/listener.sock

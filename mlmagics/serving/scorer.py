@@ -10,7 +10,7 @@ loop lives on a second thread and hands requests over through a queue; it stays 
 while `run()` works, so health probes and metrics are answered at once, and a request that
 waits longer than `max_request_wait_time` is refused with 503 the moment its time is up.
 The hand-off costs a few context switches per request (against `run()` on the event loop:
-0-30 % of throughput for a 0.3 ms `run()`, measured in README "Choosing the HTTP stack").
+0-30 % of throughput for a 0.3 ms `run()`, measured in benchmarks/README.md, "Choosing the HTTP stack").
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ class Settings:
     scoring_timeout_ms: int = 3_600_000
     max_request_wait_time: int | None = 500  # ms a request may queue for a worker, then 503 (as the deploy targets)
     max_body_bytes: int = 100 * 1024 * 1024  # -> 413, checked against Content-Length before the body is read
-    # HTTP limits, enforced while bytes arrive (http.py; README "Limits"). Sizes as gunicorn (v1's server) and nginx.
+    # HTTP limits, enforced while bytes arrive (http.py; docs: reference/scoring-server "Limits"). Sizes as gunicorn and nginx.
     max_url_bytes: int = 8192  # the request line's URL -> 414
     max_header_line_bytes: int = 8192  # one header line -> 431
     max_header_bytes: int = 64 * 1024  # all header lines of a request -> 431

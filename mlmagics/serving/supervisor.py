@@ -6,7 +6,7 @@
   dropping a request and without a new port: a new generation of workers starts and runs
   `init()`; only when every one of them is ready is the old generation told to drain and
   stop. If any of them fails, they are killed and the old generation keeps serving.
-  This is how a deployed service is updated in place (see `core/targets/local.py`).
+  This is how a deployed service is updated in place (see `core/targets/local/`).
 - With `--state-file`, the supervisor keeps a JSON file describing itself up to date:
   port, generation, each worker's state, and the outcome of the last reload.
 """

@@ -1,14 +1,14 @@
 """Docker images from mlmagics images: build them (output streamed live), push them, remove them.
 
-    tag = build(image, progress=TextProgress())      # 'mlmagics/myimage:2' (also image.build())
-    push(image, "127.0.0.1:5000")                     # '127.0.0.1:5000/mlmagics/myimage:2' (also image.push())
+    tag = build(image, progress=TextProgress())      # 'mlmagics/myimage:2' (DockerWebservice.build_image)
+    push(image, "127.0.0.1:5000")                     # '127.0.0.1:5000/mlmagics/myimage:2' (DockerWebservice.push_image)
 
 The Dockerfile goes from what changes least to what changes most, so that a new version
 of an image that only edits `score.py` rebuilds in a second or two from the cache:
 
     base image (a setting) -> [Java, for runtime="spark-py"] -> a venv and a non-root user
     -> the scoring runtime's requirements -> the image's pinned requirements
-    -> the scoring runtime (mlmagics/__init__.py + mlmagics/serving/, nothing else of mlmagics)
+    -> the scoring runtime (mlmagics/__init__.py, _version.py and serving/, nothing else of mlmagics)
     -> the models -> settings (ENV, USER, HEALTHCHECK, CMD) -> the script and its files
 
 The image runs as uid 10001, answers `docker run -p 8000:5001 IMAGE` on its own, carries a
@@ -34,33 +34,22 @@ import tarfile
 import tempfile
 import time
 from collections import deque
-from pathlib import Path
 from typing import IO, Any
 
-from ... import __version__
-from ..environments import installed_version, normalise, split_requirement
-from ..errors import ImageException, UserError
-from ..images import Image
-from ..progress import NullProgress, Progress
-from ..workspace import now
-from .docker_engine import LABEL, base_image, engine, image_repo, short_error
+from ...._version import __version__
+from ...environments import installed_version, normalise, split_requirement
+from ...errors import ImageException, UserError
+from ...images import Image
+from ...progress import NullProgress, Progress
+from ...workspace import now
+from ..container import APP, DATA_DIR, MODELS, PORT, RUNTIME, SECRETS, SERVING, STATE_FILE, UID, VENV, image_repo
+from .engine import LABEL, base_image, engine, sdk, short_error
 
-UID = 10001
-VENV = "/opt/mlmagics/venv"
-RUNTIME = "/opt/mlmagics/runtime"
-APP = "/var/azureml-app"
-MODELS = "/opt/mlmagics/models"  # linked as APP/azureml-models, so that copying the app folder leaves them out
-SECRETS = "/var/mlmagics"  # service.json and keys.json, put there by the Docker target
-RUN_DIR = "/run/mlmagics"  # the hand-over socket's volume (serving/listener.py), made by the Docker target
-DATA_DIR = "/var/mlmagics-data"  # collected model data, where a target mounts a persistent volume
-STATE_FILE = "/tmp/mlmagics-state.json"
-PORT = 5001  # v1's container port (DOCKER_IMAGE_HTTP_PORT)
 HEALTH_TIMING = {"interval": 10, "timeout": 5, "start_period": 60}  # seconds; unhealthy after 3 failed checks in a row
 HEALTH_RETRIES = 3
 # The base image's pip installs into the venv (pip >= 22.3): the image carries no pip or setuptools (~20 MB).
 PIP = f"python3 -m pip --python {VENV}/bin/python"
 
-SERVING = Path(__file__).resolve().parents[2] / "serving"
 # Notebook tooling has no business in a scoring image (conda exports of a notebook environment list it).
 NOTEBOOK_ONLY = {
     "ipykernel",
@@ -96,7 +85,8 @@ def tag_for(image: Image) -> str:
 
 def requirements_for(image: Image) -> tuple[list[str], list[str]]:
     """(lines pip installs into the image, notebook-only lines left out)."""
-    kept, left_out = [], []
+    kept: list[str] = []
+    left_out: list[str] = []
     for line in image.environment.requirements:
         name = "" if line.startswith(("-", "git+", "http")) else normalise(split_requirement(line)[0])
         (left_out if name in NOTEBOOK_ONLY or name.startswith("jupyter") else kept).append(line)
@@ -160,8 +150,9 @@ def dockerfile(image: Image, base: str) -> str:
         "AML_APP_ROOT": APP,
         "AZUREML_ENTRY_SCRIPT": image.execution_script,
     }
-    if model_dir(image):
-        env["AZUREML_MODEL_DIR"] = model_dir(image)
+    models = model_dir(image)
+    if models:
+        env["AZUREML_MODEL_DIR"] = models
     lines = [
         f"FROM {base}",
         "ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore",
@@ -247,7 +238,8 @@ def write_context(image: Image, base: str, out: IO[bytes]) -> str:
         text("runtime-constraints.txt", ranges)
         text("requirements.txt", "\n".join(requirements) + "\n")
         runtime_files = _normalised(0o644, 0o755)
-        tar.add(SERVING.parent / "__init__.py", "runtime/mlmagics/__init__.py", filter=runtime_files)
+        for name in ("__init__.py", "_version.py"):  # the package's root: cheap, imports nothing else of mlmagics
+            tar.add(SERVING.parent / name, f"runtime/mlmagics/{name}", filter=runtime_files)
         tar.add(SERVING, "runtime/mlmagics/serving", filter=runtime_files)
         for model in image.models:  # read-only in the image too, as in the workspace
             tar.add(
@@ -258,18 +250,16 @@ def write_context(image: Image, base: str, out: IO[bytes]) -> str:
 
 
 def _engine_image(client: Any, ref: str) -> Any | None:
-    import docker
-
     try:
         return client.images.get(ref)
-    except docker.errors.ImageNotFound:
+    except sdk().errors.ImageNotFound:
         return None
 
 
 def is_built(image: Image, client: Any | None = None) -> bool:
     """True when the Docker image recorded for `image` is still on the engine."""
     built = image.build_info.get("id")
-    return bool(built) and _engine_image(client or engine(), built) is not None
+    return built is not None and _engine_image(client or engine(), built) is not None
 
 
 def build(
@@ -329,9 +319,8 @@ def build(
 
 def _run_build(client: Any, context: IO[bytes], tag: str, no_cache: bool, progress: Progress, log: IO[str], base: str) -> str:
     """Run the build through the engine API; returns the image id or raises ImageException."""
-    import docker
-
-    step, tail, pending, image_id = "", deque(maxlen=25), "", None
+    step, pending, image_id = "", "", None
+    tail: deque[str] = deque(maxlen=25)
     try:
         chunks = client.api.build(
             fileobj=context,
@@ -365,7 +354,7 @@ def _run_build(client: Any, context: IO[bytes], tag: str, no_cache: bool, progre
                     log.write(pending + "\n")
                 log.write(chunk["error"] + "\n")
                 raise ImageException(_build_failure(tag, step, chunk["error"], tail, base))
-    except docker.errors.APIError as e:
+    except sdk().errors.APIError as e:
         raise ImageException(_build_failure(tag, step, short_error(e), tail, base)) from None
     if image_id is None:
         raise ImageException(_build_failure(tag, step, "the engine reported no image id", tail, base))
@@ -377,7 +366,7 @@ def _build_failure(tag: str, step: str, error: str, tail: deque, base: str) -> s
     if not step or step.split(":", 1)[-1].strip().startswith("FROM") or "pull access denied" in error or "not found" in error:
         hint = (
             f"\n(the base image {base} must be on this engine or pullable; "
-            "set MLMAGICS_BASE_IMAGE or image.build(base_image=...) to use another one)"
+            "set MLMAGICS_BASE_IMAGE or DockerWebservice.build_image(image, base_image=...) to use another one)"
         )
     lines = "\n".join(f"  | {line}" for line in tail)
     return f"docker build of {tag} failed at {step or 'the start'}\n{' '.join(error.split())}{hint}\nLast build output:\n{lines}"
@@ -406,8 +395,6 @@ def push(
     progress: Progress | None = None,
 ) -> str:
     """Push the Docker image of `image` to `registry` (host[:port]); builds it first if needed. Returns where it went."""
-    import docker
-
     progress = progress or NullProgress()
     registry = str(registry or "").split("://", 1)[-1].strip().rstrip("/")  # a path prefix (host/team) is kept
     if not registry:
@@ -422,7 +409,7 @@ def push(
     image.set_build_info(remote_tags=remote_tags)  # removed with the image, pushed or not
     auth = {"username": username, "password": password} if username is not None else None
     progress.stage(f"Pushing {remote_repo}:{version}")
-    digest, last_status = None, {}
+    digest, last_status = None, dict[str, Any]()
     try:
         for chunk in client.api.push(remote_repo, tag=version, stream=True, decode=True, auth_config=auth):
             if "error" in chunk:
@@ -433,7 +420,7 @@ def push(
             if status and last_status.get(layer) != status and status not in ("Pushing", "Waiting", "Preparing"):
                 progress.log(f"{layer}: {status}" if layer else status)
             last_status[layer] = status
-    except docker.errors.APIError as e:
+    except sdk().errors.APIError as e:
         raise ImageException(f"push of {remote_repo}:{version} failed: {short_error(e)}") from None
     location = f"{remote_repo}:{version}"
     image.set_build_info(pushed=location, digest=digest, registry=registry)
@@ -443,8 +430,6 @@ def push(
 
 def remove(image: Image) -> None:
     """Remove the Docker image built for `image` from this engine, with the tags push() gave it (registries keep theirs)."""
-    import docker
-
     info = image.build_info
     try:
         client = engine()
@@ -458,11 +443,11 @@ def remove(image: Image) -> None:
             continue
         try:
             client.images.remove(ref, noprune=False)
-        except docker.errors.APIError:  # still used by a container (not one of ours): leave it
+        except sdk().errors.APIError:  # still used by a container (not one of ours): leave it
             pass
     left = _engine_image(client, info["id"]) if info.get("id") else None
     if left is not None and not left.tags:  # a pushed or pulled image keeps a digest reference after its last tag
         try:
             client.images.remove(left.id, noprune=False)
-        except docker.errors.APIError:
+        except sdk().errors.APIError:
             pass

@@ -18,13 +18,25 @@ machines): `tests/test_kubernetes_live.py` runs it when MLMAGICS_TEST_KUBE_CONTE
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import NotFoundError, TargetUnavailable, UserError, WebserviceException
-from .kubernetes_manifests import CONTAINER, FIELD_MANAGER, MANAGED_BY, SERVICE_LABEL, selector
-from .kubernetes_rollout import pod_is_ready
+from ...errors import NotFoundError, TargetUnavailable, UserError, WebserviceException
+from .manifests import CONTAINER, FIELD_MANAGER, MANAGED_BY, SERVICE_LABEL, selector
+from .rollout import pod_is_ready
+
+
+def sdk() -> Any:
+    """The Kubernetes client package, imported on first use: it takes about 3 s to import (the rest of
+    mlmagics should not wait for it), and without the kubernetes extra it is not there at all."""
+    try:
+        import kubernetes.client
+        import kubernetes.config
+    except ImportError:
+        raise TargetUnavailable("the kubernetes target needs the Kubernetes client: pip install 'mlmagics[kubernetes]'") from None
+    return kubernetes
 
 # kind -> (client API class, the method suffix of its namespaced calls), in the order delete() removes them
 KINDS = {
@@ -150,12 +162,7 @@ class KubernetesCompute:
         """An ApiClient for the context; fills in the context's name and default namespace."""
         if self._api_client is not None:
             return self._api_client
-        try:
-            from kubernetes import client, config
-        except ImportError:
-            raise TargetUnavailable(
-                "the kubernetes target needs the Python package 'kubernetes': pip install kubernetes"
-            ) from None
+        client, config = sdk().client, sdk().config
         path = kubeconfig_path(self.config_file)
         in_cluster = self.context == IN_CLUSTER or (
             self.context is None and not os.path.exists(path) and os.environ.get("KUBERNETES_SERVICE_HOST")
@@ -207,9 +214,7 @@ class KubernetesCompute:
 
     def _api(self, name: str) -> Any:
         if name not in self._apis:
-            from kubernetes import client
-
-            self._apis[name] = getattr(client, name)(self._connect())
+            self._apis[name] = getattr(sdk().client, name)(self._connect())
         return self._apis[name]
 
     def _call(
@@ -217,11 +222,9 @@ class KubernetesCompute:
     ) -> Any:
         """Call the API; its errors become one line that says what to do. A status in `missing`
         (404: not there) returns `otherwise` instead."""
-        from kubernetes.client.exceptions import ApiException
-
         try:
             return function(*args, **kwargs)
-        except ApiException as e:
+        except sdk().client.exceptions.ApiException as e:
             if e.status in missing:
                 return otherwise
             raise _api_error(what, e, self) from None
@@ -375,8 +378,6 @@ class ComputeTarget:
 
 def _api_error(what: str, error: Any, cluster: KubernetesCompute) -> Exception:
     """An ApiException as one line: the status, the API server's own message, and what to do."""
-    import json
-
     try:
         message = json.loads(error.body).get("message") or error.reason
     except (TypeError, ValueError, AttributeError):

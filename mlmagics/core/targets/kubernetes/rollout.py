@@ -29,7 +29,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .kubernetes_manifests import TEMPLATE_HASH_LABEL
+from mlmagics.serving.logs import readable
+
+from .manifests import TEMPLATE_HASH_LABEL
 
 HEALTHY = "Healthy"
 PROGRESSING = "Progressing"
@@ -259,6 +261,5 @@ def diagnose(deployment: Any, pods: list[Any], events: list[Any]) -> Diagnosis:
 
 def explain_log(text: str) -> str:
     """The runtime's JSON log lines as text, with a failure's traceback spelled out."""
-    from mlmagics.serving.logs import readable
 
     return "\n".join(readable(text.splitlines()))

@@ -54,14 +54,14 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
-from .docker_image import APP, DATA_DIR, PORT, UID
+from mlmagics.serving.settings import ENVIRONMENT
 
-if TYPE_CHECKING:
-    from .kubernetes import KubernetesServiceDeploymentConfiguration
+from ..container import APP, DATA_DIR, HEALTH_PORT, PORT, UID, image_repo
+from .config import KubernetesServiceDeploymentConfiguration
 
 MANAGED_BY = "mlmagics"
 FIELD_MANAGER = "mlmagics"
@@ -84,8 +84,7 @@ COPY_APP = "import shutil, sys; shutil.copytree(sys.argv[1], sys.argv[2], symlin
 
 
 def planned_location(registry: str | None, image_name: str, version: int) -> str:
-    """Where `image.push(registry)` will put an image (docker_image.push's naming); a placeholder without a registry."""
-    from .docker_engine import image_repo
+    """Where `image.push(registry)` will put an image (the Docker target's push naming); a placeholder without a registry."""
 
     host = (registry or PLACEHOLDER_REGISTRY).split("://", 1)[-1].strip().rstrip("/")
     return f"{host}/{image_repo()}/{image_name}:{version}"
@@ -94,11 +93,11 @@ def planned_location(registry: str | None, image_name: str, version: int) -> str
 @dataclass(frozen=True)
 class ContainerLayout:
     """Where things are inside the service's container image, as the Docker target builds it
-    (docker_image.py: v1's /var/azureml-app and port 5001, a non-root user, `python` on the PATH)."""
+    (container.py: v1's /var/azureml-app and port 5001, a non-root user, `python` on the PATH)."""
 
     app_root: str = APP
     port: int = PORT
-    health_port: int = 5000  # v1's separate health port: probes and Prometheus, never exposed by the Service
+    health_port: int = HEALTH_PORT  # probes and Prometheus, never exposed by the Service
     python: str = "python"
     keys_dir: str = "/var/mlmagics/keys"  # a folder: Secret volumes update in place only when not mounted by subPath
     scratch_dir: str = "/tmp"  # an emptyDir: temporary files, the runtime's metrics files, collected model data
@@ -188,7 +187,6 @@ def replicas(config: KubernetesServiceDeploymentConfiguration) -> int:
 
 def env_for(settings: dict[str, Any]) -> list[dict[str, str]]:
     """The runtime's settings as the environment variables it reads (serving/settings.py is the one list)."""
-    from mlmagics.serving.settings import ENVIRONMENT
 
     variable: dict[str, str] = {}
     for env_name, field_name in ENVIRONMENT.items():
@@ -312,7 +310,7 @@ def pod_template(config: KubernetesServiceDeploymentConfiguration, spec: Service
     if gpus:
         limits["nvidia.com/gpu"] = str(gpus)
     timeout_s = int(config.effective("scoring_timeout_ms")) / 1000
-    container = {
+    container: dict[str, Any] = {
         "name": CONTAINER,
         "image": spec.image_location,
         "imagePullPolicy": "IfNotPresent",

@@ -8,7 +8,7 @@
 | base image | `MLMAGICS_BASE_IMAGE` | `python:<the notebook's Python>-slim`, e.g. `python:3.11-slim` |
 | image repository | `MLMAGICS_IMAGE_REPO` | `mlmagics` (images are tagged `mlmagics/<name>:<version>`) |
 
-A base image given to `image_configuration(base_image=...)` or `image.build(base_image=...)`
+A base image given to `image_configuration(base_image=...)` or `DockerWebservice.build_image(image, base_image=...)`
 wins over the environment variable. The base image needs `python3` with `venv` and
 pip >= 22.3 (every official Python image has them; on Debian, `python3-venv python3-pip`).
 """
@@ -23,10 +23,22 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..errors import TargetUnavailable
+import requests
+
+from ...errors import TargetUnavailable
 
 DEFAULT_ENGINE = "unix:///var/run/docker.sock"
 LABEL = "org.mlmagics"  # prefix of every label mlmagics puts on images, containers and volumes
+
+
+def sdk() -> Any:
+    """The Docker SDK for Python, imported on first use: the rest of mlmagics need not wait for it, and
+    without the docker extra it is not there at all (every path to it goes through here or engine())."""
+    try:
+        import docker
+    except ImportError:
+        raise TargetUnavailable("the docker target needs the Docker SDK for Python: pip install 'mlmagics[docker]'") from None
+    return docker
 
 
 def engine_url() -> str:
@@ -34,11 +46,9 @@ def engine_url() -> str:
 
 
 def engine(timeout: int = 120) -> Any:
-    """A connected `docker.DockerClient`; raises TargetUnavailable with what to do when there is no engine."""
-    try:
-        import docker
-    except ModuleNotFoundError:
-        raise TargetUnavailable("the docker target needs the Python package 'docker': pip install 'docker>=7.0'") from None
+    """A connected `docker.DockerClient`; raises TargetUnavailable with what to do when there is no engine
+    (or no SDK). The other modules of this target use the SDK only after this succeeded."""
+    docker = sdk()
     try:
         client = docker.from_env(timeout=timeout)
         client.ping()
@@ -76,16 +86,10 @@ def base_image(python: str, requested: str | None = None) -> str:
     return requested or os.environ.get("MLMAGICS_BASE_IMAGE") or f"python:{python}-slim"
 
 
-def image_repo() -> str:
-    return (os.environ.get("MLMAGICS_IMAGE_REPO") or "mlmagics").strip("/")
-
-
 @contextmanager
 def engine_errors(doing: str) -> Iterator[None]:
     """The engine going away in the middle of `doing` (a restart, a crash) as one TargetUnavailable line;
     the SDK would raise its connection pool's exceptions, a traceback that names no engine."""
-    import requests
-
     try:
         yield
     except requests.exceptions.HTTPError:  # docker.errors.APIError: the engine answered, the caller reads its answer

@@ -1,80 +1,33 @@
-"""The Docker target (v1's ACI): the image as a container on a Docker engine, with cpu/memory limits.
-
-    config = AciWebservice.deploy_configuration(cpu_cores=1, memory_gb=1)     # = DockerWebservice
-    service = Webservice.deploy_from_image(ws, "aci-mnist-3", image, config)  # builds the image if needed
-    service.wait_for_deployment(show_output=True)
-    service.run(json.dumps({"data": [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]]}))     # with the primary key (auth is on)
-    service.update(image=Image(ws, id="myimage:2"))                           # same scoring URI, no request lost
-    service.delete()                                                          # containers gone; the image stays
-
-A service is two containers and a few volumes on the engine, all labelled with the workspace
-and the service name (`docker ps --filter label=org.mlmagics.service=aci-mnist-3`):
-
-    mlmagics-<service>-<ws>-port   the port holder: publishes 127.0.0.1:<port> (the scoring URI) and
-                                   hands its listening socket to the server (serving/listener.py)
-    mlmagics-<service>-<ws>-<n>    the server, release n: the image, with the cpu/memory limits,
-                                   restart policy unless-stopped
-    mlmagics-<service>-<ws>-run    a tmpfs volume: the hand-over socket and the servers' state files
-    mlmagics-<service>-<ws>-<n>-app, -<n>-secrets
-                                   release n's working directory (a copy of the image's app folder,
-                                   which a v1 script may write to) and its settings and keys
-    mlmagics-<service>-<ws>-data   the collected model data (collect_model_data): kept by delete(),
-                                   which says where; delete(delete_collected_data=True) removes it
-
-Both containers are locked down: a read-only root filesystem (the server writes only to its
-volumes and to a tmpfs /tmp of half of memory_gb), uid 10001 (the image's user; the holder's
-socket is 0600, so only that user may ask for the listening socket), no capabilities, no new
-privileges, and a limit on processes and threads (PIDS_LIMIT): a fork bomb in run() stops there.
-
-`update()` starts release n+1 next to release n on the same listening socket. Until its
-`init()` has succeeded it accepts nothing, so release n answers every request; then release n
-stops accepting and drains, and is removed. If release n+1 fails, it is removed and release n
-never noticed. The scoring URI, the port and the keys stay the same for the service's life.
-Keys and settings are copied into the server container (`/var/mlmagics`); a regenerated key
-is copied into the running server, which reads it within a second.
-
-If the engine goes away in the middle (dockerd restarted), the call fails with one line saying
-so, and a deploy or update that failed half-way waits up to ENGINE_RETURN_WAIT seconds for the
-engine to remove what it started — else the restart policy would bring it back as an orphan.
-"""
+"""The Docker target's Webservice: a service as a port holder and server containers (see the package's docstring)."""
 
 from __future__ import annotations
 
 import functools
 import hashlib
 import io
-import ipaddress
 import json
-import os
 import socket
 import ssl
 import tarfile
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..configs import DeploymentConfiguration
-from ..errors import MlmagicsError, TargetUnavailable, UserError, WebserviceException
-from ..images import Image
-from ..progress import Progress
-from ..services import FAILED, HEALTHY, TRANSITIONING, UNHEALTHY, Webservice, swagger_uri_for
-from . import docker_image
-from .docker_engine import LABEL, engine, engine_errors, engine_url, short_error, wait_for_engine
-from .docker_image import APP, DATA_DIR, PORT, RUN_DIR, SECRETS, SERVING, UID
+import requests
 
-AZURE_ONLY = (
-    "location",
-    "dns_name_label",
-    "enable_app_insights",
-    "cmk_vault_base_url",
-    "cmk_key_name",
-    "cmk_key_version",
-    "vnet_name",
-    "subnet_name",
-)
+from ... import progress as progress_mod
+from ...configs import DeploymentConfiguration
+from ...errors import MlmagicsError, TargetUnavailable, UserError, WebserviceException
+from ...images import Image
+from ...progress import Progress
+from ...services import FAILED, HEALTHY, TRANSITIONING, UNHEALTHY, Webservice, swagger_uri_for
+from ..container import APP, DATA_DIR, PORT, RUN_DIR, SECRETS, SERVING, UID
+from . import build
+from .config import AZURE_ONLY, DockerServiceDeploymentConfiguration
+from .engine import LABEL, engine, engine_errors, engine_url, sdk, short_error, wait_for_engine
+
 LISTENER_SOCKET = f"{RUN_DIR}/listener.sock"
 # Docker's json-file driver keeps a container's output forever unless told: 5 x 10 MiB, as the local target.
 LOG_CONFIG = {"type": "json-file", "config": {"max-size": "10m", "max-file": "5"}}
@@ -104,7 +57,7 @@ _Method = TypeVar("_Method", bound=Callable[..., Any])
 
 
 def _on_engine(doing: str) -> Callable[[_Method], _Method]:
-    """The engine going away during the hook is one line naming the service (docker_engine.engine_errors)."""
+    """The engine going away during the hook is one line naming the service (engine.engine_errors)."""
 
     def wrap(method: _Method) -> _Method:
         @functools.wraps(method)
@@ -117,64 +70,13 @@ def _on_engine(doing: str) -> Callable[[_Method], _Method]:
     return wrap
 
 
-@dataclass
-class DockerServiceDeploymentConfiguration(DeploymentConfiguration):
-    """v1's `AciServiceDeploymentConfiguration`, plus where to publish the port (`host`, `port`)."""
-
-    cpu_cores: float | None = None
-    memory_gb: float | None = None
-    port: int | None = None
-    host: str | None = None
-    ssl_enabled: bool | None = None
-    ssl_cert_pem_file: str | None = None
-    ssl_key_pem_file: str | None = None
-    ssl_cname: str | None = None
-    location: str | None = None
-    dns_name_label: str | None = None
-    enable_app_insights: bool | None = None
-    cmk_vault_base_url: str | None = None
-    cmk_key_name: str | None = None
-    cmk_key_version: str | None = None
-    vnet_name: str | None = None
-    subnet_name: str | None = None
-
-    compute_type = "Docker"
-    # auth on by default here (v1's ACI had it off): a published container is reachable by others
-    defaults = {**DeploymentConfiguration.defaults, "auth_enabled": True, "cpu_cores": 0.1, "memory_gb": 0.5, "host": "127.0.0.1"}
-    positive = (*DeploymentConfiguration.positive, "cpu_cores", "memory_gb")
-
-    def validation_errors(self) -> list[str]:
-        errors = super().validation_errors()
-        if self.port is not None and (
-            isinstance(self.port, bool) or not isinstance(self.port, int) or not 1 <= self.port <= 65535
-        ):
-            errors.append(f"port must be an integer in [1, 65535], got {self.port!r}")
-        if self.host is not None:
-            try:
-                ipaddress.ip_address(self.host)
-            except ValueError:
-                errors.append(
-                    f"host must be an IP address to publish the port on, such as 127.0.0.1 or 0.0.0.0, got {self.host!r}"
-                )
-        if self.ssl_enabled:
-            if not (self.ssl_cert_pem_file and self.ssl_key_pem_file and self.ssl_cname):
-                errors.append("SSL is enabled, you must provide a SSL certificate, key, and CNAME.")
-            else:
-                errors += [
-                    f"{name} {path} does not exist."
-                    for name, path in (("ssl_cert_pem_file", self.ssl_cert_pem_file), ("ssl_key_pem_file", self.ssl_key_pem_file))
-                    if not os.path.isfile(path)
-                ]
-        return errors
-
-
 def _workspace_key(path: Any) -> str:
     return hashlib.sha256(str(path).encode()).hexdigest()[:8]
 
 
-def _served_certificate(config: DeploymentConfiguration) -> dict[str, str]:
+def _served_certificate(config: DockerServiceDeploymentConfiguration) -> dict[str, str]:
     """The target's record of the certificate the server presents (what `tls_verify` trusts), if it serves TLS."""
-    return {"tls_cert": Path(config.ssl_cert_pem_file).read_text()} if config.ssl_enabled else {}
+    return {"tls_cert": Path(config.ssl_cert_pem_file).read_text()} if config.ssl_enabled and config.ssl_cert_pem_file else {}
 
 
 def _uri_host(host: str) -> str:
@@ -199,11 +101,9 @@ def _tar(files: dict[str, bytes], uid: int = UID, mode: int = 0o400) -> bytes:
 
 def _read_file(container: Any, path: str) -> bytes | None:
     """A file from a container (the engine's archive API: no shell needed in the image), None if absent."""
-    import docker
-
     try:
         stream, _ = container.get_archive(path)
-    except docker.errors.NotFound:
+    except sdk().errors.NotFound:
         return None
     with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
         member = tar.next()
@@ -212,11 +112,9 @@ def _read_file(container: Any, path: str) -> bytes | None:
 
 
 def _log_tail(container: Any, num_lines: int) -> str:
-    import docker
-
     try:
         return container.logs(tail=num_lines, stdout=True, stderr=True).decode("utf-8", "replace").rstrip("\n")
-    except docker.errors.APIError:
+    except sdk().errors.APIError:
         return ""
 
 
@@ -224,7 +122,9 @@ class DockerWebservice(Webservice):
     """A service in a container on a Docker engine (v1's `AciWebservice`, which is the same class here)."""
 
     compute_type = "Docker"
+    names = ("docker", "aci")
     config_class = DockerServiceDeploymentConfiguration
+    config: DockerServiceDeploymentConfiguration
     poll_interval = 0.1
 
     @staticmethod
@@ -304,12 +204,10 @@ class DockerWebservice(Webservice):
         return sorted(found, key=lambda c: int(c.labels.get(f"{LABEL}.release", "0")), reverse=True)
 
     def _get(self, container_id: str | None, role: str) -> Any | None:
-        import docker
-
         if container_id:
             try:
                 return self._docker.containers.get(container_id)
-            except docker.errors.NotFound:
+            except sdk().errors.NotFound:
                 pass
         found = self._containers(role)
         return found[0] if found else None
@@ -329,11 +227,9 @@ class DockerWebservice(Webservice):
     def _fresh_volume(self, name: str, role: str, driver_opts: dict[str, str] | None = None, **labels: str) -> str:
         """Create volume `name`, replacing a leftover of an attempt that died half-way: an empty volume is what
         makes the engine copy the image's folder into it (the app folder) and take its owner (the data folder)."""
-        import docker
-
         try:
             self._docker.volumes.get(name).remove(force=True)
-        except docker.errors.NotFound:
+        except sdk().errors.NotFound:
             pass
         self._docker.volumes.create(name=name, driver="local", driver_opts=driver_opts or {}, labels=self._labels(role, **labels))
         return name
@@ -351,7 +247,7 @@ class DockerWebservice(Webservice):
 
     @_on_engine("deploying")
     def _start(self, image: Image, progress: Progress, deployment_target: Any = None) -> None:
-        docker_image.build(image, progress=progress)
+        build.build(image, progress=progress)
         progress.stage(f"Starting {self.name} on the Docker engine")
         try:
             self._start_containers(image, progress)
@@ -404,8 +300,6 @@ class DockerWebservice(Webservice):
 
         It runs as the servers' user, and the socket is 0600 (listener.py) on a tmpfs volume of that user,
         mode 0700: only the service's own servers can ask for its listening socket."""
-        import docker
-
         client = self._docker
         volume = f"{self._prefix}-run"
         if fresh:  # a new service; else the servers of a running one use the volume
@@ -413,10 +307,10 @@ class DockerWebservice(Webservice):
         else:
             try:
                 client.volumes.get(volume)
-            except docker.errors.NotFound:
+            except sdk().errors.NotFound:
                 self._fresh_volume(volume, "run", RUN_VOLUME)
         host = self.config.effective("host")
-        base = image.build_info.get("base_image") or docker_image.base_image(image.environment.python)
+        base = image.build_info.get("base_image") or build.base_image(image.environment.python)
         command = ["python3", "-c", (SERVING / "listener.py").read_text(), "hold", "--host", "0.0.0.0", "--port", str(PORT)]
         try:
             holder = client.containers.run(
@@ -432,7 +326,7 @@ class DockerWebservice(Webservice):
                 pids_limit=HOLDER_PIDS_LIMIT,
                 **LOCKED_DOWN,
             )
-        except docker.errors.APIError as e:
+        except sdk().errors.APIError as e:
             for leftover in self._containers("port"):  # created, but it could not start (the port is taken, ...)
                 leftover.remove(force=True)
             raise WebserviceException(
@@ -451,14 +345,14 @@ class DockerWebservice(Webservice):
     def _cpu(self, config: DeploymentConfiguration) -> float:
         return float(config.effective("cpu_cores"))
 
-    def _start_server(self, image: Image, config: DeploymentConfiguration, release: int, beside_another: bool = False) -> Any:
+    def _start_server(
+        self, image: Image, config: DockerServiceDeploymentConfiguration, release: int, beside_another: bool = False
+    ) -> Any:
         """Create release `release`'s server container, copy its settings and keys in, start it.
 
         `beside_another`: another release accepts on the same socket; this one must take no
         request unless its init() succeeds (a failed one answers nothing instead of 503s).
         """
-        import docker
-
         settings = config.runtime_settings(self.name, f"{SECRETS}/keys.json")
         settings["service_version"] = str(image.version)
         settings["data_collection_dir"] = DATA_DIR
@@ -480,8 +374,8 @@ class DockerWebservice(Webservice):
         try:
             container = self._docker.containers.create(
                 image.build_info["id"],
-                command=docker_image.server_command(state_file),
-                healthcheck=docker_image.healthcheck(state_file),
+                command=build.server_command(state_file),
+                healthcheck=build.healthcheck(state_file),
                 name=f"{self._prefix}-{release}",
                 labels=self._labels("server", image=image.id, release=str(release)),
                 environment={
@@ -498,11 +392,11 @@ class DockerWebservice(Webservice):
                 stop_signal="SIGTERM",
                 **LOCKED_DOWN,
             )
-        except docker.errors.APIError as e:
+        except sdk().errors.APIError as e:
             self._remove_release_volumes(release)
             raise WebserviceException(f"cannot create the container of {self.name}: {short_error(e)}") from None
         files = {"keys.json": self._keys_json()}
-        if config.ssl_enabled:  # the server terminates TLS itself (serving/settings.py tls_context)
+        if config.ssl_enabled and config.ssl_cert_pem_file and config.ssl_key_pem_file:  # the server terminates TLS itself
             files["tls.crt"] = Path(config.ssl_cert_pem_file).read_bytes()
             files["tls.key"] = Path(config.ssl_key_pem_file).read_bytes()
             settings.update(ssl_cert_file=f"{SECRETS}/tls.crt", ssl_key_file=f"{SECRETS}/tls.key")
@@ -510,7 +404,7 @@ class DockerWebservice(Webservice):
         try:
             container.put_archive(SECRETS, _tar(files))
             container.start()
-        except docker.errors.APIError as e:
+        except sdk().errors.APIError as e:
             self._discard(container)
             raise WebserviceException(f"cannot start the container of {self.name}: {short_error(e)}") from None
         return container
@@ -520,12 +414,10 @@ class DockerWebservice(Webservice):
         return {f"{self._prefix}-{release}-app": APP, f"{self._prefix}-{release}-secrets": SECRETS}
 
     def _remove_release_volumes(self, release: int | str) -> None:
-        import docker
-
         for name in self._release_volumes(int(release)):
             try:
                 self._docker.volumes.get(name).remove(force=True)
-            except docker.errors.NotFound:
+            except sdk().errors.NotFound:
                 pass
 
     def _keys_json(self) -> bytes:
@@ -536,11 +428,9 @@ class DockerWebservice(Webservice):
 
         While `starting`, a restart already counts as a failure (it crashed during start-up).
         """
-        import docker
-
         try:
             container.reload()
-        except docker.errors.NotFound:
+        except sdk().errors.NotFound:
             return FAILED, f"the container {container.name} is gone"
         state = container.attrs["State"]
         crashed = starting and (state["Status"] == "restarting" or container.attrs.get("RestartCount"))
@@ -564,8 +454,6 @@ class DockerWebservice(Webservice):
 
     @_on_engine("checking")
     def _probe(self) -> tuple[str, str | None]:
-        import requests
-
         was_up = self.state in (HEALTHY, UNHEALTHY)
         server = self.container
         if server is None:
@@ -593,13 +481,12 @@ class DockerWebservice(Webservice):
         """GET /ready through the published port. With TLS: at the published address, checking the
         certificate against ssl_cname — whether or not that name resolves here yet (v1's ACI too
         expected you to point the name at the service after the deploy)."""
-        import requests
-
         host, port = _uri_host(self.target["host"]).strip("[]"), self.target["port"]
-        if not self.scoring_uri.startswith("https:"):
+        uri, trust = self.scoring_uri or "", self.tls_verify
+        if not uri.startswith("https:") or not isinstance(trust, str):
             return requests.get(f"http://{_uri_host(self.target['host'])}:{port}/ready", timeout=2).status_code
-        cname = self.scoring_uri.split("//", 1)[1].rsplit(":", 1)[0]
-        context = ssl.create_default_context(cafile=self.tls_verify)
+        cname = uri.split("//", 1)[1].rsplit(":", 1)[0]
+        context = ssl.create_default_context(cafile=trust)
         with socket.create_connection((host, port), timeout=2) as raw, context.wrap_socket(raw, server_hostname=cname) as tls:
             tls.sendall(f"GET /ready HTTP/1.1\r\nHost: {cname}\r\nConnection: close\r\n\r\n".encode())
             head = b""
@@ -612,13 +499,15 @@ class DockerWebservice(Webservice):
 
     @_on_engine("updating")
     def _update(self, image: Image, config: DeploymentConfiguration, progress: Progress) -> None:
+        assert isinstance(config, DockerServiceDeploymentConfiguration)
         port, host = self.target.get("port"), self.target.get("host")
         if config.port is not None and config.port != port:
             raise UserError(f"a docker service keeps its port on update (now {port}); delete and redeploy to change it")
         if config.effective("host") != host:
             raise UserError(f"a docker service keeps its host on update (now {host}); delete and redeploy to change it")
-        if bool(config.ssl_enabled) != self.scoring_uri.startswith("https:") or (
-            config.ssl_enabled and not self.scoring_uri.startswith(f"https://{config.ssl_cname}:")
+        uri = self.scoring_uri or ""
+        if bool(config.ssl_enabled) != uri.startswith("https:") or (
+            config.ssl_enabled and not uri.startswith(f"https://{config.ssl_cname}:")
         ):
             raise UserError(
                 f"a docker service keeps its scoring URI {self.scoring_uri} on update: TLS on/off and ssl_cname cannot "
@@ -631,7 +520,7 @@ class DockerWebservice(Webservice):
                 f"{self.name} was deployed by an earlier mlmagics, whose port holder runs as root and lets any user ask for "
                 f"its socket; delete and redeploy it (port={port} keeps its scoring URI) to lock it down"
             )
-        docker_image.build(image, progress=progress)
+        build.build(image, progress=progress)
         if holder is None:
             progress.log(f"the port holder is gone: publishing {host}:{port} again")
             holder, _, _ = self._start_holder(image, port)
@@ -675,22 +564,18 @@ class DockerWebservice(Webservice):
 
     def _remove_container(self, container: Any) -> None:
         """Stop `container` gracefully (a server drains its requests), then remove it and its release's volumes."""
-        import docker
-
         graceful = float(self.config.effective("scoring_timeout_ms")) / 1000 + 5
         try:
             container.stop(timeout=int(min(graceful, 60)))
-        except docker.errors.NotFound:
+        except sdk().errors.NotFound:
             pass
         self._discard(container)
 
     def _discard(self, container: Any) -> None:
         """Remove `container` at once, with its release's volumes."""
-        import docker
-
         try:
             container.remove(force=True)
-        except docker.errors.NotFound:
+        except sdk().errors.NotFound:
             pass
         if container.labels.get(f"{LABEL}.release"):
             self._remove_release_volumes(container.labels[f"{LABEL}.release"])
@@ -703,8 +588,6 @@ class DockerWebservice(Webservice):
 
     def _remove_all(self) -> None:
         """Remove the service's containers and volumes from the engine — all but its collected data."""
-        import docker
-
         containers = self._containers()
         for container in containers:  # servers first, so that they drain while the port still exists
             if container.labels.get(f"{LABEL}.role") == "server":
@@ -716,7 +599,7 @@ class DockerWebservice(Webservice):
             if volume.attrs.get("Labels", {}).get(f"{LABEL}.role") != "data":
                 try:
                     volume.remove(force=True)
-                except docker.errors.NotFound:
+                except sdk().errors.NotFound:
                     pass
 
     @_on_engine("removing")
@@ -749,18 +632,59 @@ class DockerWebservice(Webservice):
 
     @_on_engine("copying the keys into")
     def _keys_changed(self) -> None:
-        import docker
-
         for container in self._containers("server"):  # a stopped one too: it reads the file when it starts again
             try:
                 container.put_archive(SECRETS, _tar({"keys.json": self._keys_json()}))
-            except docker.errors.NotFound:
+            except sdk().errors.NotFound:
                 pass
 
+    # -- Docker images -------------------------------------------------------------------------------------
     @staticmethod
-    def remove_image(image: Image) -> None:
-        """Remove the Docker image built for `image` (called by `image.delete()`)."""
-        docker_image.remove(image)
+    def build_image(
+        image: Image,
+        base_image: str | None = None,
+        no_cache: bool = False,
+        progress: Progress | None = None,
+        show_output: bool = False,
+    ) -> str:
+        """Build the Docker image of `image` (deploying to docker does it too); returns its tag.
+
+            DockerWebservice.build_image(image, show_output=True)   # 'mlmagics/myimage:2', the output live
+
+        Built once: later calls return at once while the Docker image exists. The base image is
+        `base_image`, else the configuration's, else $MLMAGICS_BASE_IMAGE, else python:<3.x>-slim.
+        """
+        report = progress_mod.resolve(progress, show_output)
+        try:
+            tag = build.build(image, base_image, report, no_cache=no_cache)
+        except Exception as e:
+            report.done(False, str(e))
+            raise
+        report.done(True, f"{tag} is built ({image.build_info.get('size', 0) / 1e6:.1f} MB)")
+        return tag
+
+    @staticmethod
+    def push_image(
+        image: Image,
+        registry: str,
+        username: str | None = None,
+        password: str | None = None,
+        progress: Progress | None = None,
+        show_output: bool = False,
+    ) -> str:
+        """Push the Docker image of `image` to `registry` (built first if needed); returns where it is,
+        which `image.image_location` says from then on.
+
+            DockerWebservice.push_image(image, "127.0.0.1:5000")   # '127.0.0.1:5000/mlmagics/myimage:2'
+        """
+        report = progress_mod.resolve(progress, show_output)
+        try:
+            location = build.push(image, registry, username, password, report)
+        except Exception as e:
+            report.done(False, str(e))
+            raise
+        report.done(True, f"pushed {location}")
+        return location
 
 
 def _state_file(release: int | str) -> str:
@@ -770,4 +694,3 @@ def _state_file(release: int | str) -> str:
 
 
 AciWebservice = DockerWebservice
-AciServiceDeploymentConfiguration = DockerServiceDeploymentConfiguration

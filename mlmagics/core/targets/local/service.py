@@ -1,29 +1,4 @@
-"""The local target: the scoring server as a detached process on 127.0.0.1.
-
-    config = LocalWebservice.deploy_configuration(port=8890)
-    service = Webservice.deploy_from_image(ws, "my-local", image, config)
-    service.wait_for_deployment(show_output=True)     # Healthy in about a second for a small model
-
-The server runs in its own session (process group), so it outlives the notebook kernel that
-started it, an interrupted cell, or a kernel restart; `Webservice(ws, "my-local")` finds it
-again from any process. Its files live in `<workspace>/services/<name>/`:
-
-    server.log        everything the server printed, rotated at 10 MiB into server.log.1 ... .5
-                      (get_logs() reads the tail across them)
-    keys.json         the keys; the server re-reads it, so regen_key() needs no restart
-    state.json        the server's own account of itself (port, workers, last reload)
-    releases/<n>/     one folder per deployed version: app/ (the image's files, writable) with
-                      azureml-models/<model>/<version>/ linking the registered artifacts
-
-The server runs with umask 077, so what it writes (logs, state, collected data) is 0600.
-What it collects (`collect_model_data`) goes to `<workspace>/collected/<name>/` instead: it
-belongs to the workspace, so delete() keeps it (and says where) unless asked to remove it.
-
-`update()` prepares a new release and asks the running server to reload (SIGHUP): the new
-workers start and run init(); the server switches only if all of them are ready, on the
-same port. If they fail, the previous version keeps serving and update() raises with the
-reason and the traceback.
-"""
+"""The local target's Webservice: the scoring server as a detached process (see the package's docstring)."""
 
 from __future__ import annotations
 
@@ -36,33 +11,18 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..configs import DeploymentConfiguration
-from ..errors import UserError, WebserviceException
-from ..images import Image
-from ..progress import Progress
-from ..services import FAILED, HEALTHY, TRANSITIONING, UNHEALTHY, Webservice, swagger_uri_for
-from ..workspace import _remove_tree
+from ...configs import DeploymentConfiguration
+from ...errors import UserError, WebserviceException
+from ...images import Image
+from ...progress import Progress
+from ...services import FAILED, HEALTHY, TRANSITIONING, UNHEALTHY, Webservice, swagger_uri_for
+from ...workspace import _remove_tree
+from .config import LocalServiceDeploymentConfiguration
 
-_PACKAGE_PARENT = str(Path(__file__).resolve().parents[3])
-
-
-@dataclass
-class LocalServiceDeploymentConfiguration(DeploymentConfiguration):
-    port: int | None = None
-
-    compute_type = "Local"
-
-    def validation_errors(self) -> list[str]:
-        errors = super().validation_errors()
-        if self.port is not None and (
-            isinstance(self.port, bool) or not isinstance(self.port, int) or not 1 <= self.port <= 65535
-        ):
-            errors.append(f"port must be an integer in [1, 65535], got {self.port!r}")
-        return errors
+_PACKAGE_PARENT = str(Path(__file__).resolve().parents[4])  # the folder holding mlmagics/, for the server
 
 
 def free_port() -> int:
@@ -116,7 +76,9 @@ class LocalWebservice(Webservice):
     """A service running on this machine (v1's `LocalWebservice`, without Docker)."""
 
     compute_type = "Local"
+    names = ("local",)
     config_class = LocalServiceDeploymentConfiguration
+    config: LocalServiceDeploymentConfiguration
     poll_interval = 0.05
 
     @staticmethod
@@ -294,7 +256,7 @@ class LocalWebservice(Webservice):
 
     def _alive(self) -> bool:
         pid, start = self.target.get("pid"), self.target.get("start")
-        return bool(pid) and start is not None and _start_time(pid) == start
+        return pid is not None and start is not None and _start_time(pid) == start
 
     def _server_state(self) -> dict[str, Any]:
         try:
@@ -303,8 +265,6 @@ class LocalWebservice(Webservice):
             return {}
 
     def _probe(self) -> tuple[str, str | None]:
-        import requests
-
         if not self._alive():
             state = self._server_state()
             failure = state.get("init_failure")
@@ -319,8 +279,8 @@ class LocalWebservice(Webservice):
             return FAILED, f"the server process exited during start-up; last log lines:\n{tail}"
         try:
             # with the key: with key auth on, why init() failed is for the service's owner only
-            ready = requests.get(f"http://127.0.0.1:{self.target['port']}/ready", headers=self.request_headers(), timeout=2)
-        except requests.RequestException:
+            ready = self.request("GET", "ready", timeout=2)
+        except WebserviceException:
             failure = self._server_state().get("init_failure")
             return (FAILED, failure["message"]) if failure else (TRANSITIONING, None)
         if ready.status_code == 200:
@@ -331,6 +291,7 @@ class LocalWebservice(Webservice):
         return TRANSITIONING, None
 
     def _update(self, image: Image, config: DeploymentConfiguration, progress: Progress) -> None:
+        assert isinstance(config, LocalServiceDeploymentConfiguration)
         old_port = self.target.get("port")
         if config.port is not None and config.port != old_port:
             raise UserError(f"a local service keeps its port on update (now {old_port}); delete and redeploy to change it")
