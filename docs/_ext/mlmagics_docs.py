@@ -132,8 +132,13 @@ def mirror_benchmarks(app: Sphinx) -> None:
     source, target = ROOT / "benchmarks", Path(app.srcdir) / "benchmarks"
     wanted: dict[Path, bytes] = {}
     readme = (source / "README.md").read_text(encoding="utf-8")
-    reports = sorted(p.relative_to(source / "results") for p in (source / "results").rglob("*.md"))
-    toctree = "\n".join(f"results/{p.with_suffix('').as_posix()}" for p in reports)
+    # the latest reports first, then the kept earlier ones, named by their file (their titles repeat)
+    found = (p.relative_to(source / "results").with_suffix("") for p in (source / "results").rglob("*.md"))
+    entries = []
+    for report in sorted(found, key=lambda p: (len(p.parts), p)):
+        page = f"results/{report.as_posix()}"
+        entries.append(page if len(report.parts) == 1 else f"{report.parent}: {report.name} <{page}>")
+    toctree = "\n".join(entries)
     wanted[target / "index.md"] = (
         f"{readme.rstrip()}\n\n## The reports\n\n```{{toctree}}\n:maxdepth: 1\n\n{toctree}\n```\n"
     ).encode()
