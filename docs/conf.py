@@ -38,11 +38,11 @@ myst_enable_extensions = ["colon_fence", "deflist", "fieldlist"]
 myst_heading_anchors = 3  # [the Docker target](targets/docker.md#updates-keep-the-scoring-uri) works
 nb_execution_mode = "off"  # notebooks arrive executed (prepare_notebooks.py); never run them here
 nb_merge_streams = True  # a cell's many print() lines read as one block
-# Widgets are shown by their text form: papermill keeps no widget state, so there is nothing else to render.
-nb_mime_priority_overrides = [("html", "application/vnd.jupyter.widget-view+json", None)]
+# Widgets (the test form in notebook 02) keep their state in the executed notebook; myst-nb embeds it, and
+# a reader's browser draws them with @jupyter-widgets/html-manager, which myst-nb loads from a CDN.
 
 # -- Python API ---------------------------------------------------------------------------------------------------
-autodoc_default_options = {"members": True, "member-order": "bysource"}
+autodoc_default_options = {"member-order": "bysource", "undoc-members": True}  # each directive names the members users call
 autodoc_typehints = "description"  # hints under the parameters they belong to, not in a long signature
 autodoc_typehints_format = "short"
 autodoc_preserve_defaults = False
