@@ -124,7 +124,7 @@ def cost_of_limits(args, runtime: Path, before_root: Path, fixture: dict, tmp: P
                 body = body_path.read_bytes()
                 for label, root in order:
                     spawned, spec = start(registry, runtime, root, app, workers=1, config=config, pinning=pinning,
-                                          log_path=out_dir / f"hardening-{label}.log", body=body)  # fmt: skip
+                                          log_path=tmp / f"hardening-{label}.log", body=body)  # fmt: skip
                     lua = wrk.write_lua(tmp / f"{script}.lua", body_path, spec.headers)
                     wrk.run(spec.score_url, lua, 8, 1, prefix=pinning.wrk)  # warm-up
                     result = wrk.run(spec.score_url, lua, 8, args.duration, prefix=pinning.wrk)
@@ -246,7 +246,7 @@ def soak(args, runtime: Path, fixture: dict, tmp: Path, out_dir: Path) -> list[s
     seen: Counter = Counter()
     with procs.Registry() as registry:
         spawned, spec = start(registry, runtime, REPO_ROOT, fixture, workers=2, config=config, pinning=pinning,
-                              log_path=out_dir / "hardening-soak.log", body=body_path.read_bytes())  # fmt: skip
+                              log_path=tmp / "hardening-soak.log", body=body_path.read_bytes())  # fmt: skip
         workers = procs.process_tree(spawned.pid)[1:]
         lua = tmp / "paced.lua"
         delay_ms = max(1, round(8 * 1000 / args.rate))  # 8 connections, each pausing delay_ms between requests
