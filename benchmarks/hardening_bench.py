@@ -315,7 +315,8 @@ d = json.loads(sys.stdin.read())
 fig, ax = plt.subplots(figsize=(7, 3.2))
 for pid, rss in d["workers"].items():
     ax.plot(d["t"], rss, label=f"worker {pid}")
-ax.set_xlabel("seconds"); ax.set_ylabel("RSS (MiB)"); ax.set_ylim(bottom=0); ax.legend(); ax.grid(alpha=0.3)
+top = max(max(rss) for rss in d["workers"].values())
+ax.set_xlabel("seconds"); ax.set_ylabel("RSS (MiB)"); ax.set_ylim(0, top * 1.3); ax.legend(loc="lower right"); ax.grid(alpha=0.3)
 ax.set_title("Worker memory under good and hostile load")
 fig.tight_layout(); fig.savefig(sys.argv[1], dpi=110)
 """
