@@ -37,6 +37,14 @@ lint: install
 	$(PY) -m ruff check mlmagics tests benchmarks
 	$(PY) -m mypy
 
+# The documentation site (docs/): the executed notebooks (fresh ones from the last test run, else executed
+# now by docs/prepare_notebooks.py) and the reference pages; a warning or a broken reference fails it.
+docs: install
+	@[ $(VENV)/.docs-installed -nt docs/requirements.txt ] || { $(PY) -m pip install --quiet -r docs/requirements.txt && touch $(VENV)/.docs-installed; }
+	$(PY) docs/prepare_notebooks.py
+	$(PY) -m sphinx -W --keep-going -n -b html -q docs docs/_build/html
+	@echo "Docs: $(CURDIR)/docs/_build/html/index.html"
+
 lab: install  ## JupyterLab on the notebooks with the Deployments panel (for people, not CI)
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 

@@ -124,7 +124,7 @@ def cost_of_limits(args, runtime: Path, before_root: Path, fixture: dict, tmp: P
                 body = body_path.read_bytes()
                 for label, root in order:
                     spawned, spec = start(registry, runtime, root, app, workers=1, config=config, pinning=pinning,
-                                          log_path=out_dir / f"hardening-{label}.log", body=body)  # fmt: skip
+                                          log_path=tmp / f"hardening-{label}.log", body=body)  # fmt: skip
                     lua = wrk.write_lua(tmp / f"{script}.lua", body_path, spec.headers)
                     wrk.run(spec.score_url, lua, 8, 1, prefix=pinning.wrk)  # warm-up
                     result = wrk.run(spec.score_url, lua, 8, args.duration, prefix=pinning.wrk)
@@ -246,7 +246,7 @@ def soak(args, runtime: Path, fixture: dict, tmp: Path, out_dir: Path) -> list[s
     seen: Counter = Counter()
     with procs.Registry() as registry:
         spawned, spec = start(registry, runtime, REPO_ROOT, fixture, workers=2, config=config, pinning=pinning,
-                              log_path=out_dir / "hardening-soak.log", body=body_path.read_bytes())  # fmt: skip
+                              log_path=tmp / "hardening-soak.log", body=body_path.read_bytes())  # fmt: skip
         workers = procs.process_tree(spawned.pid)[1:]
         lua = tmp / "paced.lua"
         delay_ms = max(1, round(8 * 1000 / args.rate))  # 8 connections, each pausing delay_ms between requests
@@ -315,7 +315,8 @@ d = json.loads(sys.stdin.read())
 fig, ax = plt.subplots(figsize=(7, 3.2))
 for pid, rss in d["workers"].items():
     ax.plot(d["t"], rss, label=f"worker {pid}")
-ax.set_xlabel("seconds"); ax.set_ylabel("RSS (MiB)"); ax.set_ylim(bottom=0); ax.legend(); ax.grid(alpha=0.3)
+top = max(max(rss) for rss in d["workers"].values())
+ax.set_xlabel("seconds"); ax.set_ylabel("RSS (MiB)"); ax.set_ylim(0, top * 1.3); ax.legend(loc="lower right"); ax.grid(alpha=0.3)
 ax.set_title("Worker memory under good and hostile load")
 fig.tight_layout(); fig.savefig(sys.argv[1], dpi=110)
 """

@@ -6,18 +6,16 @@ from __future__ import annotations
 import json
 
 import pytest
-from core_helpers import echo_image
-from test_serving_lifecycle import COLLECTING
 from tornado.httpclient import HTTPClientError
 
 from mlmagics.core import LocalWebservice, Webservice, Workspace
 
 
 @pytest.fixture(scope="module")
-def lab_workspace(tmp_path_factory):
+def lab_workspace(tmp_path_factory, echo_image, collecting_script):
     folder = tmp_path_factory.mktemp("collected")
     ws = Workspace(folder / "ws")
-    image = echo_image(ws, folder / "app", name="collecting", script=COLLECTING)
+    image = echo_image(ws, folder / "app", name="collecting", script=collecting_script)
     for name in ("kept-api", "gone-api"):
         service = Webservice.deploy_from_image(ws, name, image, LocalWebservice.deploy_configuration(collect_model_data=True))
         service.wait_for_deployment()

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import requests
-from core_helpers import echo_image
 from tornado.httpclient import HTTPClientError
 
 import mlmagics
@@ -43,7 +42,7 @@ def run(raw_data):
 
 
 @pytest.fixture(scope="module")
-def lab_workspace(tmp_path_factory):
+def lab_workspace(tmp_path_factory, echo_image):
     """A workspace with two Healthy local services: echo-api (key auth on) and slow-api (sleeps on request)."""
     folder = tmp_path_factory.mktemp("lab")
     ws = Workspace(folder / "ws")
@@ -153,7 +152,7 @@ async def test_an_unknown_service_is_a_404_with_the_core_message(jp_fetch, lab_w
     assert status == 404 and "model nope:1 is not registered" in body["message"]
 
 
-async def test_deletes_are_refused_while_in_use_then_done_in_order(jp_fetch, lab_workspace, tmp_path):
+async def test_deletes_are_refused_while_in_use_then_done_in_order(jp_fetch, lab_workspace, tmp_path, echo_image):
     image = echo_image(lab_workspace, tmp_path, name="doomed", model_name="doomed-model")
     service = Webservice.deploy_from_image(lab_workspace, "doomed-api", image, LocalWebservice.deploy_configuration())
     service.wait_for_deployment()

@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import pytest
-from core_helpers import echo_image
 from IPython.utils.capture import capture_output
 from traitlets.config import Config
 
@@ -21,7 +20,7 @@ PRIMARY, SECONDARY, UPDATED = "given-primary-key-3f9a", "given-secondary-key-7c2
 
 
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory):
+def deployed(tmp_path_factory, echo_image):
     """One keyed service, deployed and updated with keys given, and what its progress reported."""
     folder = tmp_path_factory.mktemp("secrets")
     ws = Workspace(folder / "ws")
