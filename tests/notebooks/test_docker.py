@@ -45,7 +45,9 @@ def test_06_docker_target(tmp_path, monkeypatch, run_notebook, docker_engine, re
     assert summary["limits"] == [1_000_000_000, int(0.5 * 1024**3)]
     assert summary["left"] == [0, 0, 0], "the notebook cleaned up"
     assert (tmp_path / "work" / "score.py").exists()
-    assert not client.containers.list(all=True, filters={"label": "org.mlmagics.service=nb-docker"})
+    # this run's workspace only: an interrupted earlier run on the same engine may have left its own behind
+    mine = [f"org.mlmagics.workspace={tmp_path / 'ws'}", "org.mlmagics.service=nb-docker"]
+    assert not client.containers.list(all=True, filters={"label": mine})
     print(
         f"notebook 06: build {summary['build_seconds']:.1f} s, rebuild {summary['rebuild_seconds']:.1f} s, "
         f"deploy {summary['deploy_seconds']:.1f} s, update {summary['update_seconds']:.1f} s, "
