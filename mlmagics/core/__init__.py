@@ -7,9 +7,11 @@ them. The names are Azure ML SDK v1's, so migrating is a search-and-replace of i
 """
 
 from .autoscale import replicas_needed
+from .conda_dependencies import CondaDependencies
 from .configs import DeploymentConfiguration, InvalidConfiguration
 from .deploy import deploy_configuration  # noqa: E402
 from .errors import (
+    ComputeTargetException,
     ConflictError,
     ImageException,
     MlmagicsError,
@@ -19,7 +21,9 @@ from .errors import (
     UserError,
     WebserviceException,
 )
+from .environment import ContainerRegistry, Environment
 from .images import ContainerImage, Image, ImageConfig
+from .inference import InferenceConfig, ModelPackage
 from .models import Model
 from .plans import DeploymentPlan
 from .preflight import check_script
@@ -40,6 +44,12 @@ from .targets.local import LocalServiceDeploymentConfiguration, LocalWebservice 
 from .workspace import Workspace
 
 __all__ = [
+    "ComputeTargetException",
+    "ModelPackage",
+    "InferenceConfig",
+    "Environment",
+    "ContainerRegistry",
+    "CondaDependencies",
     "AciWebservice",
     "AksCompute",
     "AksWebservice",

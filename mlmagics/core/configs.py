@@ -133,8 +133,10 @@ class DeploymentConfiguration:
         current.update({k: v for k, v in changes.items() if v is not None})
         return type(self)(**current)
 
-    def runtime_settings(self, service_name: str, keys_file: str) -> dict[str, Any]:
-        """What the scoring server's `--config` file says for these settings."""
+    def runtime_settings(
+        self, service_name: str, keys_file: str, environment_variables: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """What the scoring server's `--config` file says for these settings (and the image's variables for the script)."""
         origins = self.cors_origins or []
         return {
             "auth_enabled": bool(self.effective("auth_enabled")),
@@ -146,6 +148,7 @@ class DeploymentConfiguration:
             "max_body_bytes": int(float(self.effective("max_request_body_mb")) * 1024 * 1024),
             "cors_origins": list(origins),
             "service_name": service_name,
+            **({"environment_variables": dict(environment_variables)} if environment_variables else {}),
             **(self.server_limits or {}),
         }
 

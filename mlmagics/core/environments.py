@@ -19,6 +19,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
+from packaging.markers import InvalidMarker, UndefinedEnvironmentName
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from .errors import UserError
 
@@ -97,12 +100,14 @@ def read_requirements(path: Path) -> list[str]:
     return lines
 
 
-def read_conda(path: Path) -> tuple[str | None, list[str]]:
-    """(python version, pip-installable requirements) from a conda environment file."""
+def read_conda(text: str) -> tuple[str | None, list[str]]:
+    """(python version, pip-installable requirements) from a conda environment file's text."""
     try:
-        doc = yaml.safe_load(path.read_text()) or {}
+        doc = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
-        raise UserError(f"conda file {path} is not valid YAML: {e}") from None
+        raise UserError(f"the conda file is not valid YAML: {e}") from None
+    if not isinstance(doc, dict):
+        raise UserError("the conda file is not a YAML mapping (name, channels, dependencies)")
     python: str | None = None
     requirements: list[str] = []
     for dep in doc.get("dependencies") or []:
@@ -137,12 +142,12 @@ def distributions_for_imports(modules: set[str]) -> tuple[list[str], list[str]]:
 
 
 def build_spec(
-    third_party_imports: set[str], requirements_file: Path | None = None, conda_file: Path | None = None
+    third_party_imports: set[str], requirements_file: Path | None = None, conda_text: str | None = None
 ) -> EnvironmentSpec:
     """The environment an image gets (see the module docstring for the order of sources)."""
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
-    if conda_file is not None:
-        conda_python, lines = read_conda(conda_file)
+    if conda_text is not None:
+        conda_python, lines = read_conda(conda_text)
         source = "conda"
         if conda_python:
             python = ".".join(conda_python.split(".")[:2])
@@ -189,3 +194,57 @@ def pickled_modules(path: Path, limit: int = 64 * 1024 * 1024) -> set[str]:
                 pass
     # memoised strings make the STACK_GLOBAL guess imperfect: keep only names that are importable here
     return {m for m in modules if m.isidentifier() and m not in sys.stdlib_module_names and importlib.util.find_spec(m)}
+
+
+def with_dependencies(names: set[str]) -> set[str]:
+    """`names` (normalised distributions) and everything they pull in, as installed here: a script may import
+    numpy when the requirements list only scikit-learn."""
+    found, todo = set(names), list(names)
+    while todo:
+        try:
+            requires = metadata.requires(todo.pop()) or []
+        except metadata.PackageNotFoundError:
+            continue
+        for line in requires:
+            try:
+                requirement = Requirement(line)
+                if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+                    continue
+            except (InvalidRequirement, InvalidMarker, UndefinedEnvironmentName):
+                continue
+            name = normalise(requirement.name)
+            if name not in found:
+                found.add(name)
+                todo.append(name)
+    return found
+
+
+def reconcile_with_models(spec: EnvironmentSpec, model_modules: set[str]) -> list[str]:
+    """Make the requirements installable beside what the models were pickled with: the versions installed
+    here win over pins that exclude them (an old notebook's numpy==1.23 beside today's scikit-learn), and so
+    does this Python. Returns one warning per change, saying exactly what changed; the spec is edited in place."""
+    if not model_modules:
+        return []
+    needed, _ = distributions_for_imports(model_modules)
+    here = {normalise(p.split("==")[0]): p.split("==")[1] for p in needed}
+    here.update({name: v for name in with_dependencies(set(here)) if (v := installed_version(name)) and name not in here})
+    warnings = []
+    for i, line in enumerate(spec.requirements):
+        if line.startswith(("-", "git+", "http")):
+            continue
+        name, extras, specifier = split_requirement(line)
+        version = here.get(normalise(name))
+        if version is None or not specifier:
+            continue
+        try:
+            allowed = SpecifierSet(specifier.split(";")[0])
+        except InvalidSpecifier:
+            continue
+        if version not in allowed:
+            spec.requirements[i] = f"{name}{extras}=={version}"
+            warnings.append(f"{line} -> {name}{extras}=={version}: the model was pickled with {name} {version}")
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if spec.python != python:
+        warnings.append(f"python {spec.python} -> {python}: the model's packages are installed for this Python")
+        spec.python = python
+    return warnings

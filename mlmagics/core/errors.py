@@ -31,6 +31,10 @@ class ModelNotFoundException(NotFoundError):
     pass
 
 
+class ComputeTargetException(NotFoundError):
+    """A compute target (a cluster) is not attached, or cannot be created here."""
+
+
 class ImageException(MlmagicsError):
     """Image creation or use failed."""
 

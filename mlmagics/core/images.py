@@ -28,7 +28,15 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from . import progress as progress_mod
-from .environments import EnvironmentSpec, build_spec, distributions_for_imports, normalise, pickled_modules
+from .environments import (
+    EnvironmentSpec,
+    build_spec,
+    distributions_for_imports,
+    normalise,
+    pickled_modules,
+    reconcile_with_models,
+    with_dependencies,
+)
 from .errors import ConflictError, ImageException, UserError
 from .models import Model
 from .preflight import Problem, check_script
@@ -59,7 +67,16 @@ class ImageConfig:
         base_image: str | None = None,
         base_image_registry: Any = None,
         cuda_version: str | None = None,
+        source_directory: str | os.PathLike | None = None,
+        conda_spec: str | None = None,
+        environment_variables: dict[str, str] | None = None,
     ) -> None:
+        # Set by InferenceConfig (v1's later API): the folder that paths are relative to and that is shipped
+        # whole, the conda file's text (an Environment's), and the variables the script runs with.
+        self.source_directory = str(source_directory) if source_directory else None
+        self.base_directory: str | None = None  # where relative paths start when not the CWD (an image made again)
+        self.conda_spec = conda_spec
+        self.environment_variables = dict(environment_variables or {})
         self.execution_script = execution_script
         self.runtime = runtime
         self.conda_file = conda_file
@@ -78,9 +95,13 @@ class ImageConfig:
     def __repr__(self) -> str:
         return f"ImageConfig(execution_script={self.execution_script!r}, runtime={self.runtime!r})"
 
+    def root(self) -> Path:
+        """The folder every path is relative to: the source directory, else the current directory."""
+        return Path(self.source_directory or self.base_directory or Path.cwd()).resolve()
+
     def validate(self, cwd: Path | None = None) -> None:
         """v1's checks (relative script inside the CWD, files exist, ...); all problems in one error."""
-        cwd = (cwd or Path.cwd()).resolve()
+        cwd = (cwd or self.root()).resolve()
         errors: list[str] = []
         script = self.execution_script
         if not script:
@@ -97,7 +118,7 @@ class ImageConfig:
                 errors.append(f"execution_script name {path.stem!r} must be a valid Python module name (and not a keyword)")
         if self.runtime not in RUNTIMES:
             errors.append(f"runtime {self.runtime!r} is not supported; use one of {', '.join(sorted(RUNTIMES))}")
-        if self.conda_file and self.requirements:
+        if sum(1 for given in (self.conda_file, self.requirements, self.conda_spec) if given) > 1:
             errors.append("give conda_file or requirements, not both")
         for label in ("conda_file", "requirements", "docker_file", "schema_file"):
             value = getattr(self, label)
@@ -164,7 +185,7 @@ class ContainerImage:
         return Image.create(workspace, name, models, image_config, **kwargs)
 
 
-def _resolve_models(workspace: Workspace, models: list) -> list[Model]:
+def resolve_models(workspace: Workspace, models: list) -> list[Model]:
     """Model objects as given; a path is registered (v1: named after its basename, 30 characters); 'name:v' is looked up."""
     resolved = []
     for item in models or []:
@@ -176,7 +197,9 @@ def _resolve_models(workspace: Workspace, models: list) -> list[Model]:
             name, version = split_id(item)
             resolved.append(Model(workspace, name, version=version))
         else:
-            raise UserError(f"models must be Model objects, registered ids ('name:version') or paths, got {item!r}")
+            raise UserError(
+                f"Models must either be of type Model or a str path to a file or folder (or an id 'name:version'), got {item!r}"
+            )
     return resolved
 
 
@@ -236,6 +259,11 @@ class Image(Versioned):
         return EnvironmentSpec.from_dict(self.spec["environment"])
 
     @property
+    def environment_variables(self) -> dict[str, str]:
+        """What the script's process gets set (v1: its Environment's `environment_variables`)."""
+        return dict(self.spec.get("environment_variables") or {})
+
+    @property
     def models(self) -> list[Model]:
         return [Model(self.workspace, id=model_id) for model_id in self.model_ids]
 
@@ -285,10 +313,10 @@ class Image(Versioned):
             )
         if not isinstance(image_config, ImageConfig):
             raise UserError("image_config must come from ContainerImage.image_configuration(...) or ImageConfig(...)")
-        cwd = Path.cwd()
+        cwd = image_config.root()
         image_config.validate(cwd)
         report.stage(f"Creating image {name}")
-        model_objects = _resolve_models(workspace, models)
+        model_objects = resolve_models(workspace, models)
         report.log(f"models: {', '.join(m.id for m in model_objects) or 'none'}")
         spec, problems = _prepare_spec(cwd, image_config, model_objects)
         for warning in spec["warnings"]:
@@ -328,6 +356,35 @@ class Image(Versioned):
         image = Image(workspace, name, version=version)
         report.done(True, f"image {image.id} created")
         return image
+
+    def refreshed(self, models: builtins.list | None = None, progress: progress_mod.Progress | None = None) -> Image:
+        """The next version of this image, its script and files read again from where they were taken
+        (v1's `LocalWebservice.reload()` after a `%%writefile score.py`), with other `models` if given."""
+        spec = self.spec
+        origin = spec.get("origin")
+        if not origin:
+            raise UserError(f"image {self.id} does not record where its files came from; create a new image instead")
+        from_source = bool(origin.get("source_directory"))
+        config = ImageConfig(
+            execution_script=spec["execution_script"].split("/", 1)[1] if from_source else spec["execution_script"],
+            runtime=self.runtime,
+            conda_file=spec.get("conda_file"),
+            requirements=spec.get("requirements"),
+            docker_file=spec.get("docker_file"),
+            schema_file=spec.get("schema_file"),
+            dependencies=spec.get("dependencies"),
+            enable_gpu=spec.get("enable_gpu") or None,
+            tags=self.tags,
+            properties=self.properties,
+            description=self.description,
+            base_image=spec.get("base_image"),
+            cuda_version=spec.get("cuda_version"),
+            source_directory=origin["root"] if from_source else None,
+            conda_spec=spec.get("conda_spec"),
+            environment_variables=spec.get("environment_variables"),
+        )
+        config.base_directory = origin["root"]
+        return Image.create(self.workspace, self.name, self.models if models is None else models, config, progress=progress)
 
     @staticmethod
     def list(
@@ -416,27 +473,32 @@ def _prepare_spec(cwd: Path, config: ImageConfig, models: list[Model]) -> tuple[
         local_modules.add("pyspark")
     requirements_file = cwd / config.requirements if config.requirements else None
     conda_file = cwd / config.conda_file if config.conda_file else None
+    conda_text = conda_file.read_text() if conda_file else config.conda_spec
     declared = None
-    if requirements_file or conda_file:
-        declared = build_spec(set(), requirements_file, conda_file).requirement_names()
+    if requirements_file or conda_text:
+        declared = with_dependencies(build_spec(set(), requirements_file, conda_text).requirement_names())
     facts = check_script(script_path.read_text(), config.execution_script, declared, local_modules)
     problems = [str(p) for p in facts.errors]
     model_modules: set[str] = set()
     for model in models:
         model_modules |= pickled_modules(model.path)
-    environment = build_spec(facts.third_party_imports | model_modules, requirements_file, conda_file)
+    environment = build_spec(facts.third_party_imports | model_modules, requirements_file, conda_text)
     if environment.source == "inferred" and model_modules - facts.third_party_imports:
         needed, _ = distributions_for_imports(model_modules - facts.third_party_imports)
         facts.problems.append(Problem("warning", f"the model pickles use {', '.join(p.split('==')[0] for p in needed)}: "
                                                  "added to the requirements"))
     if declared is not None:
+        for change in reconcile_with_models(environment, model_modules):
+            facts.problems.append(Problem("warning", f"requirements changed: {change}"))
         needed, _ = distributions_for_imports(model_modules)
         missing = [p for p in needed if normalise(p.split("==")[0]) not in declared]
         problems += [
             f"the model pickles need {p.split('==')[0]}, which the image's requirements do not list; add '{p}'" for p in missing
         ]
+    # relative to the app root; with a source directory, that folder is in the app root under its own name
+    in_app = Path(cwd.name, config.execution_script) if config.source_directory else Path(config.execution_script)
     spec = {
-        "execution_script": Path(config.execution_script).as_posix(),
+        "execution_script": in_app.as_posix(),
         "runtime": config.runtime,
         "environment": environment.to_dict(),
         "dependencies": [Path(d).as_posix() for d in config.dependencies],
@@ -448,6 +510,12 @@ def _prepare_spec(cwd: Path, config: ImageConfig, models: list[Model]) -> tuple[
         "input_style": facts.style,
         "run_params": list(facts.run_params),
         "warnings": [str(p) for p in facts.warnings],
+        "environment_variables": config.environment_variables,
+        "conda_file": config.conda_file,
+        "requirements": config.requirements,
+        "conda_spec": config.conda_spec,
+        # where the files came from: reload() snapshots them again from there
+        "origin": {"root": str(cwd), "source_directory": bool(config.source_directory)},
     }
     return spec, problems
 
@@ -460,6 +528,10 @@ def _staging_folder(workspace: Workspace) -> Path:
 def _snapshot(cwd: Path, config: ImageConfig, app: Path) -> None:
     """Copy the script and its files into the image, keeping their paths relative to the CWD.
     As for models: links are followed only inside the CWD; FIFOs and devices are refused."""
+    if config.source_directory:  # v1 ships the source directory whole, under its own name in the app root
+        app.mkdir(parents=True)
+        copy_checked(cwd, app / cwd.name, cwd)
+        return
     items = [config.execution_script, *config.dependencies]
     items += [f for f in (config.schema_file, config.conda_file, config.requirements, config.docker_file) if f]
     app.mkdir(parents=True)

@@ -177,6 +177,45 @@ class Model(Versioned):
                 seen.add(row["name"])
         return out
 
+    # -- deploying (v1's later API; an InferenceConfig does the work: the registry knows no services) -----------
+    @staticmethod
+    def deploy(
+        workspace: Workspace,
+        name: str,
+        models: builtins.list,
+        inference_config: Any = None,
+        deployment_config: Any = None,
+        deployment_target: Any = None,
+        overwrite: bool = False,
+        show_output: bool = False,
+    ) -> Any:
+        """Deploy `models` as service `name` with `inference_config` (entry script, environment) on the target
+        of `deployment_config` (default: the Docker target, v1's ACI). Returns without waiting, as v1; call
+        `service.wait_for_deployment(show_output=True)`. A service of that name is replaced when it is local
+        or with `overwrite=True` (the old version serves until the new one is healthy)."""
+        if inference_config is None:
+            raise UserError(_no_code_refusal(models))
+        if not callable(getattr(inference_config, "deploy", None)):
+            raise UserError("inference_config must be an InferenceConfig(entry_script=..., environment=...)")
+        return inference_config.deploy(workspace, name, models, deployment_config, deployment_target, overwrite, show_output)
+
+    @staticmethod
+    def package(
+        workspace: Workspace,
+        models: builtins.list,
+        inference_config: Any = None,
+        generate_dockerfile: bool = False,
+        image_name: str | None = None,
+        image_label: str | None = None,
+    ) -> Any:
+        """A Docker image of `models` served by `inference_config` — or, with `generate_dockerfile=True`, its
+        build context to `save(folder)` and build anywhere. Returns a ModelPackage; `wait_for_creation()`."""
+        if inference_config is None:
+            raise UserError(_no_code_refusal(models))
+        if not callable(getattr(inference_config, "package", None)):
+            raise UserError("Error, model packaging requires an InferenceConfig containing an Environment object.")
+        return inference_config.package(workspace, models, generate_dockerfile, image_name, image_label)
+
     @staticmethod
     def get_model_path(model_name: str, version: int | None = None, _workspace: Workspace | None = None) -> str:
         """Inside a scoring script: the deployed model's path. With a workspace: the registered copy."""
@@ -249,3 +288,15 @@ class Model(Versioned):
             "source": self.source,
             "images": self.images_using(),
         }
+
+
+def _no_code_refusal(models: builtins.list) -> str:
+    """Why a deploy without an InferenceConfig is refused: v1's reason, and that the no-code path is Azure's own."""
+    if len(models or []) != 1:
+        return "You must provide an InferenceConfig when deploying zero or multiple models."
+    model = models[0]
+    return (
+        f"You must provide an InferenceConfig when deploying {getattr(model, 'id', model)}: Azure's no-code deployment "
+        "(its own scoring script and environment for Onnx, ScikitLearn and TensorFlow models) does not exist in "
+        "mlmagics; write a score.py with init() and run() and pass InferenceConfig(entry_script='score.py', ...)"
+    )

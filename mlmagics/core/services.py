@@ -474,16 +474,22 @@ class Webservice:
         show_output = settings.pop("show_output", False)
         models = settings.pop("models", None)
         inference_config = settings.pop("inference_config", None)
-        if models is not None or inference_config is not None:
-            raise UserError(
-                "update(models=..., inference_config=...) is not supported: create an image with "
-                "Image.create(...) and pass update(image=...)"
-            )
+        deployment_config = settings.pop("deployment_config", None)
         if image is not None and not isinstance(image, Image):
             raise UserError("image must be an Image, e.g. Image(ws, id='myimage:2')")
+        if deployment_config is not None:
+            if getattr(deployment_config, "compute_type", None) != self.compute_type:
+                raise UserError(
+                    f"Error, provided deployment configuration must be of type {type(self).__name__}.deploy_configuration() "
+                    f"in order to update a {self.compute_type.lower()} service."
+                )
+            given = {k: v for k, v in deployment_config.to_dict().items() if v is not None and v != self.config.to_dict().get(k)}
+            settings = {**given, **settings}
+        report = progress_mod.resolve(progress, show_output)
+        if inference_config is not None or models is not None:
+            image = self._image_for(image, models, inference_config, report)
         new_config = self.config.merged(**settings)
         target_image = image or self.image
-        report = progress_mod.resolve(progress, show_output)
         report.stage(f"Updating {self.name} to {target_image.id}")
         previous_keys = self._keys
         # Keys given to update() become the service's keys, not part of its config; the target
@@ -507,6 +513,19 @@ class Webservice:
         )
         report.done(True, f"{self.name} now serves {target_image.id}")
         return None
+
+    def _image_for(self, image: Image | None, models: list | None, inference_config: Any, report: progress_mod.Progress) -> Image:
+        """v1's `update(models=..., inference_config=...)`: the next image version of this service with them."""
+        if image is not None:
+            raise UserError("Error, an image configuration and an inference configuration cannot be provided at the same time.")
+        if inference_config is None:
+            return self.image.refreshed(models=models, progress=report)
+        if not callable(getattr(inference_config, "create_image", None)):
+            raise UserError(
+                f"Error, provided inference configuration must be of type InferenceConfig in order to update a "
+                f"{self.compute_type.lower()} service."
+            )
+        return inference_config.create_image(self.workspace, self.name, self.image.models if models is None else models, report)
 
     def reload(self) -> None:
         """Restart the service's processes on the same image (init() runs again); starts it if it is down."""

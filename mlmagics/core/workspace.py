@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from . import workspace_config
 from .errors import StorageFullError, UserError
 
 SCHEMA = """
@@ -54,12 +55,16 @@ CREATE TABLE IF NOT EXISTS services (
     config TEXT NOT NULL, scoring_uri TEXT, swagger_uri TEXT, keys TEXT NOT NULL, description TEXT,
     tags TEXT NOT NULL, properties TEXT NOT NULL, created_time TEXT NOT NULL, updated_time TEXT NOT NULL,
     error TEXT, target TEXT NOT NULL DEFAULT '{}');
+CREATE TABLE IF NOT EXISTS environments (
+    name TEXT NOT NULL, version INTEGER NOT NULL, definition TEXT NOT NULL, created_time TEXT NOT NULL,
+    PRIMARY KEY (name, version));
 """
 # Earlier versions stored the keys of a deploy configuration in the service's config too.
 _KEYS_IN_CONFIG = "json_type(config, '$.primary_key') IS NOT NULL OR json_type(config, '$.secondary_key') IS NOT NULL"
 _DATABASE_FILES = ("workspace.db", "workspace.db-wal", "workspace.db-shm")
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _SKIPPED = ("__pycache__", ".ipynb_checkpoints")
+LOCAL = "local"  # v1's subscription, resource group and location of a workspace not named by a config
 
 
 def now() -> str:
@@ -73,8 +78,22 @@ def default_path() -> Path:
 class Workspace:
     """A folder of models, images and services. Cheap to create; share it between processes."""
 
-    def __init__(self, path: str | os.PathLike | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike | None = None,
+        resource_group: str | None = None,
+        workspace_name: str | None = None,
+        *,
+        subscription_id: str | None = None,
+        location: str | None = None,
+        **azure_only: Any,
+    ) -> None:
+        """`Workspace(folder)`; or v1's `Workspace(subscription_id, resource_group, workspace_name)`, which names
+        the workspace at $MLMAGICS_HOME (`auth` and the other Azure-only arguments are accepted and unused)."""
+        if resource_group is not None or workspace_name is not None:  # v1's form: the first argument is a subscription
+            subscription_id, path = subscription_id or (str(path) if path else None), None
         self.path = Path(path).expanduser().resolve() if path else default_path().resolve()
+        self._named(subscription_id, resource_group, workspace_name, location)
         self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._make_private()
         for sub in ("artifacts/sha256", "artifacts/.staging", "artifacts/.trash", "images", "services"):
@@ -86,15 +105,59 @@ class Workspace:
         self._sweep_staging()
 
     @classmethod
-    def from_config(cls, path: str | os.PathLike | None = None) -> Workspace:
-        """v1's entry point; here simply the workspace folder (default `$MLMAGICS_HOME`)."""
-        return cls(path)
+    def from_config(cls, path: str | os.PathLike | None = None, auth: Any = None, _logger: Any = None,
+                    _file_name: str | None = None) -> Workspace:  # fmt: skip
+        """v1's entry point: the `config.json` found as v1 finds it (`.azureml/`, `aml_config/`, then the folder
+        itself, in `path` or any parent) names the workspace; its `"path"` (mlmagics' own key, relative to the
+        file) is the folder, else $MLMAGICS_HOME. A workspace folder given as `path` is used as it is; so is a
+        new folder. With no `path` and no config file, the default workspace, said in one line."""
+        start = Path(path or ".").expanduser().absolute()
+        if start.is_dir() and (start / "workspace.db").exists():
+            return cls(start)
+        found = workspace_config.find(start, _file_name)
+        if found is None:
+            if path is not None and not start.is_file():
+                return cls(start)
+            workspace = cls()
+            print(f"No workspace config.json in {start} or its parents: using the workspace at {workspace.path}")
+            return workspace
+        file, values = found
+        folder = values.get("path")
+        return cls(file.parent / folder if folder else None)._named(
+            values["subscription_id"], values["resource_group"], values["workspace_name"], values.get("location")
+        )
+
+    @staticmethod
+    def get(name: str, auth: Any = None, subscription_id: str | None = None, resource_group: str | None = None,
+            location: str | None = None, cloud: str = "AzureCloud", id: str | None = None) -> Workspace:  # fmt: skip
+        """v1's `Workspace.get`: the workspace at $MLMAGICS_HOME, named `name`."""
+        return Workspace()._named(subscription_id, resource_group, name, location)
+
+    def _named(self, subscription_id: str | None, resource_group: str | None, name: str | None,
+               location: str | None) -> Workspace:  # fmt: skip
+        """v1's names for this workspace (a config file's, or Workspace.get's); local values where none is given."""
+        self.subscription_id = subscription_id or LOCAL
+        self.resource_group = resource_group or LOCAL
+        self._name = name
+        self.location = location or LOCAL
+        return self
+
+    def write_config(self, path: str | os.PathLike | None = None, file_name: str | None = None) -> str:
+        """v1's: write `.azureml/config.json` (or `aml_config/`, if that exists) so `from_config()` finds this workspace."""
+        return str(workspace_config.write(self, Path(path or "."), file_name))
+
+    def get_details(self) -> dict[str, Any]:
+        """v1's `get_details()`: the keys v1 documents, with this workspace's local values."""
+        return workspace_config.details(self)
 
     @property
     def name(self) -> str:
-        return self.path.name
+        return self._name or self.path.name
 
     def __repr__(self) -> str:
+        if self._name:
+            return (f"Workspace.create(name={self.name!r}, subscription_id={self.subscription_id!r}, "
+                    f"resource_group={self.resource_group!r})")  # fmt: skip
         return f"Workspace({str(self.path)!r})"
 
     def __eq__(self, other: object) -> bool:

@@ -74,6 +74,8 @@ class Settings:
     startup_timeout_s: float = 600.0  # how long a reload waits for the new workers' init()
     ssl_cert_file: str = ""  # serve HTTPS with this PEM certificate (chain) ...
     ssl_key_file: str = ""  # ... and its PEM private key
+    # the script's own variables (v1: Environment.environment_variables), set in each worker before init()
+    environment_variables: Mapping[str, str] = field(default_factory=dict)
     debug_port: str = ""  # v1's AZUREML_DEBUG_PORT: `port` or `host:port` of a listening debugger (debugger.py)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -150,6 +152,7 @@ ENVIRONMENT = {
     "MLMAGICS_GRACEFUL_TIMEOUT": "graceful_timeout_s",
     "MLMAGICS_STARTUP_TIMEOUT": "startup_timeout_s",
     "AZUREML_DEBUG_PORT": "debug_port",
+    "MLMAGICS_ENVIRONMENT_VARIABLES": "environment_variables",  # a JSON object
     "MLMAGICS_SSL_CERT_FILE": "ssl_cert_file",
     "MLMAGICS_SSL_KEY_FILE": "ssl_key_file",
 }
@@ -184,6 +187,11 @@ def _coerce(name: str, value: Any) -> Any:
             number = int(value)
         elif kind == "float":
             number = float(value)
+        elif kind == "Mapping[str, str]":
+            items = json.loads(value) if isinstance(value, str) else dict(value)
+            if not all(isinstance(k, str) and k and "=" not in k and "\0" not in k + str(v) for k, v in items.items()):
+                raise ValueError
+            return {k: str(v) for k, v in items.items()}
         elif kind == "tuple[str, ...]":
             items = value.split(",") if isinstance(value, str) else list(value)
             return tuple(str(i).strip() for i in items if str(i).strip())

@@ -62,6 +62,7 @@ def run_worker(
     supervisor = supervisor or os.getppid()
     _stop_with_parent(supervisor)
 
+    os.environ.update(settings.environment_variables)
     os.chdir(settings.app_root)
     folders = [settings.app_root, os.path.dirname(settings.entry_script)] if settings.entry_script else [settings.app_root]
     capture_logging(settings.log_level, folders)

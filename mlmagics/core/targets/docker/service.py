@@ -6,6 +6,7 @@ import functools
 import hashlib
 import io
 import json
+import os
 import socket
 import ssl
 import tarfile
@@ -26,7 +27,7 @@ from ...services import FAILED, HEALTHY, TRANSITIONING, UNHEALTHY, Webservice, s
 from ..container import APP, DATA_DIR, PORT, RUN_DIR, SECRETS, SERVING, UID
 from . import build
 from .config import AZURE_ONLY, DockerServiceDeploymentConfiguration
-from .engine import LABEL, engine, engine_errors, engine_url, sdk, short_error, wait_for_engine
+from .engine import LABEL, base_image as base_image_for, engine, engine_errors, engine_url, sdk, short_error, wait_for_engine
 
 LISTENER_SOCKET = f"{RUN_DIR}/listener.sock"
 # Docker's json-file driver keeps a container's output forever unless told: 5 x 10 MiB, as the local target.
@@ -353,7 +354,7 @@ class DockerWebservice(Webservice):
         `beside_another`: another release accepts on the same socket; this one must take no
         request unless its init() succeeds (a failed one answers nothing instead of 503s).
         """
-        settings = config.runtime_settings(self.name, f"{SECRETS}/keys.json")
+        settings = config.runtime_settings(self.name, f"{SECRETS}/keys.json", image.environment_variables)
         settings["service_version"] = str(image.version)
         settings["data_collection_dir"] = DATA_DIR
         memory = int(float(config.effective("memory_gb")) * 1024**3)
@@ -662,6 +663,21 @@ class DockerWebservice(Webservice):
             raise
         report.done(True, f"{tag} is built ({image.build_info.get('size', 0) / 1e6:.1f} MB)")
         return tag
+
+    @staticmethod
+    def save_build_context(image: Image, folder: str | os.PathLike, base_image: str | None = None) -> str:
+        """Write the Dockerfile and everything it copies to `folder` (v1's `ModelPackage.save`): `docker build
+        folder` builds, anywhere, the image this target would. Returns the Dockerfile's path."""
+        target = Path(folder)
+        if target.exists() and any(target.iterdir()):
+            raise UserError(f"{target} is not empty: give a new or empty folder for the build context")
+        target.mkdir(parents=True, exist_ok=True)
+        context = io.BytesIO()
+        build.write_context(image, base_image_for(image.environment.python, base_image or image.spec.get("base_image")), context)
+        context.seek(0)
+        with tarfile.open(fileobj=context) as tar:
+            tar.extractall(target, filter="data")
+        return str(target / "Dockerfile")
 
     @staticmethod
     def push_image(

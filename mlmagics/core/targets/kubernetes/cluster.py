@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from ...errors import NotFoundError, TargetUnavailable, UserError, WebserviceException
+from ...errors import ComputeTargetException, NotFoundError, TargetUnavailable, UserError, WebserviceException
 from .manifests import CONTAINER, FIELD_MANAGER, MANAGED_BY, SERVICE_LABEL, selector
 from .rollout import pod_is_ready
 
@@ -363,6 +363,14 @@ AksCompute = KubernetesCompute
 
 class ComputeTarget:
     """v1's `ComputeTarget.attach(workspace, name, attach_configuration)`; only Kubernetes clusters exist here."""
+
+    def __new__(cls, workspace: Any = None, name: str | None = None, **kwargs: Any) -> KubernetesCompute:
+        """v1's look-up of an attached compute by name: a workspace keeps none (a cluster is a kubeconfig
+        context), so this says how to attach one — as v1 did for a name it did not know."""
+        raise ComputeTargetException(
+            f"ComputeTargetNotFound: compute target {name!r} is not attached here; clusters are kubeconfig contexts: "
+            "KubernetesCompute.attach(context=...)"
+        )
 
     @staticmethod
     def attach(workspace: Any, name: str, attach_configuration: KubernetesAttachConfiguration) -> KubernetesCompute:

@@ -125,6 +125,7 @@ class ServiceSpec:
     image_id: str = ""
     entry_script: str = "score.py"
     model_ids: list[str] = field(default_factory=list)
+    environment_variables: dict[str, str] = field(default_factory=dict)  # the script's own (v1's Environment)
     namespace: str | None = None
     keys: tuple[str, str] | None = None
     workspace: str = ""  # the workspace folder, recorded as an annotation
@@ -197,6 +198,8 @@ def env_for(settings: dict[str, Any]) -> list[dict[str, str]]:
             raise ValueError(f"the scoring runtime has no setting {key!r}")
         if isinstance(value, bool):
             text = "true" if value else "false"
+        elif isinstance(value, dict):
+            text = json.dumps(value, sort_keys=True)
         elif isinstance(value, list | tuple):
             text = ",".join(map(str, value))
         else:
@@ -261,7 +264,7 @@ def _annotations(config: KubernetesServiceDeploymentConfiguration, spec: Service
 
 def runtime_env(config: KubernetesServiceDeploymentConfiguration, spec: ServiceSpec) -> list[dict[str, str]]:
     layout = spec.layout
-    settings = config.runtime_settings(spec.name, f"{layout.keys_dir}/keys.json")
+    settings = config.runtime_settings(spec.name, f"{layout.keys_dir}/keys.json", spec.environment_variables)
     if not settings["auth_enabled"]:
         settings.pop("keys_file")
     timeout_s = int(config.effective("scoring_timeout_ms")) / 1000

@@ -179,7 +179,7 @@ class LocalWebservice(Webservice):
         else:
             model_dir = app / "azureml-models"
         self._write_keys()
-        settings = config.runtime_settings(self.name, str(self.keys_path))
+        settings = config.runtime_settings(self.name, str(self.keys_path), image.environment_variables)
         self._move_old_collected_data()
         settings["data_collection_dir"] = str(self.collected_dir)
         settings["service_version"] = str(image.version)
@@ -191,6 +191,18 @@ class LocalWebservice(Webservice):
             "config": str(release / "service.json"),
             "release": str(release),
         }
+
+    @property
+    def port(self) -> int | None:
+        """The port on 127.0.0.1 the service listens on (v1's LocalWebservice.port)."""
+        return self.target.get("port")
+
+    def reload(self, wait: bool = False) -> None:
+        """v1's reload: the entry script and its files read again from where they were given (edit score.py with
+        `%%writefile`, then reload()) and served — in seconds, nothing rebuilt; the models and the environment stay.
+        The previous version keeps serving if the edited script fails (the error says why)."""
+        origin = self.image.spec.get("origin")
+        self.update(image=self.image.refreshed() if origin else self.image)
 
     # -- hooks ---------------------------------------------------------------------------------------------
     def _start(self, image: Image, progress: Progress, deployment_target: Any = None) -> None:
