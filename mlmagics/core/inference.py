@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import keyword
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -163,8 +164,28 @@ class InferenceConfig:
         return variables
 
     def create_image(self, workspace: Workspace, name: str, models: list, progress: progress_mod.Progress) -> Image:
-        """The next version of image `name` for `models`: the script and its files snapshotted now."""
-        return Image.create(workspace, name, models, self.image_config(), progress=progress)
+        """The next version of image `name` for `models`: the script and its files snapshotted now. What changed
+        in the requirements (pins the pickled model excludes) is said as a warning, one line each."""
+        image = Image.create(workspace, name, models, self.image_config(), progress=progress)
+        for text in image.warnings:
+            if text.startswith("requirements changed"):
+                warnings.warn(text, UserWarning, stacklevel=4)
+        return image
+
+    def local_stand_ins(self, compute_type: str) -> list[str]:
+        """What v1 did that this target does differently, one line each (printed at deploy: never silent)."""
+        env, notes = self.environment, []
+        if env is not None and env.docker.base_dockerfile:
+            notes.append(
+                "environment.docker.base_dockerfile is not built: images start from mlmagics' base image "
+                "($MLMAGICS_BASE_IMAGE, else python:<version>-slim) with the environment's pip packages"
+            )
+        if compute_type == "Local" and env is not None and not env.python.user_managed_dependencies:
+            notes.append(
+                f"the local target runs the service in this Python ({sys.executable}); the environment's packages "
+                "are checked against it, not installed (the docker target builds them into an image)"
+            )
+        return notes
 
     # -- Model.deploy / Model.package -------------------------------------------------------------------------
     def deploy(
@@ -193,6 +214,8 @@ class InferenceConfig:
         model_objects = resolve_models(workspace, models)
         if show_output:
             self._describe(model_objects, cls.compute_type)
+        for note in self.local_stand_ins(cls.compute_type):
+            print(f"Note: {note}")
         existing = _existing(workspace, name)
         replace = existing is not None and (overwrite or cls is target_class("Local"))
         if existing is not None and not replace:
@@ -202,7 +225,7 @@ class InferenceConfig:
             )
         image = self.create_image(workspace, name, model_objects, report)
         if replace and existing is not None and existing.compute_type == cls.compute_type:
-            settings = {k: v for k, v in deployment_config.to_dict().items() if v is not None and k != "port"}
+            settings = {k: v for k, v in deployment_config.to_dict().items() if v is not None and k not in ("port", "compute_type")}
             planned = existing.update(image=image, progress=report, **settings)
             return planned or Webservice(workspace, name)
         if replace and existing is not None:  # another target: the old one goes first, as v1's overwrite

@@ -44,15 +44,16 @@ class Executed:
         return "".join(out)
 
     def find(self, needle: str) -> int:
-        """The number of the first cell whose source contains `needle`."""
+        """The number of the first code cell whose (migrated) source contains `needle`."""
         for number, cell in enumerate(self.notebook.cells[1:], start=1):
-            if needle in cell.source:
+            if cell.cell_type == "code" and needle in cell.source:
                 return number
         raise AssertionError(f"no cell contains {needle!r}")
 
 
-def run_v1_notebook(relative: str, work: Path, timeout: float = 900) -> Executed:
-    """Migrate and run tests/notebooks/v1/<relative> in `work` (its folder's files copied there first)."""
+def run_v1_notebook(relative: str, work: Path, timeout: float = 900, setup: str = "") -> Executed:
+    """Migrate and run tests/notebooks/v1/<relative> in `work` (its folder's files copied there first);
+    `setup`: more of the added first cell (what else the notebook assumed existed)."""
     import papermill as pm
 
     source = V1 / relative
@@ -63,7 +64,10 @@ def run_v1_notebook(relative: str, work: Path, timeout: float = 900) -> Executed
     notebook = nbformat.read(source, as_version=4)
     migration = migrate_notebook(notebook)
     assert migration.changes, f"{relative}: nothing to migrate?"
-    notebook.cells.insert(0, nbformat.v4.new_code_cell(CONFIG_CELL))
+    first = nbformat.v4.new_code_cell(CONFIG_CELL + setup)
+    if notebook.nbformat_minor < 5:  # cell ids came with format 4.5; these notebooks are 4.2
+        del first["id"]
+    notebook.cells.insert(0, first)
     migrated = work / source.name
     nbformat.write(notebook, migrated)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -74,4 +78,7 @@ def run_v1_notebook(relative: str, work: Path, timeout: float = 900) -> Executed
                             start_timeout=120, execution_timeout=timeout)  # fmt: skip
     except pm.PapermillExecutionError as e:
         error, failed = f"{e.ename}: {e.evalue}", e.cell_index  # cell_index counts the added cell: the published number
-    return Executed(nbformat.read(out, as_version=4), error, failed)
+    executed = nbformat.read(out, as_version=4)
+    # papermill marks a failure with cells of its own; without them, cell i is the notebook's cell i again
+    executed.cells = [c for c in executed.cells if "papermill-error-cell-tag" not in c.metadata.get("tags", [])]
+    return Executed(executed, error, failed)
