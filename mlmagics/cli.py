@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from mlmagics import arguments
-
-
-class CliError(Exception):
-    pass
+from mlmagics.core import DeploymentPlan, Image, Model, NullProgress, TextProgress, Webservice, Workspace
+from mlmagics.core.deploy import create_image, deploy, resolve_image, resolve_model
+from mlmagics.core.errors import MlmagicsError
+from mlmagics.quickstart import run_quickstart
+from mlmagics.serving.__main__ import main as serve_main
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
@@ -42,21 +43,15 @@ def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
 
 
 def _workspace(args: argparse.Namespace):
-    from mlmagics.core import Workspace
-
     return Workspace(args.workspace)
 
 
 def _progress(args: argparse.Namespace):
-    from mlmagics.core import NullProgress, TextProgress
-
     return NullProgress() if args.json else TextProgress(stream=sys.stderr)
 
 
 # -- models ---------------------------------------------------------------------------------------------
 def model_register(args: argparse.Namespace) -> None:
-    from mlmagics.core import Model
-
     model = Model.register(
         _workspace(args),
         args.path,
@@ -69,39 +64,29 @@ def model_register(args: argparse.Namespace) -> None:
 
 
 def model_list(args: argparse.Namespace) -> None:
-    from mlmagics.core import Model
-
     models = Model.list(_workspace(args), name=args.name, tags=arguments.key_values(args.tag) or None, latest=args.latest)
     rows = [{**m.serialize(), "tags": ",".join(f"{k}={v}" for k, v in m.tags.items())} for m in models]
     _emit(args, [m.serialize() for m in models], _table(rows, ["id", "size", "tags", "createdTime", "description"]))
 
 
 def model_show(args: argparse.Namespace) -> None:
-    from mlmagics.core.deploy import resolve_model
-
     data = resolve_model(_workspace(args), args.id).serialize()
     _emit(args, data, "\n".join(f"{k}: {v}" for k, v in data.items()))
 
 
 def model_delete(args: argparse.Namespace) -> None:
-    from mlmagics.core.deploy import resolve_model
-
     model = resolve_model(_workspace(args), args.id)
     model.delete()
     _emit(args, {"deleted": model.id}, f"Deleted model {model.id}")
 
 
 def model_download(args: argparse.Namespace) -> None:
-    from mlmagics.core.deploy import resolve_model
-
     path = resolve_model(_workspace(args), args.id).download(args.to, exist_ok=args.force)
     _emit(args, {"path": path}, f"Downloaded to {path}")
 
 
 # -- images ---------------------------------------------------------------------------------------------
 def image_create(args: argparse.Namespace) -> None:
-    from mlmagics.core.deploy import create_image
-
     image = create_image(
         _workspace(args),
         args.name,
@@ -119,23 +104,17 @@ def image_create(args: argparse.Namespace) -> None:
 
 
 def image_list(args: argparse.Namespace) -> None:
-    from mlmagics.core import Image
-
     images = Image.list(_workspace(args), image_name=args.name)
     rows = [{**i.serialize(), "models": ",".join(i.model_ids)} for i in images]
     _emit(args, [i.serialize() for i in images], _table(rows, ["id", "creationState", "models", "runtime", "createdTime"]))
 
 
 def image_show(args: argparse.Namespace) -> None:
-    from mlmagics.core.deploy import resolve_image
-
     data = resolve_image(_workspace(args), args.id).serialize()
     _emit(args, data, "\n".join(f"{k}: {v}" for k, v in data.items()))
 
 
 def image_delete(args: argparse.Namespace) -> None:
-    from mlmagics.core.deploy import resolve_image
-
     image = resolve_image(_workspace(args), args.id)
     image.delete()
     _emit(args, {"deleted": image.id}, f"Deleted image {image.id}")
@@ -143,15 +122,10 @@ def image_delete(args: argparse.Namespace) -> None:
 
 # -- services -------------------------------------------------------------------------------------------
 def _service(args: argparse.Namespace):
-    from mlmagics.core import Webservice
-
     return Webservice(_workspace(args), args.name)
 
 
 def service_deploy(args: argparse.Namespace) -> None:
-    from mlmagics.core import DeploymentPlan
-    from mlmagics.core.deploy import deploy
-
     service = deploy(_workspace(args), args.name, progress=_progress(args), **arguments.deploy_request(args))
     if isinstance(service, DeploymentPlan):  # a dry run
         files = "\n".join(f"  {f}" for f in service.manifest_files)
@@ -164,8 +138,6 @@ def service_deploy(args: argparse.Namespace) -> None:
 
 
 def service_list(args: argparse.Namespace) -> None:
-    from mlmagics.core import Webservice
-
     services = Webservice.list(_workspace(args), compute_type=args.target, refresh=True)
     _emit(
         args,
@@ -199,12 +171,9 @@ def service_logs(args: argparse.Namespace) -> None:
 
 
 def service_update(args: argparse.Namespace) -> None:
-    from mlmagics.core.deploy import resolve_image
-
     service = _service(args)
     image = resolve_image(service.workspace, args.image) if args.image else None
-    settings = {k: v for k, v in arguments.deploy_settings(args).items() if k != "port"}
-    service.update(image=image, progress=_progress(args), **settings)
+    service.update(image=image, progress=_progress(args), **arguments.update_settings(args))
     _emit(args, service.serialize(), f"Service {service.name} now serves {service.image_id} ({service.state})")
 
 
@@ -227,8 +196,6 @@ def service_keys(args: argparse.Namespace) -> None:
 
 
 def quickstart(args: argparse.Namespace) -> None:
-    from mlmagics.quickstart import run_quickstart
-
     run_quickstart(args.workdir, workspace=args.workspace, keep=args.keep)
 
 
@@ -288,13 +255,15 @@ def build_parser() -> argparse.ArgumentParser:
     service = groups.add_parser("service", help="deploy and operate services").add_subparsers(dest="command", required=True)
     p = service.add_parser("deploy", parents=[common], help="deploy an image (or models + script) as service NAME")
     p.add_argument("name")
-    p.add_argument("--target", default="local", help="local (default), docker/aci, kubernetes/aks")
+    default = arguments.default_target_name()
+    default_help = f"; default {default} ($MLMAGICS_DEFAULT_TARGET)" if default else ""
+    p.add_argument("--target", help=f"where to run it: {arguments.target_help()}{default_help}")
     p.add_argument("--no-wait", action="store_true", help="return without waiting for Healthy")
     arguments.add_source_options(p)
     arguments.add_deploy_options(p)
     p.set_defaults(func=service_deploy)
     p = service.add_parser("list", parents=[common])
-    p.add_argument("--target")
+    p.add_argument("--target", help=f"only services on this target: {arguments.target_help()}")
     p.set_defaults(func=service_list)
     p = service.add_parser("show", parents=[common])
     p.add_argument("name")
@@ -312,9 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--lines", type=int, default=100)
     p.set_defaults(func=service_logs)
     p = service.add_parser("update", parents=[common], help="move a service to another image or settings")
-    p.add_argument("name")
-    p.add_argument("--image")
-    arguments.add_deploy_options(p)
+    arguments.add_update_options(p)
     p.set_defaults(func=service_update)
     p = service.add_parser("keys", parents=[common], help="show (or regenerate) the keys")
     p.add_argument("name")
@@ -334,12 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "serve":
-        from mlmagics.serving.__main__ import main as serve_main
-
         return serve_main(argv[1:], prog="mlmagics serve")
     args = build_parser().parse_args(argv)
-    from mlmagics.core.errors import MlmagicsError
-
     try:
         args.func(args)
     except MlmagicsError as e:

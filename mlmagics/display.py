@@ -10,8 +10,12 @@ import base64
 import html
 import io
 import json
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from mlmagics.serving.logs import readable
 
 _BADGE_COLOURS = {
     "Healthy": "var(--jp-success-color1, #388e3c)",
@@ -141,8 +145,6 @@ class Card:
 
 
 def _strip_html(text: str) -> str:
-    import re
-
     return re.sub(r"<[^>]+>", "", text)
 
 
@@ -220,8 +222,6 @@ class LogView:
     lines: list[str]
 
     def readable(self) -> list[str]:
-        from mlmagics.serving.logs import readable
-
         return readable(self.lines)
 
     def __repr__(self) -> str:
@@ -336,7 +336,7 @@ class BenchResult:
         )
 
     def figure(self):
-        import matplotlib
+        import matplotlib  # the [lab] extra, and slow to import: only when a histogram is drawn
 
         matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
@@ -433,8 +433,6 @@ class ManifestPlan:
         return cls(plan.name, [str(f) for f in plan.manifest_files], kinds)
 
     def yaml(self) -> str:
-        from pathlib import Path
-
         return "\n".join(Path(f).read_text() for f in self.files if not f.endswith(".secret.yaml") and Path(f).exists())
 
     def __repr__(self) -> str:

@@ -9,8 +9,12 @@ the same story with the magics.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
+
+from mlmagics.core import Model, Webservice, Workspace
+from mlmagics.core.deploy import create_image, deploy
 
 SCORE_PY = """\
 import json
@@ -35,13 +39,10 @@ def run_quickstart(
     workdir: str | Path = "mlmagics-quickstart", workspace: str | None = None, keep: bool = False, name: str = "quickstart"
 ) -> dict:
     """Run the flow; returns what it printed as a dict (uris, prediction, timings)."""
+    # scikit-learn and joblib are not dependencies of mlmagics (and slow to import): only when the quickstart runs
     import joblib
     from sklearn.datasets import load_digits
     from sklearn.linear_model import LogisticRegression
-
-    from mlmagics.core import Webservice, Workspace
-    from mlmagics.core.deploy import create_image, deploy
-    from mlmagics.core.models import Model
 
     folder = Path(workdir).resolve()
     folder.mkdir(parents=True, exist_ok=True)
@@ -66,8 +67,6 @@ def run_quickstart(
     )
     step("register", t)
     t = time.monotonic()
-    import os
-
     cwd = os.getcwd()
     os.chdir(folder)
     try:

@@ -18,11 +18,12 @@ from typing import Any
 import ipywidgets as w
 from IPython.display import display
 
+from mlmagics import arguments
 from mlmagics import display as show
-from mlmagics.core.errors import MlmagicsError
-from mlmagics.core.plans import DeploymentPlan
-
-TARGET_CHOICES = [("local (this machine)", "local"), ("docker (aci)", "docker"), ("kubernetes (aks)", "kubernetes")]
+from mlmagics.core import DeploymentPlan, Image, Model, Webservice, target_class
+from mlmagics.core.deploy import deploy
+from mlmagics.core.errors import MlmagicsError, UserError
+from mlmagics.core.services import validate_service_name
 
 
 class WidgetProgress:
@@ -75,9 +76,8 @@ class DeployForm:
     form.deploy_button.click()` — then `form.service` is the deployed service.
     """
 
-    def __init__(self, workspace: Any, default_target: str = "local") -> None:
-        from mlmagics.core import Image, Model
-
+    def __init__(self, workspace: Any, default_target: str | None = None) -> None:
+        """`default_target`: the target the form starts with, by any of its names (default: the core's default)."""
         self.workspace = workspace
         self.service: Any = None
         self.error: str | None = None
@@ -89,9 +89,11 @@ class DeployForm:
         self.image = w.Dropdown(options=_choices(Image.list(workspace), "(no images yet)"), description="Image", style=style)
         self.model = w.Dropdown(options=_choices(Model.list(workspace), "(no models yet)"), description="Model", style=style)
         self.script = w.Text(value="score.py", description="Script", style=style)
+        targets = arguments.targets()  # the default first
+        self.target_descriptions = {name: description for name, _, description in targets}
         self.target = w.Dropdown(
-            options=TARGET_CHOICES,
-            value="docker" if default_target == "aci" else "kubernetes" if default_target == "aks" else default_target,
+            options=[(arguments.target_label(name), name) for name, _, _ in targets],
+            value=target_class(default_target).compute_type.lower() if default_target else targets[0][0],
             description="Target",
             style=style,
         )
@@ -142,6 +144,7 @@ class DeployForm:
 
     def _show_settings(self, change: Any = None) -> None:
         target = self.target.value
+        self.target.tooltip = self.target_descriptions[target]
         shared = [self.auth, self.timeout_ms]
         if target == "local":
             self.auth.value = False
@@ -154,9 +157,6 @@ class DeployForm:
             self.settings_box.children = [*shared, self.cpu, self.memory, self.autoscale, self.utilization, self.dry_run]
 
     def _validate(self, change: Any = None) -> None:
-        from mlmagics.core.errors import UserError
-        from mlmagics.core.services import validate_service_name
-
         problem = ""
         try:
             validate_service_name(self.name.value)
@@ -189,8 +189,6 @@ class DeployForm:
         return out
 
     def _deploy(self, button: Any = None) -> None:
-        from mlmagics.core.deploy import deploy
-
         self.deploy_button.disabled = True
         self.error = None
         self.result.outputs = ()
@@ -243,8 +241,6 @@ class ServiceView:
     fields are typed from the service's swagger input schema."""
 
     def __init__(self, workspace: Any, name: str) -> None:
-        from mlmagics.core import Webservice
-
         self.service = Webservice(workspace, name)
         self.last_answer: Any = None
         self.header = w.HTML()

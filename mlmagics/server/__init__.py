@@ -44,6 +44,8 @@ class MlmagicsServer(Configurable):
 
 def _load_jupyter_server_extension(server_app: Any) -> None:
     """Called by the Jupyter server at start-up: add the routes, pointed at the configured workspace."""
+    # here, not at the top: listing or validating the extension imports this package, which needs neither the
+    # core nor the handlers (jupyter_server, the [lab] extra)
     from mlmagics.core.workspace import default_path
 
     from .handlers import setup_handlers
