@@ -13,45 +13,131 @@
     %delete service mnist
     %deploy_form
 
-Each magic parses its line, makes one call into `mlmagics.core`, and returns a result object
-that renders as HTML in a notebook and as text elsewhere. A bad argument — or anything the
-core refuses — is one `UsageError` line, never a traceback. `%config DeployMagics` lists the
-settings.
+Each magic parses its line with its own argparse parser (`@_arguments`: the flags the CLI shares come
+from `mlmagics.arguments`), makes one call into `mlmagics.core`, and returns a result object that
+renders as HTML in a notebook and as text elsewhere. A bad argument — or anything the core refuses —
+is one `UsageError` line, never a traceback (`@_one_line_errors`). `%deploy?` shows a magic's
+arguments; `%config DeployMagics` lists the settings.
 """
 
 from __future__ import annotations
 
+import argparse
+import functools
+import inspect
 import json
 import os
+import re
+import shlex
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+import requests
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class, needs_local_scope, no_var_expand
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 from traitlets import Bool, Enum, Float, Int, Unicode
 
 from mlmagics import arguments
 from mlmagics import display as show
+from mlmagics.core import DeploymentPlan, DockerWebservice, Model, NullProgress, TextProgress, Webservice, Workspace, check_script
+from mlmagics.core.deploy import create_image, deploy, resolve_image, resolve_model
 from mlmagics.core.errors import MlmagicsError
 
-TARGETS = ["local", "docker", "aci", "kubernetes", "aks"]
+Builder = Callable[[argparse.ArgumentParser], Any]
 
 
-def _text(words: list[str] | None) -> str | None:
-    """--description words ... joined, without the quotes the user typed around them."""
-    if not words:
-        return None
-    text = " ".join(words)
-    return text[1:-1] if len(text) > 1 and text[0] == text[-1] and text[0] in "'\"" else text
+# -- the one parsing idiom: @_arguments declares a magic's parser, _parse(self.magic, line) uses it -------------
+class _HelpShown(Exception):
+    """--help printed the magic's help: the magic ends there, returning nothing."""
 
 
-def _split_first(line: str) -> tuple[str, str]:
-    line = line.strip()
-    head, _, rest = line.partition(" ")
-    return head, rest.strip()
+class _Parser(argparse.ArgumentParser):
+    """A magic's parser: a mistake raises a one-line UsageError instead of exiting the kernel."""
+
+    raw_body = False  # see _arguments
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if message:
+            print(message, end="")
+        raise _HelpShown
+
+
+def _argument(*names: str, **settings: Any) -> Builder:
+    """One argument for `_arguments`, as `parser.add_argument(*names, **settings)` takes it."""
+    return lambda parser: parser.add_argument(*names, **settings)
+
+
+def _arguments(*builders: Builder, raw_body: bool = False) -> Callable[[Callable], Callable]:
+    """Declare a magic's arguments: each builder adds some to its parser (an `_argument`, or one of
+    `mlmagics.arguments`' groups the CLI takes too). The parser's help, the docstring first, becomes the
+    magic's docstring: what `%name?` shows.
+
+    With `raw_body=True` the words after the first one, up to the trailing options, are one argument kept
+    as typed: a JSON body keeps its quotes and spaces (`%test_service svc {"a": "x y"} --bench 5`)."""
+
+    def declare(magic: Callable) -> Callable:
+        parser = _Parser(
+            prog=f"%{magic.__name__}",
+            description=inspect.cleandoc(magic.__doc__ or ""),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        parser.raw_body = raw_body
+        for build in builders:
+            build(parser)
+        magic.parser = parser
+        magic.__doc__ = parser.format_help()
+        return magic
+
+    return declare
+
+
+def _parse(magic: Any, line: str) -> argparse.Namespace:
+    """The line parsed by the magic's parser (`_arguments`), its words split as a shell splits them."""
+    parser: _Parser = magic.parser
+    try:
+        words = _body_and_options(parser, line) if parser.raw_body else shlex.split(line)
+    except ValueError as e:  # shlex: an unclosed quote
+        raise UsageError(f"{parser.prog}: {e}") from None
+    return parser.parse_args(words)
+
+
+def _body_and_options(parser: _Parser, line: str) -> list[str]:
+    """'svc {"x": 1} --bench 30' -> ['svc', '{"x": 1}', '--bench', '30']: the first word, the text up to the
+    trailing `--option value` pairs as typed, then those pairs."""
+    first, _, rest = line.strip().partition(" ")
+    words = list(re.finditer(r"\S+", rest))
+    options = parser._option_string_actions  # argparse names its option strings nowhere public
+    end = len(words)
+    while end >= 2 and words[end - 2].group() in options:
+        end -= 2
+    body = rest[: words[end].start()] if end < len(words) else rest
+    return [first, body.strip(), *(word.group() for word in words[end:])]
+
+
+# -- the one error idiom -----------------------------------------------------------------------------------
+def _one_line_errors(magic: Callable) -> Callable:
+    """What the core refuses (its errors are one line that says what to do) and a missing file become a
+    UsageError: the message, no traceback. After --help the magic returns nothing."""
+
+    @functools.wraps(magic)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return magic(*args, **kwargs)
+        except _HelpShown:
+            return None
+        except MlmagicsError as e:
+            raise UsageError(e.message) from None
+        except FileNotFoundError as e:
+            raise UsageError(f"{e.filename}: no such file") from None
+
+    return run
 
 
 @magics_class
@@ -59,7 +145,13 @@ class DeployMagics(Magics):
     """Deploy models as web services and operate them from the notebook."""
 
     workspace = Unicode("", config=True, help="Workspace folder; empty means $MLMAGICS_HOME, else ~/.mlmagics.")
-    default_target = Enum(TARGETS, "local", config=True, help="Target the deploy form starts with.")
+    default_target = Enum(
+        arguments.target_choices(),
+        arguments.default_target_name(),
+        allow_none=True,  # $MLMAGICS_DEFAULT_TARGET names no target: the form starts with the first one
+        config=True,
+        help="Target the deploy form starts with (default: the core's default target).",
+    )
     progress = Enum(
         ["auto", "widget", "text", "none"],
         "auto",
@@ -74,20 +166,16 @@ class DeployMagics(Magics):
     )
 
     # -- shared helpers ---------------------------------------------------------------------------------
-    def ws(self):
-        from mlmagics.core import Workspace
-
+    def ws(self) -> Workspace:
         return Workspace(self.workspace or None)
 
     def reporter(self):
         """A progress to hand to the core: a widget in a notebook kernel, else text."""
-        from mlmagics.core import NullProgress, TextProgress
-
         mode = self.progress
         if mode == "auto":
             mode = "widget" if getattr(self.shell, "kernel", None) is not None else "text"
         if mode == "widget":
-            from mlmagics.widgets import WidgetProgress
+            from mlmagics.widgets import WidgetProgress  # ipywidgets: imported once a widget is shown, not by %load_ext
 
             progress = WidgetProgress(show_logs=self.show_logs)
             display(progress)
@@ -96,29 +184,20 @@ class DeployMagics(Magics):
             return TextProgress(show_logs=self.show_logs)
         return NullProgress()
 
-    def _call(self, func, *args, **kwargs):
-        """Run a core call; whatever it refuses becomes a one-line UsageError."""
-        try:
-            return func(*args, **kwargs)
-        except MlmagicsError as e:
-            raise UsageError(e.message) from None
-        except FileNotFoundError as e:
-            raise UsageError(f"{e.filename}: no such file") from None
-
     # -- scripts ------------------------------------------------------------------------------------------
-    @magic_arguments()
-    @argument("-a", "--append", action="store_true", default=False, help="Append to the file instead of overwriting it.")
-    @argument("--no-check", action="store_true", help="Write without checking.")
-    @argument("filename", nargs="?", default="score.py", help="File to write (default score.py).")
     @no_var_expand
     @cell_magic
+    @_one_line_errors
+    @_arguments(
+        _argument("-a", "--append", action="store_true", help="Append to the file instead of overwriting it."),
+        _argument("--no-check", action="store_true", help="Write without checking."),
+        _argument("filename", nargs="?", default="score.py", help="File to write (default score.py)."),
+    )
     def score_script(self, line: str, cell: str):
         """Write the cell to a scoring script (like %%writefile) and check it: syntax, init()/run(),
         run()'s signature against its schema decorators, imports."""
-        from mlmagics.core import check_script
-
-        args = parse_argstring(self.score_script, line)
-        filename = os.path.expanduser(args.filename.strip("\"'"))
+        args = _parse(self.score_script, line)
+        filename = os.path.expanduser(args.filename)
         path = Path(filename)
         action = "Appending to" if args.append else "Overwriting" if path.exists() else "Writing"
         with open(path, "a" if args.append else "w", encoding="utf-8") as f:
@@ -131,48 +210,46 @@ class DeployMagics(Magics):
         return show.Problems(filename, action, facts.problems, facts.style)
 
     # -- models and images ----------------------------------------------------------------------------------
-    @magic_arguments()
-    @argument("path", help="File or folder to register.")
-    @argument("--name", required=True, help="Model name; versions auto-increment.")
-    @argument("--tag", action="append", help="key=value (repeatable).")
-    @argument("--property", action="append", help="key=value (repeatable).")
-    @argument("--description", nargs="+", help="Free text.")
     @line_magic
+    @_one_line_errors
+    @_arguments(
+        _argument("path", help="File or folder to register."),
+        _argument("--name", required=True, help="Model name; versions auto-increment."),
+        _argument("--tag", action="append", help="key=value (repeatable)."),
+        _argument("--property", action="append", help="key=value (repeatable)."),
+        _argument("--description", nargs="+", help="Free text."),
+    )
     def register_model(self, line: str):
         """Register a file or folder as the next version of a model."""
-        from mlmagics.core import Model
-
-        args = parse_argstring(self.register_model, line)
-        model = self._call(
-            Model.register,
+        args = _parse(self.register_model, line)
+        model = Model.register(
             self.ws(),
             args.path,
             args.name,
-            tags=self._call(arguments.key_values, args.tag),
-            properties=self._call(arguments.key_values, args.property, "property"),
-            description=_text(args.description),
+            tags=arguments.key_values(args.tag),
+            properties=arguments.key_values(args.property, "property"),
+            description=" ".join(args.description or []) or None,
         )
         return show.model_card(model)
 
-    @magic_arguments()
-    @argument("name", help="Image name; versions auto-increment.")
-    @argument("--script", required=True, help="Scoring script (init() + run()).")
-    @argument("--model", action="append", default=[], help="Model NAME[:VERSION] (repeatable).")
-    @argument("--requirements", help="pip requirements file.")
-    @argument("--conda-file", help="conda environment file.")
-    @argument("--runtime", choices=["python", "spark-py"], default="python")
-    @argument("--dependency", action="append", help="Extra file or folder next to the script (repeatable).")
-    @argument("--description", nargs="+")
-    @argument("--docker", action="store_true", help="Also build the Docker image now.")
     @line_magic
+    @_one_line_errors
+    @_arguments(
+        _argument("name", help="Image name; versions auto-increment."),
+        _argument("--script", required=True, help="Scoring script (init() + run())."),
+        _argument("--model", action="append", default=[], help="Model NAME[:VERSION] (repeatable)."),
+        _argument("--requirements", help="pip requirements file."),
+        _argument("--conda-file", help="conda environment file."),
+        _argument("--runtime", choices=["python", "spark-py"], default="python"),
+        _argument("--dependency", action="append", help="Extra file or folder next to the script (repeatable)."),
+        _argument("--description", nargs="+"),
+        _argument("--docker", action="store_true", help="Also build the Docker image now."),
+    )
     def build_image(self, line: str):
         """Create the next version of an image from a script, models and an environment."""
-        from mlmagics.core.deploy import create_image
-
-        args = parse_argstring(self.build_image, line)
+        args = _parse(self.build_image, line)
         progress = self.reporter()
-        image = self._call(
-            create_image,
+        image = create_image(
             self.ws(),
             args.name,
             args.model,
@@ -181,80 +258,73 @@ class DeployMagics(Magics):
             args.conda_file,
             args.runtime,
             args.dependency,
-            _text(args.description),
+            " ".join(args.description or []) or None,
             progress=progress,
         )
         if args.docker:
-            from mlmagics.core import DockerWebservice
-
-            self._call(DockerWebservice.build_image, image, progress=progress)
+            DockerWebservice.build_image(image, progress=progress)
         return show.image_card(image)
 
     # -- services -------------------------------------------------------------------------------------------
     @line_magic
+    @_one_line_errors
+    @_arguments(
+        _argument("target", choices=arguments.target_choices(), help=f"where to run it: {arguments.target_help()}"),
+        _argument("name", help="service name"),
+        _argument("--update", action="store_true", help="update the service if it exists"),
+        _argument("--no-wait", action="store_true", help="return without waiting for Healthy"),
+        arguments.add_source_options,
+        arguments.add_deploy_options,
+    )
     def deploy(self, line: str):
-        """Deploy an image (or models + a script) as a service: %deploy TARGET NAME --image NAME:V [settings].
-
-        TARGET is local, docker (aci) or kubernetes (aks). `%deploy --help` lists every setting.
-        """
-        parser = _UsageParser(prog="%deploy", description="Deploy an image, or models + a script, as a service.")
-        parser.add_argument("target", choices=TARGETS, help="where to run it")
-        parser.add_argument("name", help="service name")
-        parser.add_argument("--update", action="store_true", help="update the service if it exists")
-        parser.add_argument("--no-wait", action="store_true")
-        arguments.add_source_options(parser)
-        arguments.add_deploy_options(parser)
-        args = _parse(parser, line)
-        if args is None:
-            return None
-        from mlmagics.core.deploy import deploy
-
-        request = self._call(arguments.deploy_request, args)
-        service = self._call(deploy, self.ws(), args.name, progress=self.reporter(), **request)
+        """Deploy an image, or models + a script, as a service, and wait until it is Healthy."""
+        args = _parse(self.deploy, line)
+        service = deploy(self.ws(), args.name, progress=self.reporter(), **arguments.deploy_request(args))
         return self._service_card(service)
 
-    def _service_card(self, service):
-        from mlmagics.core import DeploymentPlan
-
+    def _service_card(self, service: Webservice | DeploymentPlan):
         if isinstance(service, DeploymentPlan):  # a dry run: the manifests are the result
             return show.ManifestPlan.of(service)
         return show.service_card(service, reveal_keys=self.reveal_keys)
 
-    def _service(self, name: str):
-        from mlmagics.core import Webservice
-
+    def _service(self, name: str) -> Webservice:
         if not name:
             raise UsageError("give a service name; %services lists them")
-        return self._call(Webservice, self.ws(), name)
+        return Webservice(self.ws(), name)
 
     @no_var_expand
     @needs_local_scope
     @line_cell_magic
+    @_one_line_errors
+    @_arguments(
+        _argument("name", help="the service, or a $variable holding its name"),
+        _argument("body", nargs="?", default="", help="the request: JSON, a $variable or @file; as a cell magic, the cell"),
+        _argument("--bench", type=arguments.positive_int("--bench"), metavar="N", help="send N requests; plot the latencies"),
+        _argument(
+            "--concurrency",
+            type=arguments.positive_int("--concurrency"),
+            metavar="C",
+            help="requests in flight with --bench (default: DeployMagics.bench_concurrency)",
+        ),
+        raw_body=True,
+    )
     def test_service(self, line: str, cell: str | None = None, local_ns: dict | None = None):
-        """Score a service: %test_service NAME [JSON | $variable | @file] [--bench N [--concurrency C]];
-        as a cell magic, the cell is the body. Shows status, latency and the answer (a table for lists)."""
-        name, rest = _split_first(line)
-        if not name:
-            raise UsageError("give a service name; %services lists them")
+        """Score a service and show the status, the latency and the answer (a table for lists):
+        %test_service NAME [JSON | $variable | @file] [--bench N [--concurrency C]]; as a cell magic, the cell
+        is the body. The options come last; the body in between is sent as typed."""
+        args = _parse(self.test_service, line)
+        name = args.name
         namespace = {**self.shell.user_ns, **(local_ns or {})}
         if name.startswith("$"):  # $service_name: the name from a notebook variable
             if name[1:] not in namespace:
                 raise UsageError(f"{name} is not defined in the notebook")
             name = str(namespace[name[1:]])
-        bench, concurrency = None, self.bench_concurrency
-        tokens = rest.split()
-        while len(tokens) >= 2 and tokens[-2] in ("--bench", "--concurrency"):
-            flag, value = tokens[-2], tokens[-1]
-            if not value.isdigit() or int(value) < 1:
-                raise UsageError(f"{flag} takes a positive integer, got {value!r}")
-            bench, concurrency = (int(value), concurrency) if flag == "--bench" else (bench, int(value))
-            tokens = tokens[:-2]
-            rest = " ".join(tokens)
-        body = cell if cell is not None else rest
-        payload = self._payload(body.strip(), namespace)
+        if not name:
+            raise UsageError("give a service name; %services lists them")
+        payload = self._payload((cell if cell is not None else args.body).strip(), namespace)
         service = self._service(name)
-        if bench:
-            return self._bench(service, payload, bench, concurrency)
+        if args.bench:
+            return self._bench(service, payload, args.bench, args.concurrency or self.bench_concurrency)
         return self._score_once(service, payload)
 
     def _payload(self, text: str, namespace: dict) -> bytes:
@@ -276,11 +346,11 @@ class DeployMagics(Magics):
             raise UsageError(f"the body is not valid JSON ({e}); quote text as a JSON string or use @file") from None
         return text.encode()
 
-    def _score_once(self, service, payload: bytes) -> show.TestResult:
+    def _score_once(self, service: Webservice, payload: bytes) -> show.TestResult:
         if not service.scoring_uri:
             raise UsageError(f"service {service.name} has no scoring URI ({service.state}); %logs {service.name} says why")
         started = time.perf_counter()
-        response = self._call(service.request, data=payload, timeout=self.test_timeout)
+        response = service.request(data=payload, timeout=self.test_timeout)
         latency = (time.perf_counter() - started) * 1000
         if response.status_code != 200:
             try:
@@ -291,11 +361,7 @@ class DeployMagics(Magics):
         answer = response.json() if response.headers.get("content-type", "").startswith("application/json") else response.content
         return show.TestResult(service.name, 200, latency, answer)
 
-    def _bench(self, service, payload: bytes, count: int, concurrency: int) -> show.BenchResult:
-        from concurrent.futures import ThreadPoolExecutor
-
-        import requests
-
+    def _bench(self, service: Webservice, payload: bytes, count: int, concurrency: int) -> show.BenchResult:
         session = requests.Session()  # one connection pool: what a real client keeps
 
         def one(_: int) -> float | None:
@@ -313,122 +379,79 @@ class DeployMagics(Magics):
         latencies = [r for r in results if r is not None]
         return show.BenchResult(service.name, latencies, len(results) - len(latencies), seconds, concurrency)
 
-    @magic_arguments()
-    @argument("--target", help="Only services on this target.")
     @line_magic
+    @_one_line_errors
+    @_arguments(_argument("--target", help=f"Only services on this target: {arguments.target_help()}."))
     def services(self, line: str):
         """List the services with their live state."""
-        from mlmagics.core import Webservice
+        args = _parse(self.services, line)
+        return show.services_table(Webservice.list(self.ws(), compute_type=args.target, refresh=True))
 
-        args = parse_argstring(self.services, line)
-        return show.services_table(self._call(Webservice.list, self.ws(), compute_type=args.target, refresh=True))
-
-    @magic_arguments()
-    @argument("name")
-    @argument("-n", "--lines", type=int, default=50, help="How many of the last lines (default 50).")
     @line_magic
+    @_one_line_errors
+    @_arguments(
+        _argument("name"),
+        _argument("-n", "--lines", type=int, default=50, help="How many of the last lines (default 50)."),
+    )
     def logs(self, line: str):
         """Show a service's last log lines, readable."""
-        args = parse_argstring(self.logs, line)
+        args = _parse(self.logs, line)
         service = self._service(args.name)
-        return show.LogView(service.name, self._call(service.get_logs, num_lines=args.lines).splitlines())
+        return show.LogView(service.name, service.get_logs(num_lines=args.lines).splitlines())
 
     @line_magic
+    @_one_line_errors
+    @_arguments(arguments.add_update_options)
     def update(self, line: str):
         """Move a service to another image or settings: %update NAME --image NAME:V [settings]."""
-        parser = _UsageParser(prog="%update")
-        parser.add_argument("name")
-        parser.add_argument("--image")
-        arguments.add_deploy_options(parser)
-        args = _parse(parser, line)
-        if args is None:
-            return None
-        from mlmagics.core.deploy import resolve_image
-
+        args = _parse(self.update, line)
         service = self._service(args.name)
-        image = self._call(resolve_image, service.workspace, args.image) if args.image else None
-        settings = {k: v for k, v in self._call(arguments.deploy_settings, args).items() if k != "port"}
-        self._call(service.update, image=image, progress=self.reporter(), **settings)
+        image = resolve_image(service.workspace, args.image) if args.image else None
+        service.update(image=image, progress=self.reporter(), **arguments.update_settings(args))
         return self._service_card(service)
 
-    @magic_arguments()
-    @argument("kind", choices=["service", "image", "model"])
-    @argument("id", help="service name, or image/model NAME:VERSION")
-    @argument("--delete-collected-data", action="store_true", help="A service: remove the data it collected too.")
     @line_magic
+    @_one_line_errors
+    @_arguments(
+        _argument("kind", choices=["service", "image", "model"]),
+        _argument("id", help="service name, or image/model NAME:VERSION"),
+        _argument("--delete-collected-data", action="store_true", help="A service: remove the data it collected too."),
+    )
     def delete(self, line: str):
         """Delete a service, an image or a model (the core refuses what is still in use, and says why).
         A service's collected data stays, and this says where, unless --delete-collected-data."""
-        from mlmagics.core.deploy import resolve_image, resolve_model
-
-        args = parse_argstring(self.delete, line)
+        args = _parse(self.delete, line)
         if args.delete_collected_data and args.kind != "service":
             raise UsageError("--delete-collected-data is for a service")
         if args.kind == "service":
             service = self._service(args.id)
-            self._call(service.delete, delete_collected_data=args.delete_collected_data)
+            service.delete(delete_collected_data=args.delete_collected_data)
             return show.Message(service.deleted_summary("--delete-collected-data"))
-        if args.kind == "image":
-            target = self._call(resolve_image, self.ws(), args.id)
-            label = f"image {target.id}"
-        else:
-            target = self._call(resolve_model, self.ws(), args.id)
-            label = f"model {target.id}"
-        self._call(target.delete)
-        return show.Message(f"Deleted {label}")
+        target = resolve_image(self.ws(), args.id) if args.kind == "image" else resolve_model(self.ws(), args.id)
+        target.delete()
+        return show.Message(f"Deleted {args.kind} {target.id}")
 
-    @magic_arguments()
-    @argument("name")
-    @argument("--version", default="2", choices=["2", "3", "3.1"])
-    @argument("--raw", action="store_true", help="Return the JSON document instead of the rendered view.")
     @line_magic
+    @_one_line_errors
+    @_arguments(
+        _argument("name"),
+        _argument("--version", default="2", choices=["2", "3", "3.1"]),
+        _argument("--raw", action="store_true", help="Return the JSON document instead of the rendered view."),
+    )
     def swagger(self, line: str):
         """Show a service's API document (swagger), rendered."""
-        args = parse_argstring(self.swagger, line)
+        args = _parse(self.swagger, line)
         service = self._service(args.name)
-        document = self._call(service.get_swagger, args.version, self.test_timeout)
+        document = service.get_swagger(args.version, self.test_timeout)
         return document if args.raw else show.SwaggerView(service.name, document)
 
     @line_magic
+    @_one_line_errors
     def deploy_form(self, line: str):
         """A form to deploy from the workspace's models and images, with live progress."""
-        from mlmagics.widgets import DeployForm
+        from mlmagics.widgets import DeployForm  # ipywidgets: imported once a widget is shown, not by %load_ext
 
         return DeployForm(self.ws(), default_target=self.default_target)
-
-
-class _UsageParser:
-    """argparse for line magics whose arguments do not fit @magic_arguments (subcommand-like
-    positionals, shared option groups): an error raises a one-line UsageError."""
-
-    def __new__(cls, **kwargs: Any):
-        import argparse
-
-        class Parser(argparse.ArgumentParser):
-            def error(self, message: str):
-                raise UsageError(f"{self.prog}: {message}")
-
-            def exit(self, status: int = 0, message: str | None = None):
-                if message:
-                    print(message)
-                raise _HelpShown()
-
-        return Parser(**kwargs)
-
-
-class _HelpShown(Exception):
-    """--help printed the usage; the magic returns nothing."""
-
-
-def _parse(parser, line: str):
-    import shlex
-
-    try:
-        return parser.parse_args(shlex.split(line))
-    except _HelpShown:
-        return None
-    except ValueError as e:  # shlex: an unclosed quote
-        raise UsageError(f"{parser.prog}: {e}") from None
 
 
 def _to_body(value: Any) -> bytes:

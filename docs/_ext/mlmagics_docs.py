@@ -14,12 +14,9 @@ benchmarks/results/ a page under it, so the README's relative links keep working
 from __future__ import annotations
 
 import argparse
-import contextlib
 import inspect
-import io
 import os
 import shutil
-import textwrap
 from pathlib import Path
 
 from docutils import nodes
@@ -43,7 +40,7 @@ def _argparse_help(parser: argparse.ArgumentParser) -> str:
 
 
 class MagicHelp(SphinxDirective):
-    """The help of one magic: what `%name?` shows, then what `%name --help` prints when it parses by itself."""
+    """The help of one magic: what `%name?` and `%name --help` show (its parser's help, its docstring first)."""
 
     required_arguments = 1
 
@@ -55,18 +52,10 @@ class MagicHelp(SphinxDirective):
         if not kinds:
             raise self.error(f"DeployMagics has no magic {name!r}")
         method = getattr(DeployMagics, name)
-        text = inspect.cleandoc(method.__doc__ or "")
-        if text.startswith("::"):  # @magic_arguments puts its usage first, as an indented reST literal block
-            usage, _, rest = text[2:].strip("\n").partition("\n\n")
-            text = f"{textwrap.dedent(usage)}\n\n{rest}"
+        parser = getattr(method, "parser", None)  # every magic with arguments has one (mlmagics.magics._arguments)
+        text = _argparse_help(parser) if parser is not None else inspect.cleandoc(method.__doc__ or "")
         if "line" not in kinds:
             text = text.replace(f"%{name}", f"%%{name}")
-        os.environ["COLUMNS"] = WIDTH
-        printed = io.StringIO()
-        with contextlib.redirect_stdout(printed), contextlib.suppress(Exception):
-            method(DeployMagics(shell=None), "--help")  # a magic with its own parser prints its help and returns
-        if printed.getvalue().startswith("usage:"):
-            text = f"{text}\n\n{printed.getvalue().rstrip()}"
         return [_literal(text)]
 
 
