@@ -26,6 +26,7 @@ from .images import ContainerImage, Image, ImageConfig
 from .inference import InferenceConfig, ModelPackage
 from .models import Model
 from .plans import DeploymentPlan
+from .profiling import ModelProfile
 from .preflight import check_script
 from .progress import NullProgress, Progress, Recorder, TextProgress
 from .services import Webservice, default_target, target_class, target_names
@@ -44,6 +45,7 @@ from .targets.local import LocalServiceDeploymentConfiguration, LocalWebservice 
 from .workspace import Workspace
 
 __all__ = [
+    "ModelProfile",
     "ComputeTargetException",
     "ModelPackage",
     "InferenceConfig",

@@ -27,6 +27,7 @@ from .errors import NotFoundError, UserError, WebserviceException
 from .images import RUNTIMES, Image, ImageConfig, resolve_models
 from .models import Model
 from .plans import DeploymentPlan
+from .profiling import ModelProfile, requests_from
 from .services import SERVICE_NAME, Webservice, target_class
 from .workspace import Workspace
 
@@ -225,7 +226,8 @@ class InferenceConfig:
             )
         image = self.create_image(workspace, name, model_objects, report)
         if replace and existing is not None and existing.compute_type == cls.compute_type:
-            settings = {k: v for k, v in deployment_config.to_dict().items() if v is not None and k not in ("port", "compute_type")}
+            given = deployment_config.to_dict()
+            settings = {k: v for k, v in given.items() if v is not None and k not in ("port", "compute_type")}
             planned = existing.update(image=image, progress=report, **settings)
             return planned or Webservice(workspace, name)
         if replace and existing is not None:  # another target: the old one goes first, as v1's overwrite
@@ -247,6 +249,29 @@ class InferenceConfig:
         name = image_name or "package"
         image = self.create_image(workspace, name, resolve_models(workspace, models), progress_mod.NullProgress())
         return ModelPackage(workspace, image, generate_dockerfile, image_label)
+
+    def profile(
+        self,
+        workspace: Workspace,
+        profile_name: str,
+        models: list,
+        input_dataset: Any,
+        cpu: float | None = None,
+        memory_in_gb: float | None = None,
+        description: str | None = None,
+    ) -> ModelProfile:
+        """`Model.profile`: v1's checks now; the measurement when waited for (profiling.py)."""
+        if not profile_name:
+            raise UserError("profile_name cannot be None or empty.")
+        if cpu is not None and not 0.1 <= cpu <= 3.5:
+            raise UserError(f"Expected cpu value is between 0.1 and 3.5. Provided: {cpu}")
+        if memory_in_gb is not None and not 0.1 <= memory_in_gb <= 15.0:
+            raise UserError(f"Expected memory value is between 0.1 and 15.0. Provided: {memory_in_gb}")
+        rows = requests_from(input_dataset)
+        name = "".join(c if c.isalnum() or c in "._-" else "-" for c in profile_name.lower()).strip("._-")[:32] or "profile"
+        image = self.create_image(workspace, name if len(name) > 1 else "profile", resolve_models(workspace, models),
+                                  progress_mod.NullProgress())  # fmt: skip
+        return ModelProfile(workspace, profile_name, image, rows, cpu, memory_in_gb, description)
 
     def _describe(self, models: list[Model], compute_type: str) -> None:
         print(f"Models: {[m.id for m in models]}")

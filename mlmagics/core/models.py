@@ -217,6 +217,24 @@ class Model(Versioned):
         return inference_config.package(workspace, models, generate_dockerfile, image_name, image_label)
 
     @staticmethod
+    def profile(
+        workspace: Workspace,
+        profile_name: str,
+        models: builtins.list,
+        inference_config: Any,
+        input_dataset: Any,
+        cpu: float | None = None,
+        memory_in_gb: float | None = None,
+        description: str | None = None,
+    ) -> Any:
+        """Measure the CPU, memory and latency of `models` served by `inference_config` on `input_dataset`'s
+        request bodies, and recommend a size (core/profiling.py says how). `profile.wait_for_completion(True)`,
+        then `profile.get_details()`."""
+        if not callable(getattr(inference_config, "profile", None)):
+            raise UserError("inference_config must be an InferenceConfig(entry_script=..., environment=...)")
+        return inference_config.profile(workspace, profile_name, models, input_dataset, cpu, memory_in_gb, description)
+
+    @staticmethod
     def get_model_path(model_name: str, version: int | None = None, _workspace: Workspace | None = None) -> str:
         """Inside a scoring script: the deployed model's path. With a workspace: the registered copy."""
         if _workspace is not None:

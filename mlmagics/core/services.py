@@ -615,6 +615,10 @@ class Webservice:
     def _keys_changed(self) -> None:
         raise NotImplementedError
 
+    def usage(self) -> tuple[float, int]:
+        """(CPU seconds used so far, memory in bytes now) by the service's processes: what Model.profile samples."""
+        raise WebserviceException(f"the {self.compute_type.lower()} target does not measure a service's CPU and memory")
+
     def _collected_data_location(self) -> str | None:
         """Where the data the service collected is kept (it outlives the service), or None if it has none."""
         return None

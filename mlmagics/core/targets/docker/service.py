@@ -218,6 +218,18 @@ class DockerWebservice(Webservice):
         """The server container (a `docker.models.containers.Container`), or None if it is gone."""
         return self._get(self.target.get("container"), "server")
 
+    @_on_engine("reading the container's usage")
+    def usage(self) -> tuple[float, int]:
+        """(CPU seconds, memory bytes without the page cache) of the server container, from the engine's stats."""
+        container = self.container
+        if container is None:
+            raise WebserviceException(f"service {self.name} has no container: nothing to measure")
+        stats = container.stats(stream=False)
+        cpu = stats.get("cpu_stats", {}).get("cpu_usage", {}).get("total_usage", 0) / 1e9
+        memory = stats.get("memory_stats", {})
+        cache = memory.get("stats", {}).get("inactive_file", memory.get("stats", {}).get("cache", 0))
+        return cpu, max(0, int(memory.get("usage", 0)) - int(cache))
+
     def _volumes(self, role: str | None = None) -> list[Any]:
         """This service's volumes on the engine, found by their labels."""
         labels = [f"{LABEL}.workspace={self.workspace.path}", f"{LABEL}.service={self.name}"]

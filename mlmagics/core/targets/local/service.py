@@ -14,6 +14,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from ...configs import DeploymentConfiguration
 from ...errors import UserError, WebserviceException
 from ...images import Image
@@ -196,6 +198,23 @@ class LocalWebservice(Webservice):
     def port(self) -> int | None:
         """The port on 127.0.0.1 the service listens on (v1's LocalWebservice.port)."""
         return self.target.get("port")
+
+    def usage(self) -> tuple[float, int]:
+        """(CPU seconds, resident bytes) of the server and its workers, read from the processes themselves."""
+        try:
+            server = psutil.Process(self.target["pid"])
+            processes = [server, *server.children(recursive=True)]
+        except (KeyError, psutil.Error):
+            raise WebserviceException(f"service {self.name} is not running: nothing to measure") from None
+        cpu, memory = 0.0, 0
+        for process in processes:
+            try:
+                times = process.cpu_times()
+                cpu += times.user + times.system
+                memory += process.memory_info().rss
+            except psutil.Error:  # a worker replaced between the listing and the reading
+                continue
+        return cpu, memory
 
     def reload(self, wait: bool = False) -> None:
         """v1's reload: the entry script and its files read again from where they were given (edit score.py with
