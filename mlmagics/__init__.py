@@ -20,7 +20,8 @@ VERSION = __version__  # v1: azureml.core.VERSION
 
 # The public API: every name `mlmagics.core` exports (tests check the two lists agree).
 __all__ = [
-    "AciWebservice", "ComputeTargetException", "CondaDependencies", "ContainerRegistry", "Environment", "InferenceConfig", "ModelPackage",
+    "AciWebservice", "ComputeTargetException", "CondaDependencies", "ContainerRegistry", "Environment",
+    "InferenceConfig", "ModelPackage",
     "ModelProfile", "AksCompute", "AksWebservice", "ComputeTarget", "ConflictError", "ContainerImage",
     "DeploymentConfiguration", "DeploymentPlan", "DockerServiceDeploymentConfiguration", "DockerWebservice", "Image",
     "ImageConfig",

@@ -10,6 +10,7 @@ from .autoscale import replicas_needed
 from .conda_dependencies import CondaDependencies
 from .configs import DeploymentConfiguration, InvalidConfiguration
 from .deploy import deploy_configuration  # noqa: E402
+from .environment import ContainerRegistry, Environment
 from .errors import (
     ComputeTargetException,
     ConflictError,
@@ -21,13 +22,12 @@ from .errors import (
     UserError,
     WebserviceException,
 )
-from .environment import ContainerRegistry, Environment
 from .images import ContainerImage, Image, ImageConfig
 from .inference import InferenceConfig, ModelPackage
 from .models import Model
 from .plans import DeploymentPlan
-from .profiling import ModelProfile
 from .preflight import check_script
+from .profiling import ModelProfile
 from .progress import NullProgress, Progress, Recorder, TextProgress
 from .services import Webservice, default_target, target_class, target_names
 from .targets.docker import AciWebservice, DockerServiceDeploymentConfiguration, DockerWebservice  # noqa: E402

@@ -200,7 +200,7 @@ class CondaDependencies:
 
     def serialize_to_string(self) -> str:
         """The YAML text, in v1's layout: header comment, name, dependencies (python first, pip), channels."""
-        ordered = {k: self._data[k] for k in ("name", "dependencies", "channels") if k in self._data}
+        ordered: dict[str, Any] = {k: self._data[k] for k in ("name", "dependencies", "channels") if k in self._data}
         ordered.update({k: v for k, v in self._data.items() if k not in ordered})
         return _HEADER + yaml.safe_dump(ordered, sort_keys=False, default_flow_style=False)
 

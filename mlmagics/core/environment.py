@@ -239,7 +239,8 @@ class Environment:
             log.warning("Environment version is set. Attempting to register desired version. To auto-version, "
                         "reset version to None.")  # fmt: skip
         definition = self._definition()
-        text = json.dumps(definition, sort_keys=True)
+        # the version is not part of what is compared or stored: a registered copy registered again is identical
+        text = json.dumps({**definition, "version": None}, sort_keys=True)
         with workspace.transaction() as db:
             latest = db.execute(
                 "SELECT version, definition FROM environments WHERE name=? ORDER BY version DESC LIMIT 1", (self.name,)

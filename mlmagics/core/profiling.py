@@ -169,7 +169,8 @@ class ModelProfile:
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        latencies, failures, started = [], 0, time.monotonic()
+        latencies: list[float] = []
+        failures, started = 0, time.monotonic()
         with requests.Session() as session:
             while len(latencies) + failures < len(self.rows) or time.monotonic() - started < self.duration_s:
                 body = self.rows[(len(latencies) + failures) % len(self.rows)]
@@ -200,7 +201,7 @@ def _summary(latencies: list[float], failures: int, wall: float, samples: list[t
     def percentile(p: float) -> float:
         return round(ordered[min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1)], 3)
 
-    cores = [(c2 - c1) / (t2 - t1) for (t1, c1, _), (t2, c2, _) in zip(samples, samples[1:]) if t2 > t1]
+    cores = [(c2 - c1) / (t2 - t1) for (t1, c1, _), (t2, c2, _) in zip(samples, samples[1:], strict=False) if t2 > t1]
     peak_cores = max(cores, default=0.0)
     peak_gb = max((m for _, _, m in samples), default=0) / 1024**3
     total = len(latencies) + failures

@@ -16,6 +16,7 @@ through five hooks: `_start`, `_probe`, `_update`, `_stop`, `_logs` (and `_keys_
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import re
@@ -514,7 +515,9 @@ class Webservice:
         report.done(True, f"{self.name} now serves {target_image.id}")
         return None
 
-    def _image_for(self, image: Image | None, models: list | None, inference_config: Any, report: progress_mod.Progress) -> Image:
+    def _image_for(
+        self, image: Image | None, models: builtins.list | None, inference_config: Any, report: progress_mod.Progress
+    ) -> Image:
         """v1's `update(models=..., inference_config=...)`: the next image version of this service with them."""
         if image is not None:
             raise UserError("Error, an image configuration and an inference configuration cannot be provided at the same time.")

@@ -27,7 +27,8 @@ from ...services import FAILED, HEALTHY, TRANSITIONING, UNHEALTHY, Webservice, s
 from ..container import APP, DATA_DIR, PORT, RUN_DIR, SECRETS, SERVING, UID
 from . import build
 from .config import AZURE_ONLY, DockerServiceDeploymentConfiguration
-from .engine import LABEL, base_image as base_image_for, engine, engine_errors, engine_url, sdk, short_error, wait_for_engine
+from .engine import LABEL, engine, engine_errors, engine_url, sdk, short_error, wait_for_engine
+from .engine import base_image as base_image_for
 
 LISTENER_SOCKET = f"{RUN_DIR}/listener.sock"
 # Docker's json-file driver keeps a container's output forever unless told: 5 x 10 MiB, as the local target.

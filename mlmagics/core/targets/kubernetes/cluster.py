@@ -364,7 +364,7 @@ AksCompute = KubernetesCompute
 class ComputeTarget:
     """v1's `ComputeTarget.attach(workspace, name, attach_configuration)`; only Kubernetes clusters exist here."""
 
-    def __new__(cls, workspace: Any = None, name: str | None = None, **kwargs: Any) -> KubernetesCompute:
+    def __new__(cls, workspace: Any = None, name: str | None = None, **kwargs: Any) -> ComputeTarget:
         """v1's look-up of an attached compute by name: a workspace keeps none (a cluster is a kubeconfig
         context), so this says how to attach one — as v1 did for a name it did not know."""
         raise ComputeTargetException(
