@@ -21,7 +21,8 @@ VERSION = __version__  # v1: azureml.core.VERSION
 # The public API: every name `mlmagics.core` exports (tests check the two lists agree).
 __all__ = [
     "AciWebservice", "ComputeTargetException", "CondaDependencies", "ContainerRegistry", "Environment",
-    "InferenceConfig", "ModelPackage",
+    "InferenceConfig", "ModelPackage", "DataReference", "Datastore", "Dataset", "FileDataset", "PromoteHeadersBehavior",
+    "ResourceConfiguration", "TabularDataset", "dataset_type_definitions",
     "ModelProfile", "AksCompute", "AksWebservice", "ComputeTarget", "ConflictError", "ContainerImage",
     "DeploymentConfiguration", "DeploymentPlan", "DockerServiceDeploymentConfiguration", "DockerWebservice", "Image",
     "ImageConfig",

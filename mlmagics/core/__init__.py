@@ -9,6 +9,8 @@ them. The names are Azure ML SDK v1's, so migrating is a search-and-replace of i
 from .autoscale import replicas_needed
 from .conda_dependencies import CondaDependencies
 from .configs import DeploymentConfiguration, InvalidConfiguration
+from .datasets import Dataset, FileDataset, PromoteHeadersBehavior, TabularDataset, dataset_type_definitions
+from .datastores import DataReference, Datastore
 from .deploy import deploy_configuration  # noqa: E402
 from .environment import ContainerRegistry, Environment
 from .errors import (
@@ -24,7 +26,7 @@ from .errors import (
 )
 from .images import ContainerImage, Image, ImageConfig
 from .inference import InferenceConfig, ModelPackage
-from .models import Model
+from .models import Model, ResourceConfiguration
 from .plans import DeploymentPlan
 from .preflight import check_script
 from .profiling import ModelProfile
@@ -45,6 +47,14 @@ from .targets.local import LocalServiceDeploymentConfiguration, LocalWebservice 
 from .workspace import Workspace
 
 __all__ = [
+    "ResourceConfiguration",
+    "Datastore",
+    "DataReference",
+    "dataset_type_definitions",
+    "TabularDataset",
+    "PromoteHeadersBehavior",
+    "FileDataset",
+    "Dataset",
     "ModelProfile",
     "ComputeTargetException",
     "ModelPackage",

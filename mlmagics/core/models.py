@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import builtins
 import inspect
+import json
 import os
 import re
 import shutil
@@ -57,11 +58,38 @@ def validate_model_name(name: Any) -> None:
         )
 
 
+class ResourceConfiguration:
+    """v1's sizing hint recorded with a model (`Model.register(resource_configuration=...)`)."""
+
+    def __init__(self, cpu: float | None = None, memory_in_gb: float | None = None, gpu: int | None = None) -> None:
+        errors = ""
+        if cpu is not None and cpu <= 0:
+            errors += "Invalid configuration, cpu must be greater than zero.\n"
+        if memory_in_gb is not None and memory_in_gb <= 0:
+            errors += "Invalid configuration, memory_in_gb must be greater than zero.\n"
+        if gpu is not None and not isinstance(gpu, int):
+            errors += "Invalid configuration, gpu must be integer and greater than zero.\n"
+        if errors:
+            raise UserError(errors)
+        self.cpu, self.memory_in_gb, self.gpu = cpu, memory_in_gb, gpu
+
+    def serialize(self) -> dict[str, Any]:
+        return {"cpu": self.cpu, "memoryInGB": self.memory_in_gb, "gpu": self.gpu}
+
+
+class Framework:
+    """v1's `Model.Framework` names (recorded with a model, as `model_framework`)."""
+
+    CUSTOM, TENSORFLOW, SCIKITLEARN, ONNX = "Custom", "TensorFlow", "ScikitLearn", "Onnx"
+    TFKERAS, PYTORCH, MULTI = "TfKeras", "PyTorch", "Multi"
+
+
 class Model(Versioned):
     """A registered model (v1's `azureml.core.model.Model`, same constructor and attributes)."""
 
     table, noun, missing, not_found = "models", "model", "is not registered", ModelNotFoundException
     example = "Model(ws, 'sklearn_mnist') or Model(ws, id='sklearn_mnist:1')"
+    Framework = Framework
 
     def __init__(
         self,
@@ -123,6 +151,9 @@ class Model(Versioned):
         model_framework: str | None = None,
         model_framework_version: str | None = None,
         child_paths: Any = None,
+        sample_input_dataset: Any = None,
+        sample_output_dataset: Any = None,
+        resource_configuration: ResourceConfiguration | None = None,
         source: str | None = None,
     ) -> Model:
         """Store a copy of `model_path` (a file or a folder) as the next version of `model_name`.
@@ -132,6 +163,14 @@ class Model(Versioned):
         distinct consecutive versions.
         """
         validate_model_name(model_name)
+        if model_framework_version and not model_framework:
+            raise UserError("Model framework version cannot be provided without a valid framework")
+        # v1 kept these beside the model; here they are recorded in its properties (the datasets by registered id)
+        recorded = {"sampleInputDataset": sample_input_dataset, "sampleOutputDataset": sample_output_dataset}
+        recorded_ids = {k: getattr(v, "id", None) or repr(v) for k, v in recorded.items() if v is not None}
+        properties = {**(properties or {}), **recorded_ids}
+        if resource_configuration is not None:
+            properties["resourceConfiguration"] = json.dumps(resource_configuration.serialize())
         path = Path(model_path).expanduser()
         if not path.exists():
             raise UserError(f"model path {str(model_path)!r} does not exist (relative to {os.getcwd()})")

@@ -55,6 +55,9 @@ CREATE TABLE IF NOT EXISTS services (
     config TEXT NOT NULL, scoring_uri TEXT, swagger_uri TEXT, keys TEXT NOT NULL, description TEXT,
     tags TEXT NOT NULL, properties TEXT NOT NULL, created_time TEXT NOT NULL, updated_time TEXT NOT NULL,
     error TEXT, target TEXT NOT NULL DEFAULT '{}');
+CREATE TABLE IF NOT EXISTS datasets (
+    name TEXT NOT NULL, version INTEGER NOT NULL, definition TEXT NOT NULL, description TEXT, tags TEXT NOT NULL,
+    created_time TEXT NOT NULL, PRIMARY KEY (name, version));
 CREATE TABLE IF NOT EXISTS environments (
     name TEXT NOT NULL, version INTEGER NOT NULL, definition TEXT NOT NULL, created_time TEXT NOT NULL,
     PRIMARY KEY (name, version));
