@@ -132,7 +132,9 @@ class Datastore:
         pairs = [(p, str(p.relative_to(src_dir))) for p in sorted(Path(src_dir).rglob("*")) if p.is_file()]
         return self._upload(pairs, target_path, overwrite, show_progress)
 
-    def _upload(self, pairs: builtins.list[tuple[Path, str]], target_path: str | None, overwrite: bool, show: bool) -> DataReference:
+    def _upload(
+        self, pairs: builtins.list[tuple[Path, str]], target_path: str | None, overwrite: bool, show: bool
+    ) -> DataReference:
         prefix = clean_relative(target_path)
         say = print if show else (lambda *a, **k: None)
         say(f"Uploading an estimated of {len(pairs)} files")
