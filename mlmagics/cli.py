@@ -7,6 +7,7 @@
     mlmagics service list
     mlmagics serve score.py --model-dir azureml-models      # the scoring server in the foreground
     mlmagics quickstart                                      # the whole flow on a small model
+    mlmagics migrate deploy.ipynb                            # a v1 notebook's azureml imports -> mlmagics
 
 Every command takes `--workspace DIR` (default $MLMAGICS_HOME, else ~/.mlmagics) and `--json`
 for machine-readable output. Errors are one line on stderr: exit 1 (2 for bad usage).
@@ -23,7 +24,8 @@ from typing import Any
 from mlmagics import arguments
 from mlmagics.core import DeploymentPlan, Image, Model, NullProgress, TextProgress, Webservice, Workspace
 from mlmagics.core.deploy import create_image, deploy, resolve_image, resolve_model
-from mlmagics.core.errors import MlmagicsError
+from mlmagics.core.errors import MlmagicsError, UserError
+from mlmagics.migrate import migrate_file
 from mlmagics.quickstart import run_quickstart
 from mlmagics.serving.__main__ import main as serve_main
 
@@ -199,13 +201,36 @@ def quickstart(args: argparse.Namespace) -> None:
     run_quickstart(args.workdir, workspace=args.workspace, keep=args.keep)
 
 
+def migrate(args: argparse.Namespace) -> None:
+    """The migration contract's rewrites (migrate.py), one file at a time; what changed, line by line."""
+    if args.output and len(args.files) > 1:
+        raise UserError("--output names one file: give one input with it")
+    report = []
+    for name in args.files:
+        if not Path(name).is_file():
+            raise UserError(f"{name} does not exist")
+        target, migration = migrate_file(name, args.output)
+        changes = [{"cell": c, "before": b, "after": a} for c, b, a in migration.changes]
+        report.append({"file": name, "written": str(target), "changes": changes, "scripts_left": migration.scripts_left})
+        lines = [f"{name} -> {target}: {len(changes)} line(s) changed"]
+        lines += [f"  {'cell ' + str(c['cell']) + ': ' if c['cell'] else ''}{c['before'].strip()}  =>  {c['after'].strip()}"
+                  for c in changes]  # fmt: skip
+        if migration.scripts_left:
+            cells = ", ".join(map(str, migration.scripts_left))
+            lines.append(f"  left as written (scoring scripts, run inside the service): cell {cells}")
+        if not args.json:
+            print("\n".join(lines))
+    if args.json:
+        print(json.dumps(report, indent=2))
+
+
 # -- parser ---------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--workspace", help="workspace folder (default: $MLMAGICS_HOME, else ~/.mlmagics)")
     common.add_argument("--json", action="store_true", help="machine-readable output")
     parser = argparse.ArgumentParser(prog="mlmagics", description="Deploy models as versioned web services.")
-    groups = parser.add_subparsers(dest="group", required=True, metavar="{model,image,service,serve,quickstart}")
+    groups = parser.add_subparsers(dest="group", required=True, metavar="{model,image,service,serve,quickstart,migrate}")
 
     model = groups.add_parser("model", help="register, list, show, download, delete models").add_subparsers(
         dest="command", required=True
@@ -295,6 +320,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--keep", action="store_true", help="leave the service running at the end")
     p.set_defaults(func=quickstart)
+    p = groups.add_parser("migrate", help="rewrite a v1 notebook's (or .py file's) azureml imports to mlmagics")
+    p.add_argument("files", nargs="+", metavar="FILE", help=".ipynb or .py files; each is written to NAME.mlmagics.SUFFIX")
+    p.add_argument("-o", "--output", help="where to write the result (one FILE only); may be FILE itself")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=migrate)
     return parser
 
 

@@ -145,3 +145,22 @@ def test_a_py_file(tmp_path):
     assert target == chosen and chosen.read_text() == "import os\nfrom mlmagics import Workspace, Model\n    import mlmagics\n"
     in_place, _ = migrate_file(script, output=script)
     assert in_place == script and "azureml" not in script.read_text(), "only when output names it"
+
+
+def test_the_cli_writes_the_migrated_copy_and_lists_each_change(tmp_path):
+    import json as _json
+    import subprocess
+    import sys
+
+    source = tmp_path / "deploy.py"
+    source.write_text("import azureml.core\nfrom azureml.core.model import Model\nprint(azureml.core.VERSION)\n")
+    done = subprocess.run([sys.executable, "-m", "mlmagics", "migrate", str(source), "--json"], capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    report = _json.loads(done.stdout)
+    assert report[0]["written"] == str(tmp_path / "deploy.mlmagics.py")
+    assert [c["after"] for c in report[0]["changes"]] == ["import mlmagics", "from mlmagics import Model",
+                                                           "print(mlmagics.VERSION)"]  # fmt: skip
+    assert source.read_text().startswith("import azureml.core"), "the original is never overwritten by default"
+    missing = subprocess.run([sys.executable, "-m", "mlmagics", "migrate", str(tmp_path / "nope.ipynb")],
+                             capture_output=True, text=True)  # fmt: skip
+    assert (missing.returncode, missing.stderr.strip()) == (1, f"mlmagics: error: {tmp_path / 'nope.ipynb'} does not exist")
