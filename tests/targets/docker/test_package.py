@@ -11,8 +11,13 @@ from sklearn.linear_model import Ridge
 
 from mlmagics import Environment, InferenceConfig, Model, WebserviceException
 
-SCORE = "import os, joblib\ndef init():\n    global m\n    m = joblib.load(os.path.join(os.getenv('AZUREML_MODEL_DIR'), 'r.pkl'))\n" \
-        "def run(data):\n    return 'ok'\n"  # fmt: skip
+SCORE = """import os, joblib
+def init():
+    global m
+    m = joblib.load(os.path.join(os.getenv('AZUREML_MODEL_DIR'), 'r.pkl'))
+def run(data):
+    return 'ok'
+"""
 
 
 @pytest.fixture
