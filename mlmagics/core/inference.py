@@ -219,11 +219,7 @@ class InferenceConfig:
             print(f"Note: {note}")
         existing = _existing(workspace, name)
         replace = existing is not None and (overwrite or cls is target_class("Local"))
-        if existing is not None and not replace:
-            raise WebserviceException(
-                f"service {name} already exists in the workspace ({existing.compute_type}, {existing.image_id}); "
-                "pass overwrite=True to replace it, or choose another name"
-            )
+        Webservice.check_for_existing_webservice(workspace, name, overwrite=replace)
         image = self.create_image(workspace, name, model_objects, report)
         if replace and existing is not None and existing.compute_type == cls.compute_type:
             given = deployment_config.to_dict()

@@ -269,6 +269,20 @@ class Webservice:
         return service
 
     @staticmethod
+    def check_for_existing_webservice(
+        workspace: Workspace, name: str, overwrite: bool = False, request_func: Any = None, check_func: Any = None
+    ) -> None:
+        """v1's name check before a deploy: raises WebserviceException if `name` is taken (unless `overwrite`)."""
+        if overwrite:
+            return
+        rows = workspace.query("SELECT compute_type, image_id FROM services WHERE name=?", (name,))
+        if rows:
+            raise WebserviceException(
+                f"service {name} already exists in the workspace ({rows[0]['compute_type']}, {rows[0]['image_id']}); "
+                "pass overwrite=True to replace it, or choose another name"
+            )
+
+    @staticmethod
     def list(
         workspace: Workspace,
         compute_type: str | None = None,
