@@ -17,9 +17,17 @@ import os
 import re
 import shutil
 from pathlib import Path, PurePosixPath
+from typing import Any, Protocol
 
 from .errors import NotFoundError, UserError
-from .workspace import Workspace
+
+
+class Workspace(Protocol):
+    """What a datastore needs of its workspace: its folder. (workspace.py imports this module for
+    `ws.get_default_datastore()`, so this one does not import it back.)"""
+
+    path: Path
+
 
 SYSTEM_DATASTORES = ("workspaceblobstore", "workspacefilestore")
 DEFAULT = "workspaceblobstore"
@@ -54,7 +62,8 @@ class Datastore:
         name = name or DEFAULT
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise UserError(f"datastore name {name!r} is not valid: letters, digits and '_', up to 255")
-        self.workspace, self.name = workspace, name
+        self.workspace: Any = workspace  # the caller's Workspace (typed loosely: see the Protocol above)
+        self.name = name
         self.root = workspace.path / "datastores" / name
         if not self.root.is_dir():
             if name not in SYSTEM_DATASTORES:

@@ -25,10 +25,10 @@ from .configs import DeploymentConfiguration
 from .environment import ContainerRegistry, Environment
 from .errors import NotFoundError, UserError, WebserviceException
 from .images import RUNTIMES, Image, ImageConfig, resolve_models
-from .models import Model
+from .models import Model, check_service_name
 from .plans import DeploymentPlan
 from .profiling import ModelProfile, requests_from
-from .services import SERVICE_NAME, Webservice, target_class
+from .services import Webservice, target_class
 from .workspace import Workspace
 
 _DEPRECATED = ("runtime", "conda_file", "extra_docker_file_steps", "enable_gpu", "cuda_version", "base_image")
@@ -202,7 +202,7 @@ class InferenceConfig:
         """`Model.deploy`: an image named after the service, then a new service — or the existing one of that
         name moved to it (v1: a local service is always replaced; elsewhere `overwrite=True` is needed).
         Returns without waiting, as v1; a replaced service is already serving the new version."""
-        _check_service_name(name)
+        check_service_name(name)
         if deployment_config is None:
             if deployment_target is not None:
                 deployment_config = target_class("Kubernetes").deploy_configuration()
@@ -350,14 +350,6 @@ class ModelPackage:
 def _docker() -> Any:
     """The Docker target (it registers itself; nothing in the core imports a target)."""
     return target_class("Docker")
-
-
-def _check_service_name(name: Any) -> None:
-    if not isinstance(name, str) or not SERVICE_NAME.fullmatch(name) or not 3 <= len(name) <= 32:
-        raise WebserviceException(
-            "Error, provided service name is invalid. It must only consist of lowercase letters, numbers, or dashes, "
-            "start with a letter, end with a letter or number, and be between 3 and 32 characters long."
-        )
 
 
 def _existing(workspace: Workspace, name: str) -> Webservice | None:

@@ -23,7 +23,7 @@ from typing import Any
 
 from mlmagics.serving.compat.azureml.core.model import Model as ScoringModel
 
-from .errors import ConflictError, ModelNotFoundException, UserError
+from .errors import ConflictError, ModelNotFoundException, UserError, WebserviceException
 from .versioned import Versioned
 from .workspace import Workspace, _remove_tree, dumps, now
 
@@ -232,6 +232,7 @@ class Model(Versioned):
         of `deployment_config` (default: the Docker target, v1's ACI). Returns without waiting, as v1; call
         `service.wait_for_deployment(show_output=True)`. A service of that name is replaced when it is local
         or with `overwrite=True` (the old version serves until the new one is healthy)."""
+        check_service_name(name)  # v1 checks the name first, for every target
         if inference_config is None:
             raise UserError(_no_code_refusal(models))
         if not callable(getattr(inference_config, "deploy", None)):
@@ -357,3 +358,15 @@ def _no_code_refusal(models: builtins.list) -> str:
         "(its own scoring script and environment for Onnx, ScikitLearn and TensorFlow models) does not exist in "
         "mlmagics; write a score.py with init() and run() and pass InferenceConfig(entry_script='score.py', ...)"
     )
+
+
+_SERVICE_NAME = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+
+
+def check_service_name(name: Any) -> None:
+    """v1's rule and message for the name `Model.deploy` gives a service (local targets included)."""
+    if not isinstance(name, str) or not _SERVICE_NAME.fullmatch(name) or not 3 <= len(name) <= 32:
+        raise WebserviceException(
+            "Error, provided service name is invalid. It must only consist of lowercase letters, numbers, or dashes, "
+            "start with a letter, end with a letter or number, and be between 3 and 32 characters long."
+        )

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from . import workspace_config
+from .datastores import Datastore
 from .errors import StorageFullError, UserError
 
 SCHEMA = """
@@ -148,6 +149,14 @@ class Workspace:
     def write_config(self, path: str | os.PathLike | None = None, file_name: str | None = None) -> str:
         """v1's: write `.azureml/config.json` (or `aml_config/`, if that exists) so `from_config()` finds this workspace."""
         return str(workspace_config.write(self, Path(path or "."), file_name))
+
+    def get_default_datastore(self) -> Datastore:
+        """v1's default datastore (`workspaceblobstore`): a folder of this workspace (core/datastores.py)."""
+        return Datastore.get_default(self)
+
+    @property
+    def datastores(self) -> dict[str, Datastore]:
+        return Datastore.list(self)
 
     def get_details(self) -> dict[str, Any]:
         """v1's `get_details()`: the keys v1 documents, with this workspace's local values."""

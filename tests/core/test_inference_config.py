@@ -364,3 +364,12 @@ def test_a_pin_excluding_the_installed_version_is_replaced_with_one_warning(ws, 
     compatible.python.conda_dependencies = CondaDependencies.create(pip_packages=["scikit-learn>=1.0"])
     image = Model.package(ws, [model], InferenceConfig(entry_script="score.py", environment=compatible)).image
     assert not [w for w in image.warnings if w.startswith("requirements changed")]
+
+
+def test_the_name_is_checked_first_and_the_workspace_has_v1s_datastores(ws):
+    from mlmagics import Model, WebserviceException
+
+    with pytest.raises(WebserviceException, match="Error, provided service name is invalid"):
+        Model.deploy(ws, "Test", [], None)  # v1: the name before the missing InferenceConfig
+    assert ws.get_default_datastore().name == "workspaceblobstore"
+    assert sorted(ws.datastores) == ["workspaceblobstore", "workspacefilestore"]

@@ -20,7 +20,7 @@ from ...configs import DeploymentConfiguration
 from ...errors import UserError, WebserviceException
 from ...images import Image
 from ...progress import Progress
-from ...services import FAILED, HEALTHY, TRANSITIONING, UNHEALTHY, Webservice, swagger_uri_for
+from ...services import FAILED, HEALTHY, TRANSITIONING, UNHEALTHY, Webservice, swagger_uri_for, target_class
 from ...workspace import _remove_tree
 from .config import LocalServiceDeploymentConfiguration
 
@@ -222,6 +222,19 @@ class LocalWebservice(Webservice):
         The previous version keeps serving if the edited script fails (the error says why)."""
         origin = self.image.spec.get("origin")
         self.update(image=self.image.refreshed() if origin else self.image)
+
+    def deploy_to_cloud(self, name: str | None = None, deployment_config: Any = None, deployment_target: Any = None) -> Any:
+        """v1's: deploy what this local service runs (the same image: script, models, environment) to another
+        target — the Docker target (v1's ACI) without a configuration, Kubernetes with a `deployment_target`."""
+        if self.state not in (HEALTHY, TRANSITIONING, UNHEALTHY):
+            raise WebserviceException(
+                f"The LocalWebservice is not deployable (state = {self.state}). Recreate it, or use the Model.deploy() "
+                "method directly."
+            )
+        if deployment_config is None:
+            target = target_class("Kubernetes" if deployment_target is not None else "ACI")
+            deployment_config = target.deploy_configuration()
+        return Webservice.deploy_from_image(self.workspace, name or self.name, self.image, deployment_config, deployment_target)
 
     # -- hooks ---------------------------------------------------------------------------------------------
     def _start(self, image: Image, progress: Progress, deployment_target: Any = None) -> None:
