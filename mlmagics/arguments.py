@@ -11,7 +11,6 @@ and default are the core's (its registry), so a face never lists them itself.
 from __future__ import annotations
 
 import argparse
-import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -22,13 +21,9 @@ from mlmagics.core.errors import UserError
 # -- targets ----------------------------------------------------------------------------------------------
 def targets() -> list[tuple[str, tuple[str, ...], str]]:
     """The core's targets as users name them, the default first: (name, aliases, description), e.g.
-    [('local', (), 'A service running on this machine'), ('docker', ('aci',), 'A service in a container on ...'), ...].
-    The description is the first sentence of the target's class docstring, without its v1 note."""
+    [('local', (), 'A service running on this machine'), ('docker', ('aci',), 'A service in a container on ...'), ...]."""
     classes = dict.fromkeys(target_class(name) for name in target_names())  # each target once, in the registry's order
-    listed = []
-    for cls in classes:
-        first_paragraph = " ".join((inspect.getdoc(cls) or "").split("\n\n")[0].split())
-        listed.append((*_names(cls), first_paragraph.split(" (")[0].split(". ")[0].rstrip(".")))
+    listed = [(*_names(cls), cls.description) for cls in classes]
     default = default_target_name()
     return sorted(listed, key=lambda target: target[0] != default)
 
