@@ -23,7 +23,7 @@ def targets() -> list[tuple[str, tuple[str, ...], str]]:
     """The core's targets as users name them, the default first: (name, aliases, description), e.g.
     [('local', (), 'A service running on this machine'), ('docker', ('aci',), 'A service in a container on ...'), ...]."""
     classes = dict.fromkeys(target_class(name) for name in target_names())  # each target once, in the registry's order
-    listed = [(*_names(cls), cls.description) for cls in classes]
+    listed = [(*_names(cls), cls.target_description) for cls in classes]
     default = default_target_name()
     return sorted(listed, key=lambda target: target[0] != default)
 

@@ -86,7 +86,7 @@ class Webservice:
 
     compute_type: ClassVar[str] = ""
     names: ClassVar[tuple[str, ...]] = ()  # what users call the target, e.g. ("docker", "aci")
-    description: ClassVar[str] = ""  # one line for pickers and help texts: "A service on a Kubernetes cluster"
+    target_description: ClassVar[str] = ""  # the target (not a service), for pickers: "A service on a Kubernetes cluster"
     config_class: ClassVar[type[DeploymentConfiguration]] = DeploymentConfiguration
     collected_data_kept: str | None = None  # after delete(): where the data the service collected stays
     collected_data_removed: bool = False  # after delete(delete_collected_data=True), if it had some

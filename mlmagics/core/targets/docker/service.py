@@ -125,7 +125,7 @@ class DockerWebservice(Webservice):
 
     compute_type = "Docker"
     names = ("docker", "aci")
-    description = "A service in a container on a Docker engine"
+    target_description = "A service in a container on a Docker engine"
     config_class = DockerServiceDeploymentConfiguration
     config: DockerServiceDeploymentConfiguration
     poll_interval = 0.1

@@ -28,7 +28,7 @@ class KubernetesWebservice(Webservice):
 
     compute_type = "Kubernetes"
     names = ("kubernetes", "aks")
-    description = "A service on a Kubernetes cluster"
+    target_description = "A service on a Kubernetes cluster"
     config_class = KubernetesServiceDeploymentConfiguration
     config: KubernetesServiceDeploymentConfiguration
     poll_interval = 1.0

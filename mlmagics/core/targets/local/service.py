@@ -79,7 +79,7 @@ class LocalWebservice(Webservice):
 
     compute_type = "Local"
     names = ("local",)
-    description = "A service running on this machine"
+    target_description = "A service running on this machine"
     config_class = LocalServiceDeploymentConfiguration
     config: LocalServiceDeploymentConfiguration
     poll_interval = 0.05
