@@ -7,10 +7,12 @@ one-line answer, and the test asserts that every cell before it ran and that the
 
 from __future__ import annotations
 
+import ast
 import json
 
 import numpy as np
 import pytest
+import sklearn
 from sklearn.datasets import load_diabetes
 from sklearn.linear_model import BayesianRidge, Ridge
 
@@ -82,7 +84,7 @@ def test_multi_model_register_and_deploy(work, docker_images):
 
     assert run.error is None, f"cell {run.failed_cell}: {run.error}"
     assert "Healthy" in run.text(run.find("wait_for_deployment"))
-    answer = eval(run.text(run.find("service.run(")).strip())  # the cell's value: a dict repr, both models' predictions
+    answer = ast.literal_eval(run.text(run.find("service.run(")).strip())  # printed: a dict repr, both models' answers
     np.testing.assert_allclose(answer["prediction1"], RIDGE, rtol=1e-9)
     np.testing.assert_allclose(answer["prediction2"], BayesianRidge().fit(X, Y).predict(X[0:2]), rtol=1e-9)
     label = f"org.mlmagics.workspace={work / 'ws'}"
@@ -104,8 +106,6 @@ def test_enable_app_insights_in_production_service(work, docker_images):
     deployed = run.text(run.find("aci_service.wait_for_deployment"))
     assert "Healthy" in deployed
     # the notebook's 2018 pins cannot be installed beside the model's packages: the model's versions win, said once each
-    import sklearn
-
     assert f"scikit-learn==0.22.1 -> scikit-learn=={sklearn.__version__}: the model was pickled with" in deployed
     assert f"numpy==1.19.5 -> numpy=={np.__version__}" in deployed
     assert len(json.loads(run.text(run.find("aci_service.run(")).strip())) == 2
