@@ -73,7 +73,10 @@ class CondaDependencies:
             if key not in _KEYS:
                 raise UserError(f"Environment error: unknown {key} key in environment specification")
         self._data: dict[str, Any] = {k: data[k] for k in data}
-        self._data["dependencies"] = list(data.get("dependencies") or [])
+        self._data["dependencies"] = _checked_dependencies(data.get("dependencies"))
+        channels = data.get("channels")
+        if channels is not None and not (isinstance(channels, list) and all(isinstance(c, str) for c in channels)):
+            raise UserError("Environment error: channels must be a list of channel names")
 
     @staticmethod
     def create(
@@ -228,6 +231,22 @@ class CondaDependencies:
 
     def __repr__(self) -> str:
         return self.serialize_to_string()
+
+
+def _checked_dependencies(dependencies: Any) -> list[Any]:
+    """The `dependencies` list as read: package strings and at most a `{pip: [strings]}` entry, else one line."""
+    if dependencies is None:
+        return []
+    if not isinstance(dependencies, list):
+        raise UserError(f"Environment error: dependencies must be a list, got {type(dependencies).__name__}")
+    for entry in dependencies:
+        if isinstance(entry, dict):
+            pip = entry.get("pip")
+            if pip is not None and not (isinstance(pip, list) and all(isinstance(p, str) for p in pip)):
+                raise UserError("Environment error: the pip entry of dependencies must be a list of package strings")
+        elif not isinstance(entry, (str, int, float)) or isinstance(entry, bool):
+            raise UserError(f"Environment error: dependencies holds {entry!r}, not a package string")
+    return list(dependencies)
 
 
 def _is_python(spec: str) -> bool:

@@ -212,3 +212,24 @@ def test_unknown_top_level_keys_and_non_mappings_are_refused(tmp_path):
     with pytest.raises(UserError) as info:
         CondaDependencies(listing)
     assert info.value.message == "Environment error: not a valid YAML structure"
+
+
+@pytest.mark.parametrize(
+    "text, said",
+    [
+        ("dependencies: numpy\n", "dependencies must be a list, got str"),
+        ("dependencies: 5\n", "dependencies must be a list, got int"),
+        ("dependencies:\n  numpy: 1\n", "dependencies must be a list, got dict"),
+        ("dependencies:\n- pip: numpy\n", "the pip entry of dependencies must be a list"),
+        ("dependencies:\n- pip: 3\n", "the pip entry of dependencies must be a list"),
+        ("dependencies:\n- [numpy]\n", "not a package string"),
+        ("channels: conda-forge\n", "channels must be a list"),
+    ],
+)
+def test_a_malformed_structure_is_one_line_not_a_traceback(tmp_path, text, said):
+    conda = tmp_path / "env.yml"
+    conda.write_text(text)
+    with pytest.raises(UserError) as info:
+        CondaDependencies(conda)
+    assert said in info.value.message
+    assert "\n" not in info.value.message
