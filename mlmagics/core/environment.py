@@ -42,10 +42,24 @@ _DEFAULT_VARIABLES = {"EXAMPLE_ENV_VAR": "EXAMPLE_VALUE"}
 
 
 class ContainerRegistry:
-    """Where a base image comes from (v1's class); the password is never stored in the workspace."""
+    """Where a base image comes from (v1's class). A password is accepted and dropped: nothing here pulls with it
+    (the Docker engine uses its own `docker login`), so it is never kept, shown or written."""
 
     def __init__(self, address: str | None = None, username: str | None = None, password: str | None = None) -> None:
-        self.address, self.username, self.password = address, username, password
+        self.address, self.username = address, username
+        self.password = password
+
+    @property
+    def password(self) -> None:
+        return None
+
+    @password.setter
+    def password(self, value: str | None) -> None:
+        if value:
+            log.warning("ContainerRegistry's password is not kept: log in with `docker login %s` instead", self.address or "")
+
+    def __repr__(self) -> str:
+        return f"ContainerRegistry(address={self.address!r}, username={self.username!r})"
 
     def to_dict(self) -> dict[str, Any]:
         return {"address": self.address, "username": self.username, "password": None}
@@ -152,7 +166,7 @@ class Environment:
     def from_pip_requirements(name: str, file_path: str | os.PathLike, pip_version: str | None = None) -> Environment:
         """The requirements file replaces the pip list (options kept, `azureml-defaults` dropped), as v1."""
         env = Environment(name)
-        lines = [line.strip() for line in Path(file_path).read_text().splitlines()]
+        lines = [line.strip() for line in _read(file_path, "pip requirements file").splitlines()]
         lines = [line for line in lines if line and not line.startswith("#") and line.split("=")[0] != "azureml-defaults"]
         env.python.conda_dependencies.set_pip_requirements(lines)
         env.python.conda_dependencies.add_conda_package(f"pip={pip_version}" if pip_version else "pip")
@@ -267,6 +281,8 @@ class Environment:
         if version is None:
             row = workspace.query("SELECT * FROM environments WHERE name=? ORDER BY version DESC LIMIT 1", (name,))
         else:
+            if not str(version).isdigit() or len(str(version)) > 9:
+                raise UserError(f"environment version must be a number such as '1', got {version!r}")
             row = workspace.query("SELECT * FROM environments WHERE name=? AND version=?", (name, int(version)))
         if not row:
             hint = (" (Azure's curated environments do not exist here: build one with Environment(...) and register it)"
@@ -296,8 +312,14 @@ class Environment:
     @staticmethod
     def load_from_directory(path: str | os.PathLike) -> Environment:
         folder = Path(path)
-        definition = json.loads((folder / "azureml_environment.json").read_text())
-        definition["python"]["condaDependencies"] = CondaDependencies(folder / "conda_dependencies.yml")._data
+        try:
+            definition = json.loads(_read(folder / "azureml_environment.json", "environment file"))
+        except json.JSONDecodeError as e:
+            raise UserError(f"{folder / 'azureml_environment.json'} is not valid JSON: {e}") from None
+        if not isinstance(definition, dict) or not isinstance(definition.get("python") or {}, dict):
+            raise UserError(f"{folder / 'azureml_environment.json'} is not an environment definition")
+        definition["python"] = {**(definition.get("python") or {}),
+                                "condaDependencies": CondaDependencies(folder / "conda_dependencies.yml")._data}  # fmt: skip
         return Environment._from_definition(definition)
 
     # -- serialising ----------------------------------------------------------------------------------------
@@ -348,3 +370,10 @@ class Environment:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Environment) and self._definition() == other._definition()
+
+
+def _read(path: str | os.PathLike, what: str) -> str:
+    try:
+        return Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read the {what} {path}: {getattr(e, 'strerror', None) or e}") from None

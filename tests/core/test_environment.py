@@ -225,3 +225,37 @@ def test_save_to_directory_and_load_from_directory_round_trip(tmp_path):
     env.environment_variables["MODE"] = "slow"
     env.save_to_directory(folder, overwrite=True)
     assert Environment.load_from_directory(folder).environment_variables == {"MODE": "slow"}
+
+
+@pytest.mark.parametrize("version", ["abc", "1.5", "-1", "9" * 30])
+def test_get_with_a_version_that_is_not_a_number_is_one_line(ws, version):
+    Environment("e").register(ws)
+    with pytest.raises(UserError, match="environment version must be a number"):
+        Environment.get(ws, "e", version=version)
+    assert Environment.get(ws, "e", version=1).version == "1"
+
+
+def test_missing_or_broken_files_are_one_line(tmp_path):
+    with pytest.raises(UserError, match="cannot read the pip requirements file"):
+        Environment.from_pip_requirements("x", tmp_path / "nope.txt")
+    with pytest.raises(UserError, match="cannot read the environment file"):
+        Environment.load_from_directory(tmp_path / "none")
+    (tmp_path / "azureml_environment.json").write_text("{not json")
+    with pytest.raises(UserError, match="is not valid JSON"):
+        Environment.load_from_directory(tmp_path)
+    (tmp_path / "azureml_environment.json").write_text("[1, 2]")
+    with pytest.raises(UserError, match="is not an environment definition"):
+        Environment.load_from_directory(tmp_path)
+
+
+def test_a_registry_password_is_never_kept_nor_shown(ws, tmp_path, caplog):
+    registry = ContainerRegistry("reg.example", "me", "s3cret")
+    registry.password = "s3cret-too"
+    assert registry.password is None and "s3cret" not in repr(registry) + repr(vars(registry))
+    assert "docker login reg.example" in caplog.text and "s3cret" not in caplog.text
+    env = Environment("e")
+    env.docker.base_image_registry = registry
+    assert "s3cret" not in repr(env) + str(env)
+    registered = env.register(ws)
+    assert "s3cret" not in ws.query("SELECT definition FROM environments")[0]["definition"]
+    assert registered.docker.base_image_registry.username == "me"
