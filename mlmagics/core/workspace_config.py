@@ -41,7 +41,7 @@ def read(file: Path) -> dict[str, Any]:
         if file.stat().st_size > _MAX_BYTES:
             raise UserError(f"the workspace config {file} is larger than 1 MiB: not a config file")
         data = json.loads(file.read_text())
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise UserError(f"cannot read the workspace config {file}: {e}") from None
     if not isinstance(data, dict):
         raise UserError(f"the workspace config {file} must hold a JSON object")
@@ -54,6 +54,10 @@ def read(file: Path) -> dict[str, Any]:
             f"The config file found in: {file} does not seem to contain the required parameters. Please make sure it "
             "contains your subscription_id, resource_group and workspace_name."
         )
+    for key in ("path", "location"):
+        value = data.get(key)
+        if value is not None and not (isinstance(value, str) and value and "\0" not in value and len(value) <= 4096):
+            raise UserError(f"the workspace config {file}: {key!r} must be a folder or region name, got {value!r:.80}")
     return data
 
 

@@ -153,3 +153,21 @@ def test_v1s_positional_constructor_and_get(tmp_path, home):
     folder = Workspace(str(tmp_path / "folder"))
     assert (folder.name, folder.subscription_id) == ("folder", "local")
     assert repr(folder) == f"Workspace({str((tmp_path / 'folder').resolve())!r})"
+
+
+def test_a_huge_deep_or_mistyped_config_is_one_line(tmp_path, home):
+    names = {"subscription_id": "s", "resource_group": "r", "workspace_name": "w"}
+    file = tmp_path / "cfg" / ".azureml" / "config.json"
+    file.parent.mkdir(parents=True)
+    for text, said in (
+        (" " * (1024 * 1024 + 1) + "{}", "larger than 1 MiB"),
+        ("[" * 100_000 + "]" * 100_000, "cannot read the workspace config"),
+        (json.dumps({**names, "path": 5}), "'path' must be a folder"),
+        (json.dumps({**names, "path": ["a"]}), "'path' must be a folder"),
+        (json.dumps({**names, "path": "a\0b"}), "'path' must be a folder"),
+        (json.dumps({**names, "location": {"x": 1}}), "'location' must be a folder or region name"),
+    ):
+        file.write_text(text)
+        with pytest.raises(UserError) as info:
+            Workspace.from_config(str(tmp_path / "cfg"))
+        assert said in info.value.message and "\n" not in info.value.message
