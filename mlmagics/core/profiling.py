@@ -10,7 +10,7 @@ service was removed from v1 in 2023). Here the model is deployed for the length 
 — on the Docker target, which enforces `cpu` and `memory_in_gb` as Azure's container did, or on
 the local target when no engine runs (the limits are then not enforced, and the output says so) —
 each row is sent as one request body, sequentially after one warm-up request, for `duration_s`
-(at least every row once), while the service's CPU seconds and memory are sampled four times a
+(at least every row once; ten minutes at most), while the service's CPU seconds and memory are sampled four times a
 second. The recommendation is the peak use plus a quarter of head room (CPU in tenths of a core,
 memory in tenths of a GB, at least 0.1 of each), so a service sized by it is not saturated by the
 load it was profiled with.
@@ -35,6 +35,9 @@ from .workspace import Workspace
 HEADROOM = 1.25
 SAMPLE_EVERY_S = 0.25
 MAX_REQUESTS = 100_000  # rows sent at most, whatever the duration
+MAX_ROW_BYTES = 10 * 1024 * 1024  # one request body
+MAX_TOTAL_BYTES = 256 * 1024 * 1024  # all the rows held for the profile
+MAX_DURATION_S = 600.0  # a profile ends by then, even with rows not yet sent
 
 
 def requests_from(input_dataset: Any) -> list[str]:
@@ -43,12 +46,19 @@ def requests_from(input_dataset: Any) -> list[str]:
     if input_dataset is None:
         raise UserError("Dataset not provided. Profiling required a dataset with sample input data.")
     if isinstance(input_dataset, str | os.PathLike) and Path(input_dataset).is_file():
-        rows = [line for line in Path(input_dataset).read_text().splitlines() if line.strip()]
+        path = Path(input_dataset)
+        if path.stat().st_size > MAX_TOTAL_BYTES:
+            raise UserError(f"input_dataset {path} is larger than {MAX_TOTAL_BYTES // 2**20} MiB: give fewer requests")
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"cannot read input_dataset {path}: {getattr(e, 'strerror', None) or e}") from None
+        rows = [line for line in text.splitlines() if line.strip()]
     elif hasattr(input_dataset, "to_pandas_dataframe"):
         frame = input_dataset.to_pandas_dataframe()
         if len(frame.columns) != 1:
             raise UserError(f"Dataset format not supported. Number of columns != 1. Dataset profile {list(frame.columns)}")
-        rows = [str(v) for v in frame.iloc[:, 0]]
+        rows = [str(v) for v in frame.iloc[:MAX_REQUESTS, 0]]
     elif isinstance(input_dataset, list | tuple) and all(isinstance(r, str | bytes) for r in input_dataset):
         rows = [r.decode() if isinstance(r, bytes) else r for r in input_dataset]
     else:
@@ -58,7 +68,15 @@ def requests_from(input_dataset: Any) -> list[str]:
         )
     if not rows:
         raise UserError("Empty Dataset. Dataset profile {}")
-    return rows[:MAX_REQUESTS]
+    rows, total = rows[:MAX_REQUESTS], 0
+    for number, row in enumerate(rows, 1):
+        size = len(row.encode())
+        if size > MAX_ROW_BYTES:
+            raise UserError(f"input_dataset row {number} is {size} bytes; a request body is at most {MAX_ROW_BYTES} bytes")
+        total += size
+        if total > MAX_TOTAL_BYTES:
+            raise UserError(f"input_dataset holds more than {MAX_TOTAL_BYTES // 2**20} MiB of requests: give fewer rows")
+    return rows
 
 
 class ModelProfile:
@@ -171,8 +189,9 @@ class ModelProfile:
         sampler.start()
         latencies: list[float] = []
         failures, started = 0, time.monotonic()
+        duration = min(self.duration_s, MAX_DURATION_S)
         with requests.Session() as session:
-            while len(latencies) + failures < len(self.rows) or time.monotonic() - started < self.duration_s:
+            while len(latencies) + failures < len(self.rows) or time.monotonic() - started < duration:
                 body = self.rows[(len(latencies) + failures) % len(self.rows)]
                 began = time.perf_counter()
                 response = service.request(data=body, session=session)
@@ -181,7 +200,7 @@ class ModelProfile:
                     latencies.append(elapsed)
                 else:
                     failures += 1
-                if len(latencies) + failures >= MAX_REQUESTS:
+                if len(latencies) + failures >= MAX_REQUESTS or time.monotonic() - started >= MAX_DURATION_S:
                     break
                 if (len(latencies) + failures) % 200 == 0:
                     say(".", end="", flush=True)  # live progress: a dot per 200 requests

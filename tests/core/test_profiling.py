@@ -75,3 +75,24 @@ def test_a_text_file_is_one_request_per_line(ws, setup, tmp_path):
     (tmp_path / "requests.txt").write_text("\n".join(rows) + "\n\n")
     profile = Model.profile(ws, "from-file", [model], config, str(tmp_path / "requests.txt"))
     assert profile.rows == rows
+
+
+def test_the_request_bodies_are_bounded_and_a_bad_file_is_one_line(tmp_path, monkeypatch):
+    from mlmagics.core import profiling
+
+    monkeypatch.setattr(profiling, "MAX_ROW_BYTES", 100)
+    monkeypatch.setattr(profiling, "MAX_TOTAL_BYTES", 1000)
+    monkeypatch.setattr(profiling, "MAX_REQUESTS", 50)
+    assert len(profiling.requests_from(["x"] * 80)) == 50, "rows beyond MAX_REQUESTS are not kept"
+    with pytest.raises(UserError, match="row 2 is 101 bytes"):
+        profiling.requests_from(["ok", "y" * 101])
+    with pytest.raises(UserError, match="more than 0 MiB of requests"):
+        profiling.requests_from(["z" * 90] * 20)
+    big = tmp_path / "big.txt"
+    big.write_text("a\n" * 600)
+    with pytest.raises(UserError, match="is larger than"):
+        profiling.requests_from(str(big))
+    binary = tmp_path / "binary.txt"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(UserError, match="cannot read input_dataset"):
+        profiling.requests_from(binary)
