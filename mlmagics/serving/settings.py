@@ -169,6 +169,8 @@ _FALSE = {"0", "false", "no", "off", ""}
 def _coerce(name: str, value: Any) -> Any:
     """Turn a config or environment value into the field's type, or say what is wrong."""
     kind = _FIELDS[name].type
+    if kind == "Mapping[str, str]":
+        return _variables(name, value)
     try:
         if kind == "bool":
             if isinstance(value, bool):
@@ -187,11 +189,6 @@ def _coerce(name: str, value: Any) -> Any:
             number = int(value)
         elif kind == "float":
             number = float(value)
-        elif kind == "Mapping[str, str]":
-            items = json.loads(value) if isinstance(value, str) else dict(value)
-            if not all(isinstance(k, str) and k and "=" not in k and "\0" not in k + str(v) for k, v in items.items()):
-                raise ValueError
-            return {k: str(v) for k, v in items.items()}
         elif kind == "tuple[str, ...]":
             items = value.split(",") if isinstance(value, str) else list(value)
             return tuple(str(i).strip() for i in items if str(i).strip())
@@ -202,6 +199,49 @@ def _coerce(name: str, value: Any) -> Any:
     if number < 0 or (number == 0 and name in _NOT_ZERO):
         raise SettingsError(f"setting {name!r} must be greater than zero, got {value!r}")
     return number
+
+
+# environment_variables: bounded so that a subprocess the script starts can still be given them (Linux: 128 KiB
+# for one NAME=value, 2 MiB for a process's arguments and environment together).
+MAX_VARIABLES = 1000
+MAX_VARIABLE_BYTES = 128 * 1024
+MAX_VARIABLES_BYTES = 1024 * 1024
+
+
+def _variables(name: str, value: Any) -> dict[str, str]:
+    """The script's environment variables, a JSON object of names to strings. The values may be secrets:
+    no message quotes them."""
+    wanted = f"setting {name!r} must be a JSON object of names to strings"
+    if isinstance(value, str):
+        if len(value) > MAX_VARIABLES_BYTES:
+            raise SettingsError(f"{wanted} of at most {MAX_VARIABLES_BYTES} bytes in all, got {len(value)} characters")
+        try:
+            value = json.loads(value)
+        except (ValueError, RecursionError):
+            raise SettingsError(f"{wanted}; its text is not valid JSON") from None
+    if not isinstance(value, Mapping):
+        raise SettingsError(f"{wanted}, not {type(value).__name__}")
+    if len(value) > MAX_VARIABLES:
+        raise SettingsError(f"{wanted}, at most {MAX_VARIABLES} of them; got {len(value)}")
+    variables: dict[str, str] = {}
+    total = 0
+    for key, item in value.items():
+        if not isinstance(key, str) or not key or "=" in key or "\0" in key:
+            raise SettingsError(f"{wanted}: {str(key)[:100]!r} is not a variable name (empty, or holds '=' or NUL)")
+        if not isinstance(item, (str, int, float)):  # bool is an int
+            raise SettingsError(f"{wanted}: the value of {key[:100]!r} is {type(item).__name__}")
+        text = str(item)
+        try:
+            size = len(os.fsencode(key)) + len(os.fsencode(text)) + 2  # NAME=value and its NUL
+        except UnicodeEncodeError:
+            raise SettingsError(f"{wanted}: {key[:100]!r} or its value holds a character the OS cannot take") from None
+        if "\0" in text or size > MAX_VARIABLE_BYTES:
+            raise SettingsError(f"{wanted}: the value of {key[:100]!r} holds a NUL or is over {MAX_VARIABLE_BYTES} bytes")
+        total += size
+        variables[key] = text
+    if total > MAX_VARIABLES_BYTES:
+        raise SettingsError(f"{wanted} of at most {MAX_VARIABLES_BYTES} bytes in all, got {total}")
+    return variables
 
 
 def _normalise(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
@@ -222,6 +262,8 @@ def load_config_file(path: str) -> dict[str, Any]:
         raise SettingsError(f"config file {path} does not exist") from None
     except json.JSONDecodeError as e:
         raise SettingsError(f"config file {path} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise SettingsError(f"config file {path} nests its JSON too deeply") from None
     if not isinstance(raw, dict):
         raise SettingsError(f"config file {path} must hold a JSON object")
     unknown = sorted(k for k in raw if ENVIRONMENT.get(k, k) not in _FIELDS)

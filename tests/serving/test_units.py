@@ -91,6 +91,44 @@ def test_settings_reject_bad_values_with_a_clear_message(tmp_path):
         resolve(config_file=str(tmp_path / "bad.json"), environ={})
 
 
+def test_environment_variables_are_a_bounded_object_of_strings_and_errors_never_quote_values(tmp_path):
+    def variables(value):
+        return resolve(environ={"MLMAGICS_ENVIRONMENT_VARIABLES": value}).environment_variables
+
+    assert variables('{"MODE": "fast", "N": 3}') == {"MODE": "fast", "N": "3"}
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"environment_variables": {"MODE": "slow"}}))
+    assert resolve(config_file=str(config), environ={}).environment_variables == {"MODE": "slow"}
+    secret = "s3cr3t-value"
+    bad = {
+        "[1]": "not list",
+        "{": "not valid JSON",
+        "[" * 100_000: "not valid JSON",  # too deep for the parser: a message, not a RecursionError
+        json.dumps({"A=B": secret}): "'A=B' is not a variable name",
+        json.dumps({"": secret}): "'' is not a variable name",
+        json.dumps({"A": None}): "the value of 'A' is NoneType",
+        json.dumps({"A": [secret]}): "the value of 'A' is list",
+        json.dumps({"A": secret + "\0"}): "the value of 'A' holds a NUL",
+        json.dumps({"A": secret + "\ud800"}): "a character the OS cannot take",
+        json.dumps({"A": "x" * 200_000}): "is over 131072 bytes",
+        json.dumps({f"V{i}": secret for i in range(1001)}): "at most 1000 of them; got 1001",
+        json.dumps({f"V{i}": "x" * 100_000 for i in range(11)}): "at most 1048576 bytes in all",
+    }
+    for value, message in bad.items():
+        with pytest.raises(SettingsError, match="setting 'environment_variables' must be a JSON object") as caught:
+            variables(value)
+        assert message in str(caught.value) and secret not in str(caught.value), str(caught.value)[:300]
+        assert "\n" not in str(caught.value)
+
+
+def test_the_scripts_environment_variables_are_set_in_the_worker_before_init(tmp_path, serve, app_with):
+    script = (
+        "import os\nMODE = None\ndef init():\n    global MODE\n    MODE = os.environ.get('MODE')\ndef run(x):\n    return MODE\n"
+    )
+    server = serve(app_with(tmp_path, script), env={"MLMAGICS_ENVIRONMENT_VARIABLES": '{"MODE": "fast"}'})
+    assert server.post(json_body={}).json() == "fast"
+
+
 def test_cli_reports_a_port_in_use_in_one_line(tmp_path, app_with, free_port):
     import socket
 
