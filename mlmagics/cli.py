@@ -201,6 +201,9 @@ def quickstart(args: argparse.Namespace) -> None:
     run_quickstart(args.workdir, workspace=args.workspace, keep=args.keep)
 
 
+MIGRATE_MAX_BYTES = 64 * 2**20  # a notebook with its outputs; anything larger is not one to rewrite
+
+
 def migrate(args: argparse.Namespace) -> None:
     """The migration contract's rewrites (migrate.py), one file at a time; what changed, line by line."""
     if args.output and len(args.files) > 1:
@@ -208,8 +211,14 @@ def migrate(args: argparse.Namespace) -> None:
     report = []
     for name in args.files:
         if not Path(name).is_file():
-            raise UserError(f"{name} does not exist")
-        target, migration = migrate_file(name, args.output)
+            raise UserError(f"{name} does not exist" if not Path(name).exists() else f"{name} is not a file")
+        if Path(name).stat().st_size > MIGRATE_MAX_BYTES:
+            raise UserError(f"{name} is larger than {MIGRATE_MAX_BYTES // 2**20} MiB: not a notebook or script to migrate")
+        try:
+            target, migration = migrate_file(name, args.output)
+        except Exception as e:  # noqa: BLE001 - a file that is not UTF-8, not a notebook, or cannot be written: one line
+            reason = " ".join(str(e).split())[:300] or type(e).__name__
+            raise UserError(f"{name} could not be migrated: {reason}") from None
         changes = [{"cell": c, "before": b, "after": a} for c, b, a in migration.changes]
         report.append({"file": name, "written": str(target), "changes": changes, "scripts_left": migration.scripts_left})
         lines = [f"{name} -> {target}: {len(changes)} line(s) changed"]

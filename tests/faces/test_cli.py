@@ -99,3 +99,24 @@ def test_quickstart_runs_the_flow_and_cleans_up(cli, tmp_path):
     assert "prediction for 3 digits: [0, 1, 2]" in out
     assert "Deleted the service, the image and the model." in out
     assert cli("service", "list").stdout.strip() == "(none)"
+
+
+def test_migrate_refuses_unreadable_and_oversized_files_in_one_line(tmp_path, capsys, monkeypatch):
+    from mlmagics import cli as cli_module
+
+    (tmp_path / "latin1.py").write_bytes(b"\xff\xfe import azureml.core\n")
+    (tmp_path / "broken.ipynb").write_text("{not json")
+    (tmp_path / "list.ipynb").write_text("[]")
+    (tmp_path / "big.py").write_text("import azureml.core\n" * 10)
+    monkeypatch.setattr(cli_module, "MIGRATE_MAX_BYTES", 100)
+    monkeypatch.chdir(tmp_path)
+    for name, expected in (
+        ("latin1.py", "latin1.py could not be migrated: 'utf-8' codec"),
+        ("broken.ipynb", "broken.ipynb could not be migrated: Notebook does not appear to be JSON"),
+        ("list.ipynb", "list.ipynb could not be migrated:"),
+        ("big.py", "big.py is larger than"),
+        (".", ". is not a file"),
+    ):
+        assert cli_module.main(["migrate", name]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"mlmagics: error: {expected}") and err.count("\n") == 1, err
