@@ -36,8 +36,8 @@ class Settings:
     workers: int = 1
     # Service settings (deploy configuration); enforced here so every target behaves the same.
     auth_enabled: bool = False
-    primary_key: str = ""
-    secondary_key: str = ""
+    primary_key: str = field(default="", repr=False)  # secrets stay out of repr (a log line, a traceback)
+    secondary_key: str = field(default="", repr=False)
     keys_file: str = ""  # JSON {"primary_key":..,"secondary_key":..}; re-read when it changes
     scoring_timeout_ms: int = 3_600_000
     max_request_wait_time: int | None = 500  # ms a request may queue for a worker, then 503 (as the deploy targets)
@@ -75,7 +75,7 @@ class Settings:
     ssl_cert_file: str = ""  # serve HTTPS with this PEM certificate (chain) ...
     ssl_key_file: str = ""  # ... and its PEM private key
     # the script's own variables (v1: Environment.environment_variables), set in each worker before init()
-    environment_variables: Mapping[str, str] = field(default_factory=dict)
+    environment_variables: Mapping[str, str] = field(default_factory=dict, repr=False)  # may hold secrets
     debug_port: str = ""  # v1's AZUREML_DEBUG_PORT: `port` or `host:port` of a listening debugger (debugger.py)
     extra: Mapping[str, Any] = field(default_factory=dict)
 

@@ -119,6 +119,11 @@ def test_environment_variables_are_a_bounded_object_of_strings_and_errors_never_
             variables(value)
         assert message in str(caught.value) and secret not in str(caught.value), str(caught.value)[:300]
         assert "\n" not in str(caught.value)
+    settings = resolve(
+        {"primary_key": "k-one", "secondary_key": "k-two"}, environ={"MLMAGICS_ENVIRONMENT_VARIABLES": f'{{"A": "{secret}"}}'}
+    )
+    assert settings.keys == ("k-one", "k-two") and settings.environment_variables == {"A": secret}
+    assert not {"k-one", "k-two", secret} & set(repr(settings).replace("'", " ").split()), "secrets stay out of repr"
 
 
 def test_the_scripts_environment_variables_are_set_in_the_worker_before_init(tmp_path, serve, app_with):
