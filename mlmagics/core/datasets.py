@@ -18,6 +18,7 @@ from __future__ import annotations
 import builtins
 import enum
 import glob
+import itertools
 import json
 import os
 import shutil
@@ -33,6 +34,7 @@ from .workspace import Workspace, dumps, loads, now
 
 _ENCODINGS = {"utf8": "utf-8", "iso88591": "iso-8859-1", "latin1": "latin-1", "ascii": "ascii", "utf16": "utf-16",
               "utf32": "utf-32", "utf8bom": "utf-8-sig", "windows1252": "cp1252"}  # fmt: skip
+MAX_FILES = 100_000
 _PATH_TYPES = (
     "Invalid argument type for `path`. It can be single value or a list of: string starting with \"http://\" or "
     '"https://", `azureml.data.datapath.DataPath` object, or tuple of `azureml.core.Datastore` object and string for '
@@ -70,7 +72,7 @@ def _paths(path: Any) -> list[dict[str, str]]:
             if "sig=" in item:
                 raise UserError(_PATH_TYPES)
             out.append({"url": item})
-        elif isinstance(item, str | os.PathLike):
+        elif isinstance(item, str | os.PathLike) and str(item).strip() and "\0" not in str(item):
             out.append({"local": os.path.abspath(item)})
         else:
             raise UserError(_PATH_TYPES)
@@ -105,19 +107,23 @@ class AbstractDataset:
         return self._workspace
 
     def files(self) -> builtins.list[str]:
-        """The local files (or URLs) the definition names now, in a stable order."""
+        """The local files (or URLs) the definition names now, in a stable order (at most MAX_FILES of them)."""
         out: builtins.list[str] = []
         for entry in self._paths:
             if "url" in entry:
                 out.append(entry["url"])
             elif "local" in entry:
                 local = entry["local"]
-                found = sorted(glob.glob(local, recursive=True)) if any(c in local for c in "*?[") else [local]
+                found = sorted(_at_most(glob.iglob(local, recursive=True))) if any(c in local for c in "*?[") else [local]
                 for item in found:
-                    out += sorted(str(p) for p in Path(item).rglob("*") if p.is_file()) if os.path.isdir(item) else [item]
+                    if os.path.isdir(item):
+                        out += sorted(str(p) for p in _at_most(p for p in Path(item).rglob("*") if p.is_file()))
+                    else:
+                        out.append(item)
             else:
                 datastore = Datastore(self._workspace_for(entry), entry["datastore"])
                 out += [str(p) for p in datastore.resolve(entry["path"])]
+            _at_most(out)
         return out
 
     def register(
@@ -129,6 +135,10 @@ class AbstractDataset:
         create_new_version: bool = False,
     ) -> AbstractDataset:
         """Store the definition as `name` (the next version with `create_new_version=True`); returns the registered copy."""
+        if not isinstance(name, str) or not name.strip() or len(name) > 255 or not name.isprintable():
+            raise UserError(f"a dataset name is 1-255 printable characters, got {name!r:.80}")
+        if tags is not None and not isinstance(tags, dict):
+            raise UserError(f"tags must be a dict of names to values, got {type(tags).__name__}")
         text = json.dumps(self._definition(), sort_keys=True)
         with workspace.transaction() as db:
             latest = db.execute("SELECT version, definition FROM datasets WHERE name=? ORDER BY version DESC LIMIT 1",
@@ -183,25 +193,21 @@ class TabularDataset(AbstractDataset):
             frames.append(frame)
         if not frames:
             return pd.DataFrame()
-        return pd.concat(frames, ignore_index=True)
+        frame = pd.concat(frames, ignore_index=True)
+        return frame.head(options["take"]) if "take" in options else frame
 
-    def take(self, count: int) -> Any:
-        """The first `count` rows, as a DataFrame (v1 returned a dataset; notebooks call .to_pandas_dataframe() on it)."""
-        return _Rows(self.to_pandas_dataframe().head(count))
+    def take(self, count: int) -> TabularDataset:
+        """The first `count` rows, as a dataset (v1's): `.to_pandas_dataframe()` reads them."""
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise UserError(f"take() needs a row count (an int >= 0), got {count!r}")
+        count = min(count, self._options.get("take", count))
+        return TabularDataset(self._workspace, self._paths, {**self._options, "take": count})
 
 
 def _read_text(file: str, encoding: str) -> str:
     if file.startswith(("http://", "https://")):
         return requests.get(file, timeout=60).content.decode(encoding)
     return Path(file).read_text(encoding=encoding)
-
-
-class _Rows:
-    def __init__(self, frame: Any) -> None:
-        self._frame = frame
-
-    def to_pandas_dataframe(self) -> Any:
-        return self._frame
 
 
 class FileDataset(AbstractDataset):
@@ -289,7 +295,7 @@ class Dataset:
 
     @staticmethod
     def get_by_name(workspace: Workspace, name: str, version: Any = "latest") -> AbstractDataset:
-        if version != "latest" and not str(version).isdigit():
+        if version != "latest" and (not str(version).isdigit() or len(str(version)) > 9):
             raise UserError(f'Invalid value {version} for version. Version value must be number or "latest".')
         if version == "latest":
             rows = workspace.query("SELECT * FROM datasets WHERE name=? ORDER BY version DESC LIMIT 1", (name,))
@@ -310,6 +316,14 @@ class Dataset:
     def list(workspace: Workspace) -> dict[str, AbstractDataset]:
         names = [r["name"] for r in workspace.query("SELECT DISTINCT name FROM datasets ORDER BY name")]
         return {name: Dataset.get_by_name(workspace, name) for name in names}
+
+
+def _at_most(items: Any) -> builtins.list[Any]:
+    """The items, refused in one line past MAX_FILES (a path such as '/' would otherwise walk the whole disk)."""
+    kept = builtins.list(itertools.islice(items, MAX_FILES + 1))
+    if len(kept) > MAX_FILES:
+        raise UserError(f"the dataset's paths name more than {MAX_FILES} files: name a narrower folder or glob")
+    return kept
 
 
 def _header(header: Any) -> PromoteHeadersBehavior:

@@ -65,6 +65,9 @@ def test_one_request_per_line_is_one_column_and_profiles_take_it(ws, store, tmp_
     rows = Dataset.Tabular.from_delimited_files(store.path("sample/requests.txt"), separator="\n", header=no_headers)
     frame = rows.to_pandas_dataframe()
     assert list(frame.columns) == ["Column1"] and json.loads(frame.iloc[2, 0]) == {"data": [[2]]}
+    from mlmagics.core.profiling import requests_from
+
+    assert requests_from(rows) == [json.dumps({"data": [[i]]}) for i in range(3)], "Model.profile sends each line"
 
 
 def test_path_and_option_checks(store):
@@ -102,3 +105,33 @@ def test_a_model_records_its_sample_datasets_and_sizing(ws, store):
         Model.register(ws, "data/a.csv", "m", model_framework_version="1.0")
     with pytest.raises(UserError, match="Invalid configuration, cpu must be greater than zero."):
         ResourceConfiguration(cpu=0)
+
+
+def test_take_is_a_dataset_of_the_first_rows(store):
+    table = Dataset.Tabular.from_delimited_files("data/a.csv")
+    first = table.take(1)
+    assert type(first) is type(table) and first.to_pandas_dataframe()["y"].tolist() == [2]
+    assert first.take(5).to_pandas_dataframe().shape == (1, 2), "take of a take keeps the smaller count"
+    with pytest.raises(UserError, match="take\\(\\) needs a row count"):
+        table.take(-1)
+
+
+def test_bad_names_versions_tags_and_paths_are_one_line(ws, store, tmp_path, monkeypatch):
+    table = Dataset.Tabular.from_delimited_files("data/a.csv")
+    for name in (None, "", " ", "x" * 256, "tab\there"):
+        with pytest.raises(UserError, match="a dataset name is 1-255 printable characters"):
+            table.register(ws, name)
+    with pytest.raises(UserError, match="tags must be a dict"):
+        table.register(ws, "t", tags=5)
+    with pytest.raises(UserError, match="Version value must be number"):
+        Dataset.get_by_name(ws, "t", version="9" * 30)
+    for path in ("", "a\0b"):
+        with pytest.raises(UserError, match="Invalid argument type for `path`"):
+            Dataset.File.from_files(path)
+    from mlmagics.core import datasets
+
+    monkeypatch.setattr(datasets, "MAX_FILES", 1)
+    with pytest.raises(UserError, match="name more than 1 files"):
+        Dataset.File.from_files("data")
+    with pytest.raises(UserError, match="name more than 1 files"):
+        Dataset.File.from_files("data/**/*.csv")
