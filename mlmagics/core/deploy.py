@@ -46,6 +46,14 @@ def resolve_image(workspace: Workspace, image: str | Image) -> Image:
     return Image(workspace, name, version=version)
 
 
+def existing_service(workspace: Workspace, name: str) -> Webservice | None:
+    """The service called `name`, or None when there is none (deploy's update and Model.deploy's overwrite)."""
+    try:
+        return Webservice(workspace, name)
+    except LookupError:
+        return None
+
+
 def resolve_model(workspace: Workspace, model: str | Model) -> Model:
     if isinstance(model, Model):
         return model
@@ -110,10 +118,7 @@ def deploy(
         image = create_image(workspace, name, models, script, requirements, conda_file, runtime, progress=progress)
     image = resolve_image(workspace, image)
     if update:
-        try:
-            existing = Webservice(workspace, name)
-        except LookupError:
-            existing = None
+        existing = existing_service(workspace, name)
         if existing is not None:
             planned = existing.update(image=image, progress=progress, **{k: v for k, v in settings.items() if k != "port"})
             return planned or existing

@@ -22,8 +22,9 @@ from typing import Any
 
 from . import progress as progress_mod
 from .configs import DeploymentConfiguration
+from .deploy import existing_service
 from .environment import ContainerRegistry, Environment
-from .errors import NotFoundError, UserError, WebserviceException
+from .errors import UserError, WebserviceException
 from .images import RUNTIMES, Image, ImageConfig, resolve_models
 from .models import Model, check_service_name
 from .plans import DeploymentPlan
@@ -165,8 +166,9 @@ class InferenceConfig:
         return variables
 
     def create_image(self, workspace: Workspace, name: str, models: list, progress: progress_mod.Progress) -> Image:
-        """The next version of image `name` for `models`: the script and its files snapshotted now. What changed
-        in the requirements (pins the pickled model excludes) is said as a warning, one line each."""
+        """The next version of image `name` for `models` (Model objects, ids or paths: Image.create resolves them):
+        the script and its files snapshotted now. What changed in the requirements (pins the pickled model excludes)
+        is said as a warning, one line each."""
         image = Image.create(workspace, name, models, self.image_config(), progress=progress)
         for text in image.warnings:
             if text.startswith("requirements changed"):
@@ -217,7 +219,7 @@ class InferenceConfig:
             self._describe(model_objects, cls.compute_type)
         for note in self.local_stand_ins(cls.compute_type):
             print(f"Note: {note}")
-        existing = _existing(workspace, name)
+        existing = existing_service(workspace, name)
         replace = existing is not None and (overwrite or cls is target_class("Local"))
         Webservice.check_for_existing_webservice(workspace, name, overwrite=replace)
         image = self.create_image(workspace, name, model_objects, report)
@@ -243,7 +245,7 @@ class InferenceConfig:
     ) -> ModelPackage:
         """`Model.package`: an image snapshot now; its Docker image (or build context) when waited for."""
         name = image_name or "package"
-        image = self.create_image(workspace, name, resolve_models(workspace, models), progress_mod.NullProgress())
+        image = self.create_image(workspace, name, models, progress_mod.NullProgress())
         return ModelPackage(workspace, image, generate_dockerfile, image_label)
 
     def profile(
@@ -265,8 +267,7 @@ class InferenceConfig:
             raise UserError(f"Expected memory value is between 0.1 and 15.0. Provided: {memory_in_gb}")
         rows = requests_from(input_dataset)
         name = "".join(c if c.isalnum() or c in "._-" else "-" for c in profile_name.lower()).strip("._-")[:32] or "profile"
-        image = self.create_image(workspace, name if len(name) > 1 else "profile", resolve_models(workspace, models),
-                                  progress_mod.NullProgress())  # fmt: skip
+        image = self.create_image(workspace, name if len(name) > 1 else "profile", models, progress_mod.NullProgress())
         return ModelProfile(workspace, profile_name, image, rows, cpu, memory_in_gb, description)
 
     def _describe(self, models: list[Model], compute_type: str) -> None:
@@ -350,11 +351,3 @@ class ModelPackage:
 def _docker() -> Any:
     """The Docker target (it registers itself; nothing in the core imports a target)."""
     return target_class("Docker")
-
-
-def _existing(workspace: Workspace, name: str) -> Webservice | None:
-    try:
-        return Webservice(workspace, name)
-    except (NotFoundError, LookupError):
-        return None
-
