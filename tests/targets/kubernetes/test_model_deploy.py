@@ -31,3 +31,17 @@ def test_model_deploy_plans_the_manifests_with_the_environment_s_variables(ws, t
     assert yaml.safe_load(env_vars["MLMAGICS_ENVIRONMENT_VARIABLES"]) == {
         "EXAMPLE_ENV_VAR": "EXAMPLE_VALUE", "MODE": "fast", "AZUREML_SOURCE_DIRECTORY": "src"}  # fmt: skip
     assert env_vars["AZUREML_ENTRY_SCRIPT"] == "src/score.py", "the source directory is in the app root under its name"
+
+
+def test_a_plans_update_is_the_plan_of_the_update_with_the_same_keys(ws, tmp_path, monkeypatch, echo_image):
+    monkeypatch.chdir(tmp_path)
+    image = echo_image(ws, tmp_path / "app")
+    config = AksWebservice.deploy_configuration(
+        dry_run=True, registry="127.0.0.1:5000", primary_key="p-key", secondary_key="s-key"
+    )
+    plan = Webservice.deploy_from_image(ws, "planned", image, config)
+    assert isinstance(plan, DeploymentPlan)
+
+    assert plan.update(ingress_host="planned.example.com", dry_run=True) is plan
+    assert "Ingress/planned" in plan.serialize()["objects"] and plan.get_keys() == ("p-key", "s-key")
+    assert Webservice.list(ws) == [], "an update of a plan is a plan: nothing recorded"

@@ -306,13 +306,8 @@ class KubernetesWebservice(Webservice):
         new version that fails is rolled back (WebserviceException says why). `dry_run=True` returns the plan
         of the update instead (its manifests written, nothing applied)."""
         if settings.pop("dry_run", False):
-            report = progress_mod.resolve(settings.pop("progress", None), settings.pop("show_output", False))
-            report.stage(f"Writing the manifests of the update of {self.name} (dry run: nothing is applied)")
             keys = (self._keys["primary"], self._keys["secondary"])
-            plan = _plan(self.workspace, self.name, image or self.image, self.config.merged(**settings), self.namespace,
-                         keys, report)  # fmt: skip
-            report.done(True, f"{len(plan.manifests)} objects written to {plan.folder}")
-            return plan
+            return _plan_update(self.workspace, self.name, image or self.image, self.config, self.namespace, keys, settings)
         super().update(image, **settings)
         return None
 
@@ -436,9 +431,7 @@ def _plan(workspace: Workspace, name: str, image: Image, config: Any, namespace:
         progress.log(f"wrote {path}")
 
     def replan(new_image: Image | None = None, **settings: Any) -> DeploymentPlan:
-        report = progress_mod.resolve(settings.pop("progress", None), settings.pop("show_output", False))
-        report.stage(f"Writing the manifests of the update of {name} (dry run: nothing is applied)")
-        return _plan(workspace, name, new_image or image, config.merged(**settings), namespace, keys, report)
+        return _plan_update(workspace, name, new_image or image, config, namespace, keys, settings)
 
     return DeploymentPlan(
         name=name,
@@ -451,6 +444,17 @@ def _plan(workspace: Workspace, name: str, image: Image, config: Any, namespace:
         render_yaml=manifests_mod.to_yaml,
         replan=replan,
     )
+
+
+def _plan_update(workspace: Workspace, name: str, image: Image, config: Any, namespace: str | None, keys: tuple[str, str],
+                 settings: dict[str, Any]) -> DeploymentPlan:  # fmt: skip
+    """The plan of an update of `name` to `image` with `settings` merged into `config` (a service's
+    `update(dry_run=True)`, a plan's `update`): its manifests written, nothing applied."""
+    report = progress_mod.resolve(settings.pop("progress", None), settings.pop("show_output", False))
+    report.stage(f"Writing the manifests of the update of {name} (dry run: nothing is applied)")
+    plan = _plan(workspace, name, image, config.merged(**settings), namespace, keys, report)
+    report.done(True, f"{len(plan.manifests)} objects written to {plan.folder}")
+    return plan
 
 
 class _Step:
