@@ -119,6 +119,8 @@ class Datastore:
         show_progress: bool = True,
     ) -> DataReference:
         """Copy `files` in, named by their path under `relative_root` (default: their common folder), below `target_path`."""
+        if isinstance(files, str | os.PathLike) or not files:
+            raise UserError("files must be a non-empty list of file paths")
         paths = [os.path.abspath(f) for f in files]
         for path in paths:
             if not os.path.isfile(path):
@@ -127,7 +129,7 @@ class Datastore:
         root = os.path.abspath(relative_root) if relative_root else os.path.commonpath([os.path.dirname(p) for p in paths])
         pairs = []
         for path in paths:
-            if not path.startswith(root):
+            if os.path.commonpath([root, path]) != root:  # a folder, not a prefix of the name: /a/b is not in /a/bc
                 raise UserError(f"relative_root: '{root}' is not part of the file_path: '{path}'.")
             pairs.append((Path(path), os.path.relpath(path, root)))
         return self._upload(pairs, target_path, overwrite, show_progress)

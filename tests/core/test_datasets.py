@@ -135,3 +135,13 @@ def test_bad_names_versions_tags_and_paths_are_one_line(ws, store, tmp_path, mon
         Dataset.File.from_files("data")
     with pytest.raises(UserError, match="name more than 1 files"):
         Dataset.File.from_files("data/**/*.csv")
+
+
+def test_upload_files_refuses_no_files_and_a_root_that_only_prefixes_the_name(store, tmp_path):
+    for files in ([], "data/a.csv"):
+        with pytest.raises(UserError, match="files must be a non-empty list"):
+            store.upload_files(files)
+    (tmp_path / "database").mkdir()
+    (tmp_path / "database" / "c.csv").write_text("x\n1\n")
+    with pytest.raises(UserError, match="is not part of the file_path"):
+        store.upload_files(["./database/c.csv"], relative_root="data")
