@@ -72,9 +72,25 @@ def test_a_crash_loop_says_the_exit_code_and_asks_for_the_previous_containers_lo
     assert any(e.startswith("Warning BackOff (x2): Back-off restarting failed container") for e in found.events)
 
 
-def test_an_out_of_memory_kill_says_to_raise_memory(load_scenario):
-    found = diagnose(*load_scenario("oom-killed"))
-    assert "code 137 (OOMKilled)" in found.message and "memory_gb" in found.message
+@pytest.mark.parametrize(
+    "scenario, said",
+    [
+        pytest.param("oom-killed", ("code 137 (OOMKilled)", "memory_gb"), id="an out-of-memory kill says to raise memory"),
+        pytest.param(
+            "liveness-killed",
+            ("liveness probe (GET /)", "initial_delay_seconds"),
+            id="a liveness kill suggests the probe settings",
+        ),
+        pytest.param(
+            "create-container-config-error",
+            ("runAsNonRoot and image will run as root",),
+            id="root images refused by runAsNonRoot are reported as such",
+        ),
+    ],
+)
+def test_a_failure_says_what_it_is_and_what_to_change(load_scenario, scenario, said):
+    found = diagnose(*load_scenario(scenario))
+    assert all(text in found.message for text in said), found.message
 
 
 def test_a_503_from_ready_means_init_failed_while_a_timeout_means_it_is_still_running(load_scenario):
@@ -84,20 +100,10 @@ def test_a_503_from_ready_means_init_failed_while_a_timeout_means_it_is_still_ru
     assert running.kind == PROGRESSING and "init() still running" in running.message
 
 
-def test_a_liveness_kill_suggests_the_probe_settings(load_scenario):
-    found = diagnose(*load_scenario("liveness-killed"))
-    assert "liveness probe (GET /)" in found.message and "initial_delay_seconds" in found.message
-
-
 def test_no_room_on_any_node_is_reported_unless_the_cluster_autoscaler_is_adding_one(load_scenario):
     found = diagnose(*load_scenario("unschedulable"))
     assert "0/3 nodes are available: 3 Insufficient cpu" in found.message and "cpu_cores" in found.message
     assert diagnose(*load_scenario("unschedulable-scaling-up")).kind == PROGRESSING
-
-
-def test_root_images_refused_by_run_as_non_root_are_reported_as_such(load_scenario):
-    found = diagnose(*load_scenario("create-container-config-error"))
-    assert "runAsNonRoot and image will run as root" in found.message
 
 
 def test_during_an_update_only_the_new_versions_pods_count(load_scenario):
