@@ -7,9 +7,11 @@ The limits are small here so that each case is quick; their defaults are in sett
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 import time
+from collections.abc import Iterable
 
 import psutil
 import pytest
@@ -292,41 +294,36 @@ def test_headers_over_the_total_size_get_431(server, unharmed, connect, answer_w
     assert status == 431 and b"larger than 32768 bytes" in body
 
 
+def _dribble(sock: socket.socket, pieces: Iterable[bytes], wait_s: float) -> int | None:
+    """Send `pieces` one at a time, waiting up to `wait_s` for an answer after each: the answer's status, or None
+    when the server closed the connection or the pieces ran out first."""
+    for piece in pieces:
+        try:
+            sock.sendall(piece)
+        except OSError:
+            return None
+        sock.settimeout(wait_s)
+        try:
+            data = sock.recv(65536)
+        except TimeoutError:
+            continue
+        return int(data.split()[1]) if data else None
+    return None
+
+
 def test_a_slow_head_gets_408(server, unharmed, connect):
     with connect(server) as sock:
         started = time.monotonic()
-        status = None
-        for byte in b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: 0123456789\r\n\r\n":
-            try:
-                sock.sendall(bytes([byte]))
-            except OSError:
-                break
-            sock.settimeout(0.3)
-            try:
-                data = sock.recv(65536)
-            except TimeoutError:
-                continue
-            status = int(data.split()[1])
-            break
+        status = _dribble(sock, (bytes([b]) for b in b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: 0123456789\r\n\r\n"), 0.3)
         assert status == 408 and time.monotonic() - started < 2 + 2.5, "closed after header_timeout_s (+ the 1 s clock)"
 
 
 def test_a_slow_body_gets_408(server, unharmed, connect):
     with connect(server) as sock:
         sock.sendall(_head(headers=AUTH, length=100_000))
-        started, status = time.monotonic(), None
-        while time.monotonic() - started < 6:
-            try:
-                sock.sendall(b" " * 1000)  # 5 KB/s against a minimum of 50 KB/s after 1 s
-            except OSError:
-                break
-            sock.settimeout(0.2)
-            try:
-                data = sock.recv(65536)
-            except TimeoutError:
-                continue
-            status = int(data.split()[1])
-            break
+        started = time.monotonic()
+        pieces = itertools.takewhile(lambda _: time.monotonic() - started < 6, itertools.repeat(b" " * 1000))
+        status = _dribble(sock, pieces, 0.2)  # 5 KB/s against a minimum of 50 KB/s after 1 s
     assert status == 408
 
 
