@@ -147,6 +147,8 @@ def _closed(sock: socket.socket, within: float = 5.0) -> bool:
             pass
     except ConnectionResetError:
         pass
+    except TimeoutError:
+        return False
     return True
 
 

@@ -71,6 +71,7 @@ def test_expect_100_continue_with_an_oversize_body_gets_413_without_continue(ser
         sock.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Length: 999999\r\nExpect: 100-continue\r\n\r\n")
         first = sock.recv(12)
     assert first == b"HTTP/1.1 413" or not first.startswith(b"HTTP/1.1 100")
+    assert first == b"HTTP/1.1 413", "the 413 itself, not just anything but 100 (a closed connection is b'')"
 
 
 def test_http_1_0_and_connection_close_end_the_connection(server, connect, read_responses):
