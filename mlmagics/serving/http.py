@@ -51,6 +51,7 @@ import httptools
 
 from . import outputs
 from .logs import log
+from .outputs import Answer
 from .settings import Settings
 
 LINGER_S = 2.0  # how long a closing connection is still read (and discarded) after its last answer
@@ -80,9 +81,6 @@ class HttpRequest:
             if key == name:
                 return value.decode("latin-1")
         return default
-
-
-Answer = tuple[int, list, bytes]  # status, headers, body
 
 
 def error(status: int, message: str, failed: bool = False) -> Answer:

@@ -14,6 +14,7 @@ from json.encoder import encode_basestring_ascii as _quote
 from typing import Any
 
 Headers = list[tuple[bytes, bytes]]
+Answer = tuple[int, Headers, bytes]  # status, headers, body
 JSON = (b"content-type", b"application/json")
 TEXT_HTML = (b"content-type", b"text/html; charset=utf-8")
 RUN_OK = (b"x-ms-run-function-failed", b"False")
@@ -32,7 +33,7 @@ def error_body(message: str) -> bytes:
     return json.dumps({"message": message}).encode()
 
 
-def answer(value: Any) -> tuple[int, Headers, bytes]:
+def answer(value: Any) -> Answer:
     """(status, headers, body) for a `run()` result."""
     if is_response(value):
         status = int(value.status_code)
