@@ -63,11 +63,11 @@ class ResourceConfiguration:
 
     def __init__(self, cpu: float | None = None, memory_in_gb: float | None = None, gpu: int | None = None) -> None:
         errors = ""
-        if cpu is not None and cpu <= 0:
+        if cpu is not None and not _positive(cpu):
             errors += "Invalid configuration, cpu must be greater than zero.\n"
-        if memory_in_gb is not None and memory_in_gb <= 0:
+        if memory_in_gb is not None and not _positive(memory_in_gb):
             errors += "Invalid configuration, memory_in_gb must be greater than zero.\n"
-        if gpu is not None and not isinstance(gpu, int):
+        if gpu is not None and not (isinstance(gpu, int) and not isinstance(gpu, bool) and gpu > 0):
             errors += "Invalid configuration, gpu must be integer and greater than zero.\n"
         if errors:
             raise UserError(errors)
@@ -75,6 +75,11 @@ class ResourceConfiguration:
 
     def serialize(self) -> dict[str, Any]:
         return {"cpu": self.cpu, "memoryInGB": self.memory_in_gb, "gpu": self.gpu}
+
+
+def _positive(value: Any) -> bool:
+    """A finite number above zero (not a bool, a string or NaN)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < float("inf")
 
 
 class Framework:

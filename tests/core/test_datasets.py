@@ -145,3 +145,19 @@ def test_upload_files_refuses_no_files_and_a_root_that_only_prefixes_the_name(st
     (tmp_path / "database" / "c.csv").write_text("x\n1\n")
     with pytest.raises(UserError, match="is not part of the file_path"):
         store.upload_files(["./database/c.csv"], relative_root="data")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "said"),
+    [
+        ({"cpu": "a"}, "cpu must be greater than zero"),
+        ({"cpu": float("nan")}, "cpu must be greater than zero"),
+        ({"memory_in_gb": [1]}, "memory_in_gb must be greater than zero"),
+        ({"gpu": -1}, "gpu must be integer and greater than zero"),
+        ({"gpu": True}, "gpu must be integer and greater than zero"),
+    ],
+)
+def test_a_resource_configuration_that_is_not_a_positive_number_is_refused(kwargs, said):
+    with pytest.raises(UserError, match=said):
+        ResourceConfiguration(**kwargs)
+    assert ResourceConfiguration(cpu=0.5, memory_in_gb=1, gpu=1).serialize() == {"cpu": 0.5, "memoryInGB": 1, "gpu": 1}
