@@ -292,3 +292,21 @@ def test_server_limits_in_a_deploy_configuration_reach_the_running_server(ws, tm
     many = requests.post(service.scoring_uri, json={"x": 1}, headers={f"X-{i}": "y" for i in range(10)}, timeout=10)
     assert few.status_code == 200 and many.status_code == 431
     assert Webservice(ws, "limited").config.server_limits == {"max_headers": 9}, "kept with the service's settings"
+
+
+def test_deploy_to_cloud_refuses_a_taken_name_before_building_or_pushing(ws, tmp_path, echo_image, monkeypatch):
+    image = echo_image(ws, tmp_path / "app")
+    local = Webservice.deploy_from_image(ws, "to-move", image, LocalWebservice.deploy_configuration())
+    Webservice.deploy_from_image(ws, "other", image, LocalWebservice.deploy_configuration())
+    pushed = []
+    monkeypatch.setattr(Webservice, "deploy_from_image", staticmethod(lambda *args, **kwargs: pushed.append(args)))
+    try:
+        with pytest.raises(ConflictError, match="'to-move' is this local service's name: give the cloud service another"):
+            local.deploy_to_cloud()
+        with pytest.raises(ConflictError, match="'other' is taken in the workspace"):
+            local.deploy_to_cloud(name="other")
+        assert pushed == [], "nothing reached a target"
+    finally:
+        monkeypatch.undo()
+        for service in Webservice.list(ws):
+            service.delete()

@@ -17,7 +17,7 @@ from typing import Any
 import psutil
 
 from ...configs import DeploymentConfiguration
-from ...errors import UserError, WebserviceException
+from ...errors import ConflictError, UserError, WebserviceException
 from ...images import Image
 from ...progress import Progress
 from ...services import FAILED, HEALTHY, TRANSITIONING, UNHEALTHY, Webservice, swagger_uri_for, target_class
@@ -232,10 +232,14 @@ class LocalWebservice(Webservice):
                 f"The LocalWebservice is not deployable (state = {self.state}). Recreate it, or use the Model.deploy() "
                 "method directly."
             )
+        name = name or self.name
+        if self.workspace.query("SELECT 1 FROM services WHERE name=?", (name,)):  # before any image is built or pushed
+            taken = "this local service's name" if name == self.name else "taken in the workspace"
+            raise ConflictError(f"service name {name!r} is {taken}: give the cloud service another, deploy_to_cloud(name=...)")
         if deployment_config is None:
             target = target_class("Kubernetes" if deployment_target is not None else "ACI")
             deployment_config = target.deploy_configuration()
-        return Webservice.deploy_from_image(self.workspace, name or self.name, self.image, deployment_config, deployment_target)
+        return Webservice.deploy_from_image(self.workspace, name, self.image, deployment_config, deployment_target)
 
     # -- hooks ---------------------------------------------------------------------------------------------
     def _start(self, image: Image, progress: Progress, deployment_target: Any = None) -> None:
