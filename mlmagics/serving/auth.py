@@ -35,10 +35,10 @@ class KeyAuth:
                 return
             with open(self.keys_file, encoding="utf-8") as f:
                 data = json.load(f)
-            keys = [data.get("primary_key", ""), data.get("secondary_key", "")]
-        except (OSError, ValueError, AttributeError):
+            keys = [k.encode() for k in (data.get("primary_key", ""), data.get("secondary_key", "")) if k]
+        except (OSError, ValueError, AttributeError, RecursionError):  # AttributeError: not an object, or a key not a string
             return  # keep the keys we have: a half-written file must not lock everybody out
-        self._keys = [k.encode() for k in keys if k]
+        self._keys = keys
         self._mtime = mtime
 
     def allows(self, authorization: bytes) -> bool:

@@ -184,6 +184,18 @@ def test_the_health_port_follows_v1s_rules():
         resolve({"port": 5000}, environ={"SEPERATE_HEALTH_ENDPOINT": "true"})
 
 
+def test_a_keys_file_that_is_not_an_object_of_string_keys_keeps_the_keys_in_use(tmp_path):
+    from mlmagics.serving.auth import KeyAuth
+
+    keys = tmp_path / "keys.json"
+    for bad in ('{"primary_key": 5}', '["k"]', "[" * 100_000):
+        keys.write_text(bad)
+        auth = KeyAuth(True, ("given",), str(keys))
+        assert auth.allows(b"Bearer given") and not auth.allows(b"Bearer 5"), bad[:30]
+    keys.write_text('{"primary_key": "new"}')
+    assert KeyAuth(True, ("given",), str(keys)).allows(b"Bearer new")
+
+
 # -- outputs ------------------------------------------------------------------------------------------
 def test_outputs_encode_like_v1():
     assert outputs.answer([82.5, 82.5])[2] == b"[82.5, 82.5]"
