@@ -310,3 +310,19 @@ def test_deploy_to_cloud_refuses_a_taken_name_before_building_or_pushing(ws, tmp
         monkeypatch.undo()
         for service in Webservice.list(ws):
             service.delete()
+
+
+def test_usage_measures_the_services_processes_and_never_a_process_that_reused_its_pid(ws, tmp_path, echo_image):
+    image = echo_image(ws, tmp_path / "app")
+    service = Webservice.deploy_from_image(ws, "measured", image, LocalWebservice.deploy_configuration())
+    try:
+        service.wait_for_deployment()
+        cpu, memory = service.usage()
+        assert cpu > 0 and memory > 0
+        recorded = service.target
+        service._save(target={**recorded, "pid": os.getpid()})  # as if the server died and its pid was reused
+        with pytest.raises(WebserviceException, match="service measured is not running: nothing to measure"):
+            service.usage()
+        service._save(target=recorded)
+    finally:
+        Webservice(ws, "measured").delete()

@@ -202,6 +202,8 @@ class LocalWebservice(Webservice):
 
     def usage(self) -> tuple[float, int]:
         """(CPU seconds, resident bytes) of the server and its workers, read from the processes themselves."""
+        if not self._alive():  # gone, or its pid now someone else's: nothing of the service's to measure
+            raise WebserviceException(f"service {self.name} is not running: nothing to measure")
         try:
             server = psutil.Process(self.target["pid"])
             processes = [server, *server.children(recursive=True)]
