@@ -312,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=service_run)
     p = service.add_parser("logs", parents=[common])
     p.add_argument("name")
-    p.add_argument("-n", "--lines", type=int, default=100)
+    p.add_argument("-n", "--lines", type=arguments.positive_int("--lines"), default=100)
     p.set_defaults(func=service_logs)
     p = service.add_parser("update", parents=[common], help="move a service to another image or settings")
     arguments.add_update_options(p)

@@ -391,7 +391,9 @@ class DeployMagics(Magics):
     @_one_line_errors
     @_arguments(
         _argument("name"),
-        _argument("-n", "--lines", type=int, default=50, help="How many of the last lines (default 50)."),
+        _argument(
+            "-n", "--lines", type=arguments.positive_int("--lines"), default=50, help="How many of the last lines (default 50)."
+        ),
     )
     def logs(self, line: str):
         """Show a service's last log lines, readable."""

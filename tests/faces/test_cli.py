@@ -91,6 +91,8 @@ def test_errors_are_one_line_with_exit_codes(cli, tmp_path):
     assert usage.returncode == 2 and "usage: mlmagics service deploy" in usage.stderr
     wrong_setting = cli("service", "deploy", "svc-x", "--image", "a:1", "--cpu", "1", ok=False)
     assert "the local target has no setting cpu_cores" in wrong_setting.stderr
+    negative = cli("service", "logs", "svc-x", "-n", "-5", ok=False)
+    assert negative.returncode == 2 and "--lines takes a positive integer, got '-5'" in negative.stderr
 
 
 def test_quickstart_runs_the_flow_and_cleans_up(cli, tmp_path):

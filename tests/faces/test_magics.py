@@ -148,6 +148,7 @@ BAD_LINES = [
     ("test_service", "svc @missing.json", "missing.json: no such file"),
     ("test_service", "svc {} --bench zero", "--bench takes a positive integer"),
     ("logs", "nope", "service 'nope' does not exist"),
+    ("logs", "svc -n -5", "--lines takes a positive integer"),
     ("delete", "widget x", "invalid choice: 'widget'"),
     ("delete", "model nope:1", "model nope:1 is not registered"),
     ("swagger", "nope", "service 'nope' does not exist"),
