@@ -42,13 +42,15 @@ def hold(path: str, port: int):
         [sys.executable, "-m", "mlmagics.serving.listener", "hold", "--host", "127.0.0.1", "--port", str(port), "--socket", path],
         stdout=subprocess.PIPE,
     )
-    deadline = time.monotonic() + 10
-    while not Path(path).exists():
-        assert time.monotonic() < deadline and process.poll() is None, "the holder did not start"
-        time.sleep(0.02)
-    yield port, path
-    process.terminate()
-    process.wait(10)
+    try:  # a failed assertion (here, or in a test's `for ... in hold(...)` body) must not leave the holder running
+        deadline = time.monotonic() + 10
+        while not Path(path).exists():
+            assert time.monotonic() < deadline and process.poll() is None, "the holder did not start"
+            time.sleep(0.02)
+        yield port, path
+    finally:
+        process.terminate()
+        process.wait(10)
 
 
 @pytest.fixture
