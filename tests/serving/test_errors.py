@@ -211,3 +211,12 @@ def test_overload_answers_503_with_retry_after_within_the_wait_limit(tmp_path, s
     assert 0.25 < waited < 1.0, "refused when the wait limit passed, not when the worker freed up"
     slow.join()
     assert server.post(json_body={"a": 1}).status_code == 200
+
+
+def test_the_keys_never_reach_the_log(servers):
+    for headers in (AUTH, {"Authorization": f"Bearer {SECONDARY}"}, {"Authorization": f"Basic {PRIMARY}x"}):
+        servers["text"].post(json_body={"raise": True}, headers=headers)
+    time.sleep(0.15)  # the server flushes its log every 50 ms
+    log = servers["text"].log()
+    assert "scripted failure" in log
+    assert PRIMARY not in log and SECONDARY not in log
