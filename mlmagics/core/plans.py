@@ -27,7 +27,8 @@ class DeploymentPlan:
     name: str  # the service it is the plan of
     compute_type: str
     image_id: str
-    manifests: list[dict[str, Any]]  # the objects a deploy or update would apply
+    # the objects a deploy or update would apply; not in the repr: the planned Secret holds the keys (yaml() hides them)
+    manifests: list[dict[str, Any]] = field(repr=False)
     manifest_files: list[Path]  # where they were written
     planned_scoring_uri: str | None = None  # where the service would answer once deployed
     keys: tuple[str, str] | None = field(repr=False, default=None)  # in the planned Secret, when key auth is on

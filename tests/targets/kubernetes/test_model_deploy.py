@@ -45,3 +45,19 @@ def test_a_plans_update_is_the_plan_of_the_update_with_the_same_keys(ws, tmp_pat
     assert plan.update(ingress_host="planned.example.com", dry_run=True) is plan
     assert "Ingress/planned" in plan.serialize()["objects"] and plan.get_keys() == ("p-key", "s-key")
     assert Webservice.list(ws) == [], "an update of a plan is a plan: nothing recorded"
+
+
+def test_a_plan_s_repr_never_shows_the_keys_of_its_secret(ws, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "score.py").write_text(SCORE)
+    (tmp_path / "model.txt").write_text("tiny")
+    config = InferenceConfig(entry_script="score.py", environment=Environment("keys-env"))
+    aks = AksWebservice.deploy_configuration(dry_run=True, namespace="ml", registry="127.0.0.1:5000")  # key auth on
+
+    plan = Model.deploy(ws, "aks-keys", [Model.register(ws, "model.txt", "tiny")], config, aks)
+
+    shown = repr(plan) + str(plan.serialize()) + plan.yaml()
+    secret_data = [v for d in plan.manifests if d["kind"] == "Secret" for v in (d.get("data") or {}).values()]
+    assert secret_data, "the keys are in the plan's Secret (base64)"
+    assert not any(key in shown for key in plan.get_keys()), "a notebook cell ending with the plan shows no key"
+    assert not any(value in shown for value in secret_data), "nor the Secret's encoded data"
