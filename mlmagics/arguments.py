@@ -175,10 +175,10 @@ _SETTINGS = (
 
 
 def deploy_request(args: argparse.Namespace) -> dict[str, Any]:
-    """Keyword arguments for `mlmagics.core.deploy.deploy(ws, name, ...)` from parsed source and deploy flags;
-    no target given means the core's default one."""
+    """Keyword arguments for `mlmagics.core.deploy.deploy(ws, name, ...)` from parsed source and deploy flags
+    (no target: the core picks its default)."""
     return {
-        "target": args.target or default_target().compute_type.lower(),
+        "target": args.target,
         "image": args.image,
         "models": args.model,
         "script": args.script,

@@ -17,7 +17,7 @@ from .images import ContainerImage, Image
 from .models import Model
 from .plans import DeploymentPlan
 from .progress import Progress
-from .services import Webservice, target_class
+from .services import Webservice, default_target, target_class
 from .versioned import split_id
 from .workspace import Workspace
 
@@ -90,7 +90,7 @@ def create_image(
 def deploy(
     workspace: Workspace,
     name: str,
-    target: str = "local",
+    target: str | None = None,
     image: str | Image | None = None,
     models: list[str | Model] | None = None,
     script: str | None = None,
@@ -102,7 +102,8 @@ def deploy(
     update: bool = False,
     **settings: Any,
 ) -> Webservice | DeploymentPlan:
-    """Deploy as service `name` on `target` (local, docker/aci, kubernetes/aks) and wait until Healthy.
+    """Deploy as service `name` on `target` (local, docker/aci, kubernetes/aks; None: the workspace's default,
+    $MLMAGICS_DEFAULT_TARGET, else local) and wait until Healthy.
 
     Give `image`, or `models` and `script` (an image named after the service is created).
     `settings` are the target's deploy_configuration parameters (v1 names). With
@@ -112,7 +113,7 @@ def deploy(
         raise UserError("give an image (NAME:VERSION), or models and a script to build one")
     if image is not None and (models or script):
         raise UserError("give either an image or models and a script, not both")
-    config = deploy_configuration(target, **settings)
+    config = deploy_configuration(target or default_target().compute_type, **settings)
     if image is None:
         assert models and script  # checked above
         image = create_image(workspace, name, models, script, requirements, conda_file, runtime, progress=progress)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -261,6 +263,9 @@ def test_a_local_deploy_reload_update_and_replace(ws, tmp_path, deployable, pick
     assert answer == {"answer": "v1", "prediction": first.predict(X).tolist(), "model": "first/1", "mode": "fast",
                       "example": "EXAMPLE_VALUE"}  # fmt: skip
     assert service.image.environment_variables == {"EXAMPLE_ENV_VAR": "EXAMPLE_VALUE", "MODE": "fast"}
+    written = Path(service.target["release"]) / "service.json"  # the variables (possibly credentials) on disk
+    assert json.loads(written.read_text())["environment_variables"]["MODE"] == "fast"
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600, "readable by the service's user only, as its keys"
     uri = service.scoring_uri
 
     # reload(): score.py read again from where it was given; nothing else changes

@@ -186,7 +186,9 @@ class LocalWebservice(Webservice):
         self._move_old_collected_data()
         settings["data_collection_dir"] = str(self.collected_dir)
         settings["service_version"] = str(image.version)
-        (release / "service.json").write_text(json.dumps(settings, indent=2))
+        # 0600 as the keys file: it holds the script's environment variables, which may be credentials
+        with open(os.open(release / "service.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            json.dump(settings, f, indent=2)
         return {
             "entry_script": str(app / image.execution_script),
             "app_root": str(app),
