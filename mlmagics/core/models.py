@@ -24,6 +24,7 @@ from typing import Any
 from mlmagics.serving.compat.azureml.core.model import Model as ScoringModel
 
 from .errors import ConflictError, ModelNotFoundException, UserError, WebserviceException
+from .names import is_service_name
 from .versioned import Versioned
 from .workspace import Workspace, _remove_tree, dumps, now
 
@@ -365,12 +366,9 @@ def _no_code_refusal(models: builtins.list) -> str:
     )
 
 
-_SERVICE_NAME = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
-
-
 def check_service_name(name: Any) -> None:
     """v1's rule and message for the name `Model.deploy` gives a service (local targets included)."""
-    if not isinstance(name, str) or not _SERVICE_NAME.fullmatch(name) or not 3 <= len(name) <= 32:
+    if not is_service_name(name):
         raise WebserviceException(
             "Error, provided service name is invalid. It must only consist of lowercase letters, numbers, or dashes, "
             "start with a letter, end with a letter or number, and be between 3 and 32 characters long."

@@ -19,7 +19,6 @@ from __future__ import annotations
 import builtins
 import json
 import os
-import re
 import secrets
 import sqlite3
 import time
@@ -35,16 +34,16 @@ from .configs import DeploymentConfiguration, config_from_dict
 from .errors import ConflictError, MlmagicsError, NotFoundError, UserError, WebserviceException
 from .images import Image, ImageConfig
 from .models import Model
+from .names import is_service_name
 from .plans import DeploymentPlan
 from .versioned import tag_filter_matches
 from .workspace import Workspace, dumps, loads, now
 
-SERVICE_NAME = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")  # whole names only: fullmatch
 TRANSITIONING, HEALTHY, UNHEALTHY, FAILED = "Transitioning", "Healthy", "Unhealthy", "Failed"
 
 
 def validate_service_name(name: str) -> None:
-    if not isinstance(name, str) or not SERVICE_NAME.fullmatch(name) or not 3 <= len(name) <= 32:
+    if not is_service_name(name):
         raise UserError(
             f"service name {name!r} is not valid: 3-32 characters, lowercase letters, digits and '-', "
             "starting with a letter and not ending with '-'"
