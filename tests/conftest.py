@@ -8,6 +8,7 @@ The `docker` marker follows the fixtures: a test that uses `docker_engine` or `r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -394,3 +395,31 @@ def validate_manifest():
             kubernetes_validate.validate(manifest, version, strict=True)
 
     return validate
+
+
+# -- notebooks' magics ----------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _magic_shell(workspace: Path | None = None, progress: str | None = "text"):
+    """An IPython shell (the singleton, so rich display is captured; history off) with `%load_ext mlmagics`,
+    its magics on `workspace` (None: $MLMAGICS_HOME) and `progress`; cleared afterwards."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    config = Config()
+    config.HistoryAccessor.enabled = False
+    shell = InteractiveShell.instance(config=config)
+    try:
+        shell.run_line_magic("load_ext", "mlmagics")
+        if workspace is not None:
+            shell.run_line_magic("config", f"DeployMagics.workspace = {str(workspace)!r}")
+        if progress is not None:
+            shell.run_line_magic("config", f"DeployMagics.progress = {progress!r}")
+        yield shell
+    finally:
+        InteractiveShell.clear_instance()
+
+
+@pytest.fixture(scope="session")
+def magic_shell():
+    """`with magic_shell(workspace_path) as shell:` — a shell with mlmagics' magics loaded (see _magic_shell)."""
+    return _magic_shell

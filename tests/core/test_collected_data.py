@@ -130,7 +130,7 @@ def test_data_an_earlier_version_collected_in_the_services_folder_is_moved_out_b
     assert moved.read_text() == '{"old": true}\n'
 
 
-def test_the_cli_and_the_magic_say_where_the_data_stays_and_remove_it_on_request(ws, tmp_path, collecting_service):
+def test_the_cli_and_the_magic_say_where_the_data_stays_and_remove_it_on_request(ws, tmp_path, collecting_service, magic_shell):
     env = {**os.environ, "MLMAGICS_HOME": str(ws.path)}
     collecting_service(ws, tmp_path / "app", "cli-kept")
 
@@ -149,19 +149,10 @@ def test_the_cli_and_the_magic_say_where_the_data_stays_and_remove_it_on_request
     assert answer == {"deleted": "cli-kept", "collectedDataKept": None} and not where.exists()
 
     from IPython.core.error import UsageError
-    from IPython.core.interactiveshell import InteractiveShell
-    from traitlets.config import Config
 
-    config = Config()
-    config.HistoryAccessor.enabled = False
-    shell = InteractiveShell.instance(config=config)
-    try:
-        shell.run_line_magic("load_ext", "mlmagics")
-        shell.run_line_magic("config", f"DeployMagics.workspace = {str(ws.path)!r}")
+    with magic_shell(ws.path, progress=None) as shell:
         collecting_service(ws, tmp_path / "app3", "magic-kept")
         message = repr(shell.run_line_magic("delete", "service magic-kept"))
         assert message.endswith(f"stays in {ws.path / 'collected' / 'magic-kept'} (--delete-collected-data removes it)")
         with pytest.raises(UsageError, match="--delete-collected-data is for a service"):
             shell.run_line_magic("delete", "image collecting:1 --delete-collected-data")
-    finally:
-        InteractiveShell.clear_instance()

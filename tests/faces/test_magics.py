@@ -8,27 +8,19 @@ from pathlib import Path
 import pytest
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
-from traitlets.config import Config
 
 from mlmagics.core import Image, Model, Webservice, Workspace
 
 
 @pytest.fixture
-def ip(tmp_path, monkeypatch):
+def ip(tmp_path, monkeypatch, magic_shell):
     """A singleton shell (so rich display is captured), history off, cwd and workspace in tmp_path."""
-    from IPython.core.interactiveshell import InteractiveShell
-
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLMAGICS_HOME", str(tmp_path / "ws"))
-    config = Config()
-    config.HistoryAccessor.enabled = False
-    shell = InteractiveShell.instance(config=config)
-    shell.run_line_magic("load_ext", "mlmagics")
-    shell.run_line_magic("config", "DeployMagics.progress = 'text'")
-    yield shell
-    for service in Webservice.list(Workspace(tmp_path / "ws")):
-        service.delete()
-    InteractiveShell.clear_instance()
+    with magic_shell() as shell:
+        yield shell
+        for service in Webservice.list(Workspace(tmp_path / "ws")):
+            service.delete()
 
 
 def html_of(ip, obj) -> str:

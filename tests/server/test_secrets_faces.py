@@ -11,7 +11,6 @@ import sys
 
 import pytest
 from IPython.utils.capture import capture_output
-from traitlets.config import Config
 
 from mlmagics.core import LocalWebservice, Recorder, Webservice, Workspace
 from mlmagics.widgets import DeployForm, ServiceView
@@ -69,16 +68,8 @@ def cli_outputs(ws: Workspace) -> list[str]:
     return outputs
 
 
-def magic_outputs(ws: Workspace) -> list[str]:
-    from IPython.core.interactiveshell import InteractiveShell
-
-    config = Config()
-    config.HistoryAccessor.enabled = False
-    shell = InteractiveShell.instance(config=config)
-    try:
-        shell.run_line_magic("load_ext", "mlmagics")
-        shell.run_line_magic("config", f"DeployMagics.workspace = {str(ws.path)!r}")
-        shell.run_line_magic("config", "DeployMagics.progress = 'text'")
+def magic_outputs(ws: Workspace, magic_shell) -> list[str]:
+    with magic_shell(ws.path) as shell:
         outputs = []
         for magic, line in (("services", ""), ("update", "keyed"), ("logs", "keyed -n 200"), ("test_service", "keyed {}"),
                             ("test_service", "keyed {} --bench 5"), ("swagger", "keyed")):  # fmt: skip
@@ -87,8 +78,6 @@ def magic_outputs(ws: Workspace) -> list[str]:
             formats = shell.display_formatter.format(result)[0]
             outputs += [captured.stdout, captured.stderr, formats.get("text/plain", ""), formats.get("text/html", "")]
         return outputs
-    finally:
-        InteractiveShell.clear_instance()
 
 
 def widget_outputs(ws: Workspace) -> tuple[list[str], set[str]]:
@@ -133,7 +122,7 @@ def database_columns(ws: Workspace) -> dict[str, str]:
     return out
 
 
-async def test_no_face_shows_a_key_unless_asked(jp_fetch, deployed):
+async def test_no_face_shows_a_key_unless_asked(jp_fetch, deployed, magic_shell):
     ws, progress = deployed
     keys = {PRIMARY, SECONDARY, UPDATED}
     assert Webservice(ws, "keyed").get_keys() == (PRIMARY, UPDATED), "the given keys are the service's"
@@ -142,7 +131,7 @@ async def test_no_face_shows_a_key_unless_asked(jp_fetch, deployed):
     outputs = {
         "api": api_outputs(ws, progress),
         "cli": cli_outputs(ws),
-        "magics": magic_outputs(ws),
+        "magics": magic_outputs(ws, magic_shell),
         "widgets": widgets,
         "rest": await rest_outputs(jp_fetch),
     }
