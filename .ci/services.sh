@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Bring up what the mlmagics test suite needs: host packages, a Docker daemon
-# and a local v2 registry on 127.0.0.1:5000. Safe to run repeatedly: every
-# step checks first and only acts when something is missing.
+# Bring up what the mlmagics test suite needs: host packages, a Docker daemon,
+# a local v2 registry on 127.0.0.1:5000, and the team workspace's stores:
+# PostgreSQL on 127.0.0.1:55432, an S3 endpoint (moto) on 127.0.0.1:5005 and
+# Azure Blob (Azurite) on 127.0.0.1:10000 (tests/stores.py uses them). Safe to
+# run repeatedly: every step checks first and only acts when something is missing.
 set -euo pipefail
 
 DOCKERD_LOG=/tmp/mlmagics-dockerd.log
@@ -10,8 +12,36 @@ REGISTRY_CONFIG=/tmp/mlmagics-registry.yml
 REGISTRY_ADDR=127.0.0.1:5000
 REGISTRY_ROOT=/var/lib/mlmagics-registry
 
+# The team workspace's stores: throwaway servers of our own, on 127.0.0.1 only,
+# with their state under SERVICES_ROOT. Nothing here needs the project's .venv
+# (it is installed after this script runs).
+SERVICES_ROOT=/var/lib/mlmagics-services
+PG_ADDR=127.0.0.1
+PG_PORT=55432
+PG_DATA=$SERVICES_ROOT/postgres
+PG_SOCKET_DIR=$SERVICES_ROOT/postgres-socket
+PG_LOG=/tmp/mlmagics-postgres.log
+PG_ROLE=mlmagics
+PG_DB=mlmagics
+# A test-only password for a throwaway cluster that listens on 127.0.0.1 alone;
+# tests/stores.py uses the same one. Not a secret.
+PG_PASSWORD=mlmagics-test
+MOTO_ADDR=127.0.0.1:5005
+MOTO_VENV=$SERVICES_ROOT/moto-venv
+MOTO_LOG=/tmp/mlmagics-moto.log
+MOTO_REQUIREMENT='moto[server]==5.2.5'
+AZURITE_HOST=127.0.0.1
+AZURITE_PORT=10000
+AZURITE_DIR=$SERVICES_ROOT/azurite
+AZURITE_DATA=$SERVICES_ROOT/azurite-data
+AZURITE_LOG=/tmp/mlmagics-azurite.log
+# Pinned: 3.36 and later want Node.js 21+, and this project's machines have Node.js 20.
+AZURITE_VERSION=3.35.0
+
 # curl is used below for the registry health check, so it is part of the set.
-PACKAGES=(docker.io docker-registry debootstrap chromium wrk curl)
+# postgresql: the workspace's metadata server (its client tools: pg_isready, psql);
+# python3-venv: the venv moto's S3 server runs from (Debian's python3, not .venv).
+PACKAGES=(docker.io docker-registry debootstrap chromium wrk curl postgresql python3-venv)
 
 step() { echo "[services] $*"; }
 die() { echo "[services] ERROR: $*" >&2; exit 1; }
@@ -151,4 +181,209 @@ case " $cidrs " in
   *) die "dockerd does not list 127.0.0.0/8 as insecure (got: '$cidrs'); pushes to $REGISTRY_ADDR would fail — add it to insecure-registries in /etc/docker/daemon.json and restart dockerd" ;;
 esac
 
-step "ready. logs: dockerd -> $DOCKERD_LOG (only if started here), registry -> $REGISTRY_LOG, registry config -> $REGISTRY_CONFIG"
+
+# --- (e) PostgreSQL on 127.0.0.1:55432 ---------------------------------------
+# A cluster of our own in $PG_DATA (Debian's "main" cluster, if any, is left
+# alone), run in the foreground by setsid like the daemons above. TCP takes
+# passwords only (scram-sha-256); the Unix socket in $PG_SOCKET_DIR lets the
+# postgres user in by peer authentication to set up the role and database.
+pg_up() { pg_isready -q -h "$PG_ADDR" -p "$PG_PORT" -t 2 >/dev/null 2>&1; }
+# The contract tests/stores.py relies on: the role logs in over TCP with its
+# password, may create databases, and owns its database.
+pg_ready_for_tests() {
+  local ok
+  ok=$(PGPASSWORD=$PG_PASSWORD PGCONNECT_TIMEOUT=2 psql -X -qAt \
+    "host=$PG_ADDR port=$PG_PORT user=$PG_ROLE dbname=$PG_DB sslmode=disable" \
+    -c "select r.rolcreatedb and pg_get_userbyid(d.datdba) = current_user
+        from pg_roles r, pg_database d
+        where r.rolname = current_user and d.datname = current_database()" 2>/dev/null || true)
+  [ "$ok" = t ]
+}
+# The postmaster its pid file names is alive. After a reboot that pid may be
+# anybody's; a postgres process always works inside its data directory.
+pg_postmaster_alive() {
+  local pid
+  pid=$(head -n1 "$PG_DATA/postmaster.pid" 2>/dev/null || true)
+  [ -n "$pid" ] && [ "$(readlink -f "/proc/$pid/cwd" 2>/dev/null || true)" = "$PG_DATA" ]
+}
+
+if pg_up && pg_ready_for_tests; then
+  step "postgres: already answering on $PG_ADDR:$PG_PORT (role $PG_ROLE, database $PG_DB)"
+else
+  # The server binaries of the cluster's own major version; for a new cluster, the newest installed.
+  if [ -f "$PG_DATA/PG_VERSION" ]; then
+    pg_version=$(cat "$PG_DATA/PG_VERSION")
+  else
+    pg_version=$(ls /usr/lib/postgresql 2>/dev/null | sort -V | tail -n1)
+  fi
+  PG_BIN=/usr/lib/postgresql/$pg_version/bin
+  [ -x "$PG_BIN/postgres" ] || die "postgres: no server binaries in $PG_BIN (is Debian's postgresql package installed?)"
+  if ! pg_up; then
+    if [ ! -f "$PG_DATA/PG_VERSION" ]; then
+      step "postgres: creating a cluster (PostgreSQL $pg_version) in $PG_DATA"
+      rm -rf "$PG_DATA"
+      install -d -o postgres -g postgres -m 0700 "$PG_DATA"
+      echo "=== started by .ci/services.sh at $(date -u +%FT%TZ): initdb" >>"$PG_LOG"
+      (cd / && runuser -u postgres -- "$PG_BIN/initdb" -D "$PG_DATA" -U postgres -E UTF8 --locale=C.UTF-8 \
+        --auth-local=peer --auth-host=scram-sha-256) >>"$PG_LOG" 2>&1 \
+        || die "postgres: initdb failed; last log lines:
+$(log_tail "$PG_LOG")"
+    fi
+    # Who may log in how: ours, written on every start.
+    cat >"$PG_DATA/pg_hba.conf" <<EOF
+# Written by .ci/services.sh. TYPE DATABASE USER ADDRESS METHOD
+local all postgres            peer
+local all all                 scram-sha-256
+host  all all  127.0.0.1/32   scram-sha-256
+EOF
+    chown postgres:postgres "$PG_DATA/pg_hba.conf"
+    install -d -o postgres -g postgres -m 0755 "$PG_SOCKET_DIR"
+    if pg_postmaster_alive; then
+      step "postgres: process exists but is not answering yet, waiting for it"
+    else
+      # postgres refuses to start while its pid files name a live process, whoever's it is.
+      rm -f "$PG_DATA/postmaster.pid" "$PG_SOCKET_DIR/.s.PGSQL.$PG_PORT.lock"
+      step "postgres: starting on $PG_ADDR:$PG_PORT (data: $PG_DATA, socket: $PG_SOCKET_DIR)"
+      echo "=== started by .ci/services.sh at $(date -u +%FT%TZ)" >>"$PG_LOG"
+      # Settings on the command line, so they hold whatever the cluster's files say. A throwaway
+      # cluster for tests: no fsync (a crash may lose it; the tests create what they need anyway).
+      setsid -w runuser -u postgres -- "$PG_BIN/postgres" -D "$PG_DATA" \
+        -c listen_addresses="$PG_ADDR" -c port="$PG_PORT" -c unix_socket_directories="$PG_SOCKET_DIR" \
+        -c password_encryption=scram-sha-256 -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+        >>"$PG_LOG" 2>&1 </dev/null &
+      pg_pid=$!
+    fi
+    for _ in $(seq 60); do
+      pg_up && break
+      if [ -n "${pg_pid:-}" ] && ! kill -0 "$pg_pid" 2>/dev/null; then
+        die "postgres exited during startup (port $PG_PORT taken?); last log lines:
+$(log_tail "$PG_LOG")"
+      fi
+      sleep 1
+    done
+    pg_up || die "postgres did not answer on $PG_ADDR:$PG_PORT within 60 s; last log lines:
+$(log_tail "$PG_LOG")"
+  fi
+  if ! pg_ready_for_tests; then
+    step "postgres: setting up role $PG_ROLE (CREATEDB) and database $PG_DB"
+    if ! (cd / && runuser -u postgres -- "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$PG_SOCKET_DIR" -p "$PG_PORT" -d postgres) \
+      >>"$PG_LOG" 2>&1 <<EOF
+DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$PG_ROLE') THEN CREATE ROLE $PG_ROLE; END IF;
+END \$\$;
+ALTER ROLE $PG_ROLE LOGIN CREATEDB PASSWORD '$PG_PASSWORD';
+SELECT 'CREATE DATABASE $PG_DB OWNER $PG_ROLE' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$PG_DB')\gexec
+ALTER DATABASE $PG_DB OWNER TO $PG_ROLE;
+EOF
+    then
+      die "postgres: could not set up role $PG_ROLE and database $PG_DB through $PG_SOCKET_DIR (is $PG_ADDR:$PG_PORT someone else's server?); last log lines:
+$(log_tail "$PG_LOG")"
+    fi
+    pg_ready_for_tests || die "postgres: $PG_ROLE still cannot log in to $PG_DB over TCP with its password; last log lines:
+$(log_tail "$PG_LOG")"
+  fi
+  step "postgres: up"
+fi
+
+# --- (f) an S3 endpoint: moto's server on 127.0.0.1:5005 --------------------------
+# From a venv of its own on Debian's python3 (/usr/bin/python3: whatever else
+# "python3" is on PATH), so it does not depend on the project's .venv.
+moto_up() {
+  case "$(curl -fs --max-time 2 "http://$MOTO_ADDR/" 2>/dev/null || true)" in
+    *ListAllMyBucketsResult*) return 0 ;;
+    *) return 1 ;;
+  esac
+}
+
+if moto_up; then
+  step "moto: already answering on http://$MOTO_ADDR/"
+else
+  if ! "$MOTO_VENV/bin/python" - "$MOTO_REQUIREMENT" 2>/dev/null <<'EOF'
+import sys, importlib.metadata as md
+import moto.server  # noqa: F401  (the server's own dependencies import)
+want = sys.argv[1].split("==")[1]
+sys.exit(md.version("moto") != want)
+EOF
+  then
+    step "moto: installing $MOTO_REQUIREMENT into $MOTO_VENV"
+    echo "=== started by .ci/services.sh at $(date -u +%FT%TZ): install" >>"$MOTO_LOG"
+    { /usr/bin/python3 -m venv --clear "$MOTO_VENV" \
+        && "$MOTO_VENV/bin/pip" install -q "$MOTO_REQUIREMENT"; } >>"$MOTO_LOG" 2>&1 \
+      || die "moto: could not install $MOTO_REQUIREMENT into $MOTO_VENV (needs Debian's python3-venv); last log lines:
+$(log_tail "$MOTO_LOG")"
+  fi
+  if pgrep -f "$MOTO_VENV/bin/moto_server" >/dev/null; then
+    step "moto: process exists but is not answering yet, waiting for it"
+  else
+    step "moto: starting on $MOTO_ADDR"
+    echo "=== started by .ci/services.sh at $(date -u +%FT%TZ)" >>"$MOTO_LOG"
+    setsid -w "$MOTO_VENV/bin/moto_server" -H "${MOTO_ADDR%:*}" -p "${MOTO_ADDR#*:}" >>"$MOTO_LOG" 2>&1 </dev/null &
+    moto_pid=$!
+  fi
+  for _ in $(seq 30); do
+    moto_up && break
+    if [ -n "${moto_pid:-}" ] && ! kill -0 "$moto_pid" 2>/dev/null; then
+      die "moto exited during startup (port ${MOTO_ADDR#*:} taken?); last log lines:
+$(log_tail "$MOTO_LOG")"
+    fi
+    sleep 1
+  done
+  moto_up || die "moto did not answer on http://$MOTO_ADDR/ within 30 s; last log lines:
+$(log_tail "$MOTO_LOG")"
+  step "moto: up"
+fi
+
+# --- (g) Azure Blob: Azurite on 127.0.0.1:10000 -------------------------------
+# The blob service alone, from npm into $AZURITE_DIR, its data in $AZURITE_DATA.
+azurite_up() {
+  case "$(curl -s -o /dev/null -D - --max-time 2 "http://$AZURITE_HOST:$AZURITE_PORT/" 2>/dev/null || true)" in
+    *[Ss]erver:\ Azurite-Blob*) return 0 ;;
+    *) return 1 ;;
+  esac
+}
+azurite_installed() {
+  [ -x "$AZURITE_DIR/node_modules/.bin/azurite-blob" ] && command -v node >/dev/null \
+    && [ "$(node -p 'require(process.argv[1]).version' "$AZURITE_DIR/node_modules/azurite/package.json" 2>/dev/null || true)" = "$AZURITE_VERSION" ]
+}
+
+if azurite_up; then
+  step "azurite: already answering on http://$AZURITE_HOST:$AZURITE_PORT/"
+else
+  if ! azurite_installed; then
+    command -v npm >/dev/null && command -v node >/dev/null \
+      || die "azurite: npm (and node) not found on PATH; Azurite comes from the npm registry and runs on Node.js -- install Node.js with npm (20 or later) and run this again"
+    step "azurite: installing azurite@$AZURITE_VERSION into $AZURITE_DIR"
+    mkdir -p "$AZURITE_DIR"
+    echo "=== started by .ci/services.sh at $(date -u +%FT%TZ): install" >>"$AZURITE_LOG"
+    npm install --prefix "$AZURITE_DIR" --no-audit --no-fund --omit=dev "azurite@$AZURITE_VERSION" >>"$AZURITE_LOG" 2>&1 </dev/null \
+      || die "azurite: npm install azurite@$AZURITE_VERSION failed; last log lines:
+$(log_tail "$AZURITE_LOG")"
+    azurite_installed || die "azurite: installed, but $AZURITE_DIR/node_modules/.bin/azurite-blob is not azurite $AZURITE_VERSION"
+  fi
+  if pgrep -f "$AZURITE_DIR/node_modules/.bin/azurite-blob" >/dev/null; then
+    step "azurite: process exists but is not answering yet, waiting for it"
+  else
+    mkdir -p "$AZURITE_DATA"
+    step "azurite: starting the blob service on $AZURITE_HOST:$AZURITE_PORT (data: $AZURITE_DATA)"
+    echo "=== started by .ci/services.sh at $(date -u +%FT%TZ)" >>"$AZURITE_LOG"
+    # --loose: accept headers Azurite does not know; --skipApiVersionCheck: SDKs newer than this Azurite.
+    setsid -w "$AZURITE_DIR/node_modules/.bin/azurite-blob" --blobHost "$AZURITE_HOST" --blobPort "$AZURITE_PORT" \
+      --location "$AZURITE_DATA" --silent --skipApiVersionCheck --loose --disableTelemetry \
+      >>"$AZURITE_LOG" 2>&1 </dev/null &
+    azurite_pid=$!
+  fi
+  for _ in $(seq 30); do
+    azurite_up && break
+    if [ -n "${azurite_pid:-}" ] && ! kill -0 "$azurite_pid" 2>/dev/null; then
+      die "azurite exited during startup (port $AZURITE_PORT taken?); last log lines:
+$(log_tail "$AZURITE_LOG")"
+    fi
+    sleep 1
+  done
+  azurite_up || die "azurite did not answer on http://$AZURITE_HOST:$AZURITE_PORT/ within 30 s; last log lines:
+$(log_tail "$AZURITE_LOG")"
+  step "azurite: up"
+fi
+
+step "ready: docker (dockerd), registry http://$REGISTRY_ADDR, postgres $PG_ADDR:$PG_PORT (role $PG_ROLE, database $PG_DB), s3 (moto) http://$MOTO_ADDR, azure blob (azurite) http://$AZURITE_HOST:$AZURITE_PORT/devstoreaccount1"
+step "logs: dockerd -> $DOCKERD_LOG (only if started here), registry -> $REGISTRY_LOG (config: $REGISTRY_CONFIG), postgres -> $PG_LOG, moto -> $MOTO_LOG, azurite -> $AZURITE_LOG"
