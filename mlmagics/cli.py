@@ -8,9 +8,12 @@
     mlmagics serve score.py --model-dir azureml-models      # the scoring server in the foreground
     mlmagics quickstart                                      # the whole flow on a small model
     mlmagics migrate deploy.ipynb                            # a v1 notebook's azureml imports -> mlmagics
+    mlmagics workspace show                                  # which workspace, its stores, its schema
+    mlmagics workspace sweep                                 # objects a killed registration left in a shared store
 
-Every command takes `--workspace DIR` (default $MLMAGICS_HOME, else ~/.mlmagics) and `--json`
-for machine-readable output. Errors are one line on stderr: exit 1 (2 for bad usage).
+Every command takes `--workspace DIR|CONFIG` (a folder, or a config file naming a team's stores; default
+$MLMAGICS_WORKSPACE, else $MLMAGICS_HOME, else ~/.mlmagics) and `--json` for machine-readable output.
+Errors are one line on stderr: exit 1 (2 for bad usage).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from mlmagics import arguments
 from mlmagics.core import DeploymentPlan, Image, Model, NullProgress, TextProgress, Webservice, Workspace
 from mlmagics.core.deploy import create_image, deploy, resolve_image, resolve_model
 from mlmagics.core.errors import MlmagicsError, UserError
-from mlmagics.migrate import migrate_file
+from mlmagics.core.provenance import describe
 from mlmagics.quickstart import run_quickstart
 from mlmagics.serving.__main__ import main as serve_main
 
@@ -67,8 +70,9 @@ def model_register(args: argparse.Namespace) -> None:
 
 def model_list(args: argparse.Namespace) -> None:
     models = Model.list(_workspace(args), name=args.name, tags=arguments.key_values(args.tag) or None, latest=args.latest)
-    rows = [{**m.serialize(), "tags": ",".join(f"{k}={v}" for k, v in m.tags.items())} for m in models]
-    _emit(args, [m.serialize() for m in models], _table(rows, ["id", "size", "tags", "createdTime", "description"]))
+    rows = [{**m.serialize(), "tags": ",".join(f"{k}={v}" for k, v in m.tags.items()), "createdBy": describe(m.created_by)}
+            for m in models]  # fmt: skip
+    _emit(args, [m.serialize() for m in models], _table(rows, ["id", "size", "tags", "createdTime", "createdBy"]))
 
 
 def model_show(args: argparse.Namespace) -> None:
@@ -107,8 +111,8 @@ def image_create(args: argparse.Namespace) -> None:
 
 def image_list(args: argparse.Namespace) -> None:
     images = Image.list(_workspace(args), image_name=args.name)
-    rows = [{**i.serialize(), "models": ",".join(i.model_ids)} for i in images]
-    _emit(args, [i.serialize() for i in images], _table(rows, ["id", "creationState", "models", "runtime", "createdTime"]))
+    rows = [{**i.serialize(), "models": ",".join(i.model_ids), "createdBy": describe(i.created_by)} for i in images]
+    _emit(args, [i.serialize() for i in images], _table(rows, ["id", "creationState", "models", "createdTime", "createdBy"]))
 
 
 def image_show(args: argparse.Namespace) -> None:
@@ -141,11 +145,9 @@ def service_deploy(args: argparse.Namespace) -> None:
 
 def service_list(args: argparse.Namespace) -> None:
     services = Webservice.list(_workspace(args), compute_type=args.target, refresh=True)
-    _emit(
-        args,
-        [s.serialize() for s in services],
-        _table([s.serialize() for s in services], ["name", "computeType", "imageId", "state", "scoringUri"]),
-    )
+    rows = [{**s.serialize(), "createdBy": describe(s.created_by)} for s in services]
+    columns = ["name", "runsOn", "imageId", "state", "scoringUri", "createdBy"]
+    _emit(args, [s.serialize() for s in services], _table(rows, columns))
 
 
 def service_show(args: argparse.Namespace) -> None:
@@ -206,6 +208,9 @@ MIGRATE_MAX_BYTES = 64 * 2**20  # a notebook with its outputs; anything larger i
 
 def migrate(args: argparse.Namespace) -> None:
     """The migration contract's rewrites (migrate.py), one file at a time; what changed, line by line."""
+    # here, not at the top: nbformat brings jsonschema, seconds to import, which no other command needs
+    from mlmagics.migrate import migrate_file
+
     if args.output and len(args.files) > 1:
         raise UserError("--output names one file: give one input with it")
     report = []
@@ -233,13 +238,32 @@ def migrate(args: argparse.Namespace) -> None:
         print(json.dumps(report, indent=2))
 
 
+# -- the workspace --------------------------------------------------------------------------------------
+def workspace_show(args: argparse.Namespace) -> None:
+    ws = _workspace(args)
+    data = {"workspace": ws.display, "id": ws.identity, "metadata": ws.db.display, "artifacts": ws.artifacts.display,
+            "local": str(ws.path), "schema": ws.db.revision()}  # fmt: skip
+    _emit(args, data, "\n".join(f"{k}: {v}" for k, v in data.items()))
+
+
+def workspace_sweep(args: argparse.Namespace) -> None:
+    removed = _workspace(args).sweep_artifacts(older_than_s=args.older_than)
+    _emit(args, {"removed": removed}, f"Removed {len(removed)} artifact(s) no model or image uses")
+
+
 # -- parser ---------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--workspace", help="workspace folder (default: $MLMAGICS_HOME, else ~/.mlmagics)")
+    common.add_argument(
+        "--workspace", metavar="DIR|CONFIG",
+        help="a workspace folder, or a config file naming a team's stores (default: $MLMAGICS_WORKSPACE, else "
+        "$MLMAGICS_HOME, else ~/.mlmagics)",
+    )  # fmt: skip
     common.add_argument("--json", action="store_true", help="machine-readable output")
     parser = argparse.ArgumentParser(prog="mlmagics", description="Deploy models as versioned web services.")
-    groups = parser.add_subparsers(dest="group", required=True, metavar="{model,image,service,serve,quickstart,migrate}")
+    groups = parser.add_subparsers(
+        dest="group", required=True, metavar="{model,image,service,workspace,serve,quickstart,migrate}"
+    )
 
     model = groups.add_parser("model", help="register, list, show, download, delete models").add_subparsers(
         dest="command", required=True
@@ -321,6 +345,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--regen", choices=["primary", "secondary"])
     p.set_defaults(func=service_keys)
+
+    workspace = groups.add_parser("workspace", help="the workspace: where it is, and sweeping its shared store")
+    commands = workspace.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("show", parents=[common], help="the workspace's stores, id and schema revision")
+    p.set_defaults(func=workspace_show)
+    p = commands.add_parser("sweep", parents=[common], help="remove objects no model or image uses from a shared store")
+    p.add_argument("--older-than", type=float, default=3600, metavar="SECONDS",
+                   help="only objects at least this old (default 3600: a registration in flight uploads first)")  # fmt: skip
+    p.set_defaults(func=workspace_sweep)
 
     groups.add_parser("serve", help="run the scoring server in the foreground (see mlmagics serve --help)", add_help=False)
     p = groups.add_parser("quickstart", parents=[common], help="train a small model and run the whole flow on the local target")

@@ -148,6 +148,13 @@ def _strip_html(text: str) -> str:
     return re.sub(r"<[^>]+>", "", text)
 
 
+def _created_by(item: Any) -> str:
+    """'ana@ana-laptop (train.ipynb)': who made a model, image or service (core/provenance.py), '' if not recorded."""
+    from mlmagics.core.provenance import describe  # display.py stays importable without the core's dependencies
+
+    return describe(getattr(item, "created_by", None))
+
+
 def model_card(model: Any) -> Card:
     return Card(
         f"Registered model {model.id}",
@@ -157,6 +164,7 @@ def model_card(model: Any) -> Card:
             ("tags", ", ".join(f"{k}={v}" for k, v in model.tags.items()) or "—"),
             ("description", model.description or "—"),
             ("source", model.source or "—"),
+            ("created by", _created_by(model) or "—"),
         ],
     )
 
@@ -196,13 +204,13 @@ def service_card(service: Any, reveal_keys: bool = False) -> Card:
 
 
 def services_table(services: list[Any]) -> ServicesTable:
-    return ServicesTable([[s.name, s.compute_type, s.image_id, s.state, s.scoring_uri or ""] for s in services])
+    return ServicesTable([[s.name, s.runs_on(), s.image_id, s.state, s.scoring_uri or "", _created_by(s)] for s in services])
 
 
 @dataclass
 class ServicesTable:
     rows: list[list[str]]
-    header: tuple[str, ...] = ("name", "target", "image", "state", "scoring URI")
+    header: tuple[str, ...] = ("name", "runs on", "image", "state", "scoring URI", "created by")
 
     def __repr__(self) -> str:
         return table_text(self.rows, list(self.header)) if self.rows else "No services in this workspace."
@@ -210,7 +218,8 @@ class ServicesTable:
     def _repr_html_(self) -> str:
         if not self.rows:
             return "<i>No services in this workspace.</i>"
-        rows = [[r[0], r[1], r[2], badge(r[3]), f"<a href='{esc(r[4])}'>{esc(r[4])}</a>" if r[4] else ""] for r in self.rows]
+        rows = [[r[0], r[1], r[2], badge(r[3]), f"<a href='{esc(r[4])}'>{esc(r[4])}</a>" if r[4] else "", r[5]]
+                for r in self.rows]  # fmt: skip
         return table_html(rows, list(self.header), raw_columns={3, 4})
 
 

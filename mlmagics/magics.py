@@ -144,7 +144,11 @@ def _one_line_errors(magic: Callable) -> Callable:
 class DeployMagics(Magics):
     """Deploy models as web services and operate them from the notebook."""
 
-    workspace = Unicode("", config=True, help="Workspace folder; empty means $MLMAGICS_HOME, else ~/.mlmagics.")
+    workspace = Unicode(
+        "", config=True,
+        help="A workspace folder, or a config file naming a team's stores (.mlmagics/config.json); empty means "
+        "$MLMAGICS_WORKSPACE, else $MLMAGICS_HOME, else ~/.mlmagics.",
+    )  # fmt: skip
     default_target = Enum(
         arguments.target_choices(),
         arguments.default_target_name(),

@@ -182,6 +182,54 @@ def ws(tmp_path):
         service.delete(delete_collected_data=True)
 
 
+# The last commit whose workspace was a SQLite schema of its own, before Alembic (mlmagics 0.1)
+BEFORE_ALEMBIC = "2e203cd"
+_OLD_CLIENT = """
+import sys
+from pathlib import Path
+from mlmagics.core import ContainerImage, Image, Model, Webservice, Workspace, LocalWebservice
+folder, app = Path(sys.argv[1]), Path(sys.argv[2])
+ws = Workspace(folder)
+model = Model.register(ws, str(app / "weights.txt"), "tiny", tags={"from": "0.1"})
+config = ContainerImage.image_configuration(execution_script="score.py", runtime="python")
+import os; os.chdir(app)
+image = Image.create(ws, "echo", [model], config)
+image.wait_for_creation()
+service = Webservice.deploy_from_image(ws, "old-service", image, LocalWebservice.deploy_configuration())
+service.wait_for_deployment()
+print(service.scoring_uri)
+"""
+
+
+@pytest.fixture
+def workspace_of_0_1(tmp_path):
+    """`workspace_of_0_1()` -> (folder, scoring URI): a folder workspace written by mlmagics 0.1 (the code at
+    BEFORE_ALEMBIC, from this repository's history) holding a model, an image and a running local service."""
+    root = Path(__file__).resolve().parents[1]
+    old = tmp_path / "mlmagics-0.1"
+    old.mkdir()
+    archive = subprocess.run(["git", "-C", str(root), "archive", BEFORE_ALEMBIC, "mlmagics"], capture_output=True)
+    if archive.returncode != 0:
+        _unavailable(f"git archive {BEFORE_ALEMBIC} failed (a shallow clone?): {archive.stderr.decode()[:200]}")
+    subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
+
+    def make() -> tuple[Path, str]:
+        app = tmp_path / "old-app"
+        _write(app / "weights.txt", "weights of 0.1\n")
+        _write(app / "score.py", ECHO_SCRIPT.format(version="v0.1", model="tiny"))
+        folder = tmp_path / "old-ws"
+        env = {**os.environ, "PYTHONPATH": str(old)}
+        done = subprocess.run([sys.executable, "-c", _OLD_CLIENT, str(folder), str(app)], env=env, capture_output=True,
+                              text=True, timeout=120, cwd=app)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        return folder, done.stdout.strip().splitlines()[-1]
+
+    yield make
+    with contextlib.suppress(Exception):
+        for service in Webservice.list(Workspace(tmp_path / "old-ws")):
+            service.delete(delete_collected_data=True)
+
+
 def _echo_image(
     ws: Workspace, folder: Path, name: str = "echo", version: str = "v1", model_name: str = "tiny", script: str | None = None
 ) -> Image:

@@ -14,6 +14,7 @@ export interface IModel {
   createdTime: string;
   size: number;
   images: string[];
+  createdByText: string; // 'ana@ana-laptop (train.ipynb)': who registered it, from where
 }
 
 export interface IImage {
@@ -24,6 +25,7 @@ export interface IImage {
   createdTime: string;
   modelIds: string[];
   services: string[];
+  createdByText: string;
 }
 
 export interface IKeys {
@@ -35,6 +37,8 @@ export interface IService {
   name: string;
   state: string;
   computeType: string;
+  runsOn: string; // 'local target of host-a (pid 4242)', 'Docker', ...
+  createdByText: string;
   imageId: string;
   scoringUri: string | null;
   swaggerUri: string | null;

@@ -83,6 +83,11 @@ function DeleteButton(props: {
   );
 }
 
+/** " · by ana@ana-laptop (train.ipynb)": who made it, in a team's workspace; nothing when not recorded. */
+function byLine(createdBy: string): string {
+  return createdBy ? ` · by ${createdBy}` : '';
+}
+
 export function ModelRow(props: {
   model: IModel;
   onDelete: () => void;
@@ -95,7 +100,10 @@ export function ModelRow(props: {
     <li className="jp-mlmagics-row" data-id={model.id}>
       <div className="jp-mlmagics-row-main">
         <span className="jp-mlmagics-name">{model.id}</span>
-        <span className="jp-mlmagics-muted">{usedBy}</span>
+        <span className="jp-mlmagics-muted">
+          {usedBy}
+          {byLine(model.createdByText)}
+        </span>
       </div>
       <DeleteButton label={`model ${model.id}`} onClick={props.onDelete} />
     </li>
@@ -112,7 +120,10 @@ export function ImageRow(props: {
       <div className="jp-mlmagics-row-main">
         <span className="jp-mlmagics-name">{image.id}</span>
         <StateBadge state={image.creationState} />
-        <span className="jp-mlmagics-muted">{image.modelIds.join(', ')}</span>
+        <span className="jp-mlmagics-muted">
+          {image.modelIds.join(', ')}
+          {byLine(image.createdByText)}
+        </span>
       </div>
       <DeleteButton label={`image ${image.id}`} onClick={props.onDelete} />
     </li>
@@ -141,7 +152,8 @@ export function ServiceRow(props: {
         <span className="jp-mlmagics-name">{service.name}</span>
         <StateBadge state={service.state} />
         <span className="jp-mlmagics-muted">
-          {service.computeType.toLowerCase()} · {service.imageId}
+          {service.runsOn} · {service.imageId}
+          {byLine(service.createdByText)}
         </span>
       </div>
     </li>

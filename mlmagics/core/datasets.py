@@ -140,9 +140,9 @@ class AbstractDataset:
         if tags is not None and not isinstance(tags, dict):
             raise UserError(f"tags must be a dict of names to values, got {type(tags).__name__}")
         text = json.dumps(self._definition(), sort_keys=True)
-        with workspace.transaction() as db:
-            latest = db.execute("SELECT version, definition FROM datasets WHERE name=? ORDER BY version DESC LIMIT 1",
-                                (name,)).fetchone()  # fmt: skip
+        with workspace.transaction() as tx:
+            latest = tx.execute("SELECT version, definition FROM datasets WHERE name=:name ORDER BY version DESC LIMIT 1",
+                                {"name": name}).first()  # fmt: skip
             if latest is not None and latest["definition"] == text:
                 version = latest["version"]
             elif latest is not None and not create_new_version:
@@ -152,11 +152,13 @@ class AbstractDataset:
                     "description or tags."
                 )
             else:
-                version = workspace.next_version(db, "dataset", name)
-                db.execute(
-                    "INSERT INTO datasets (name, version, definition, description, tags, created_time) VALUES (?,?,?,?,?,?)",
-                    (name, version, text, description, dumps({k: str(v) for k, v in (tags or {}).items()}), now()),
-                )
+                version = tx.next_version("dataset", name)
+                tx.execute(
+                    "INSERT INTO datasets (name, version, definition, description, tags, created_time)"
+                    " VALUES (:name, :version, :definition, :description, :tags, :created_time)",
+                    {"name": name, "version": version, "definition": text, "description": description,
+                     "tags": dumps({k: str(v) for k, v in (tags or {}).items()}), "created_time": now()},
+                )  # fmt: skip
         return Dataset.get_by_name(workspace, name, version)
 
 
@@ -298,9 +300,10 @@ class Dataset:
         if version != "latest" and (not str(version).isdigit() or len(str(version)) > 9):
             raise UserError(f'Invalid value {version} for version. Version value must be number or "latest".')
         if version == "latest":
-            rows = workspace.query("SELECT * FROM datasets WHERE name=? ORDER BY version DESC LIMIT 1", (name,))
+            rows = workspace.query("SELECT * FROM datasets WHERE name=:name ORDER BY version DESC LIMIT 1", {"name": name})
         else:
-            rows = workspace.query("SELECT * FROM datasets WHERE name=? AND version=?", (name, int(version)))
+            rows = workspace.query("SELECT * FROM datasets WHERE name=:name AND version=:version",
+                                   {"name": name, "version": int(version)})  # fmt: skip
         if not rows:
             shown = "None" if version == "latest" else version
             raise NotFoundError(f'Cannot find dataset registered with name "{name}" (version: {shown}) in the workspace.')

@@ -255,18 +255,20 @@ class Environment:
         definition = self._definition()
         # the version is not part of what is compared or stored: a registered copy registered again is identical
         text = json.dumps({**definition, "version": None}, sort_keys=True)
-        with workspace.transaction() as db:
-            latest = db.execute(
-                "SELECT version, definition FROM environments WHERE name=? ORDER BY version DESC LIMIT 1", (self.name,)
-            ).fetchone()
+        with workspace.transaction() as tx:
+            latest = tx.execute(
+                "SELECT version, definition FROM environments WHERE name=:name ORDER BY version DESC LIMIT 1", {"name": self.name}
+            ).first()
             if latest is not None and latest["definition"] == text and self.version in (None, str(latest["version"])):
                 version = latest["version"]
             else:
                 version = int(self.version) if self.version and str(self.version).isdigit() else None
-                version = version or workspace.next_version(db, "environment", self.name)
-                db.execute(
-                    "INSERT OR REPLACE INTO environments (name, version, definition, created_time) VALUES (?,?,?,?)",
-                    (self.name, version, text, now()),
+                version = version or tx.next_version("environment", self.name)
+                tx.execute(
+                    "INSERT INTO environments (name, version, definition, created_time)"
+                    " VALUES (:name, :version, :definition, :created_time) ON CONFLICT (name, version)"
+                    " DO UPDATE SET definition = excluded.definition, created_time = excluded.created_time",
+                    {"name": self.name, "version": version, "definition": text, "created_time": now()},
                 )
         registered = Environment._from_definition(definition)
         registered.version = str(version)
@@ -279,11 +281,12 @@ class Environment:
         if label is not None:
             raise UserError(f"environment labels are not kept in a local workspace; ask for {name!r} by version")
         if version is None:
-            row = workspace.query("SELECT * FROM environments WHERE name=? ORDER BY version DESC LIMIT 1", (name,))
+            row = workspace.query("SELECT * FROM environments WHERE name=:name ORDER BY version DESC LIMIT 1", {"name": name})
         else:
             if not str(version).isdigit() or len(str(version)) > 9:
                 raise UserError(f"environment version must be a number such as '1', got {version!r}")
-            row = workspace.query("SELECT * FROM environments WHERE name=? AND version=?", (name, int(version)))
+            row = workspace.query("SELECT * FROM environments WHERE name=:name AND version=:version",
+                                  {"name": name, "version": int(version)})  # fmt: skip
         if not row:
             hint = (" (Azure's curated environments do not exist here: build one with Environment(...) and register it)"
                     if name.startswith(("AzureML", "Microsoft")) else "")  # fmt: skip

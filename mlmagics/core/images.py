@@ -18,10 +18,10 @@ local target runs it in place, the Docker target builds a Docker image from it
 from __future__ import annotations
 
 import builtins
+import contextlib
 import keyword
 import os
 import re
-import sqlite3
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -40,8 +40,11 @@ from .environments import (
 from .errors import ConflictError, ImageException, UserError
 from .models import Model
 from .preflight import Problem, check_script
+from .provenance import created_by
+from .store.artifacts import copy_checked, digest_of, make_read_only, remove_tree
+from .store.metadata import Row
 from .versioned import Versioned, split_id
-from .workspace import Workspace, _make_read_only, _remove_tree, copy_checked, dumps, loads, now
+from .workspace import Workspace, dumps, loads, now
 
 IMAGE_NAME = re.compile(r"[a-z0-9]([a-z0-9._-]{0,30}[a-z0-9])?")  # whole names only: fullmatch
 RUNTIMES = {"python": "Python", "spark-py": "SparkPython", "python-slim": "PythonSlim"}
@@ -222,20 +225,21 @@ class Image(Versioned):
         tags: Any = None,
         properties: Any = None,
         version: int | None = None,
-        _row: sqlite3.Row | None = None,
+        _row: Row | None = None,
     ) -> None:
         self.workspace = workspace
         if _row is None:
             _row = self._find(workspace, name, id, tags, properties, version)
         self._load(_row)
 
-    def _load(self, row: sqlite3.Row) -> None:
+    def _load(self, row: Row) -> None:
         self._load_common(row)
         self.creation_state: str = row["state"]
         self.model_ids: list[str] = loads(row["models"], [])
         self.spec: dict[str, Any] = loads(row["spec"], {})
         self.error: str | None = row["error"]
         self.build_info: dict[str, Any] = loads(row["build"], {})
+        self.snapshot: str | None = row["snapshot"]  # the artifact of app/ when the workspace shares its artifacts
 
     @property
     def folder(self) -> Path:
@@ -243,8 +247,12 @@ class Image(Versioned):
 
     @property
     def app_dir(self) -> Path:
-        """The snapshot of the script and its files (read-only)."""
-        return self.folder / "app"
+        """The snapshot of the script and its files (read-only); on another machine of a team's workspace,
+        fetched from the artifact store (and verified) on first use."""
+        local = self.folder / "app"
+        if self.snapshot and not local.exists():
+            return self.workspace.artifact_path(self.snapshot)
+        return local
 
     @property
     def execution_script(self) -> str:
@@ -329,30 +337,36 @@ class Image(Versioned):
         try:
             with workspace.space_for(f"image {name}"):
                 _snapshot(cwd, image_config, staging / "app")
-                _make_read_only(staging / "app")
-                with workspace.transaction() as db:
-                    version = workspace.next_version(db, "image", name)
+                make_read_only(staging / "app")
+                with contextlib.ExitStack() as stack:
+                    if not workspace.is_folder:  # a shared workspace: other machines build from the stored copy
+                        tx, _, snapshot, _ = stack.enter_context(workspace.storing_artifact(staging / "app"))
+                    else:
+                        tx, snapshot = stack.enter_context(workspace.transaction()), None
+                    version = tx.next_version("image", name)
                     folder = workspace.path / "images" / name / str(version)
                     folder.parent.mkdir(exist_ok=True)
-                    _remove_tree(folder)  # left by a create killed before its commit: that version was never recorded
+                    remove_tree(folder)  # left by a create killed before its commit: that version was never recorded
                     os.rename(staging, folder)
-                    db.execute(
+                    tx.execute(
                         "INSERT INTO images (name, version, description, tags, properties, created_time, state, models, spec,"
-                        " error) VALUES (?,?,?,?,?,?,?,?,?,NULL)",
-                        (
-                            name,
-                            version,
-                            image_config.description,
-                            dumps(image_config.tags),
-                            dumps(image_config.properties),
-                            now(),
-                            "Succeeded",
-                            dumps([m.id for m in model_objects]),
-                            dumps(spec),
-                        ),
+                        " error, snapshot, created_by) VALUES (:name, :version, :description, :tags, :properties,"
+                        " :created_time, 'Succeeded', :models, :spec, NULL, :snapshot, :created_by)",
+                        {
+                            "name": name,
+                            "version": version,
+                            "description": image_config.description,
+                            "tags": dumps(image_config.tags),
+                            "properties": dumps(image_config.properties),
+                            "created_time": now(),
+                            "models": dumps([m.id for m in model_objects]),
+                            "spec": dumps(spec),
+                            "snapshot": snapshot,
+                            "created_by": dumps(created_by()),
+                        },
                     )
         finally:
-            _remove_tree(staging)
+            remove_tree(staging)
         image = Image(workspace, name, version=version)
         report.done(True, f"image {image.id} created")
         return image
@@ -421,24 +435,30 @@ class Image(Versioned):
         self._load(self._find(self.workspace, self.name, None, None, None, self.version))
 
     def services_using(self) -> builtins.list[str]:
-        return [r["name"] for r in self.workspace.query("SELECT name FROM services WHERE image_id=? ORDER BY name", (self.id,))]
+        rows = self.workspace.query("SELECT name FROM services WHERE image_id=:id ORDER BY name", {"id": self.id})
+        return [r["name"] for r in rows]
 
     def delete(self) -> None:
         """Delete the image (and what targets built from it, e.g. its Docker image). Refused while a service uses it."""
-        with self.workspace.transaction() as db:
-            users = [r["name"] for r in db.execute("SELECT name FROM services WHERE image_id=?", (self.id,))]
+        after_commit = None
+        with self.workspace.transaction() as tx:
+            users = [r["name"] for r in tx.execute("SELECT name FROM services WHERE image_id=:id", {"id": self.id})]
             if users:
                 raise ConflictError(
                     f"image {self.id} is used by service {', '.join(users)}; delete or update "
                     f"{'that service' if len(users) == 1 else 'those services'} first"
                 )
-            db.execute("DELETE FROM images WHERE name=? AND version=?", (self.name, self.version))
+            tx.execute("DELETE FROM images WHERE name=:name AND version=:version", {"name": self.name, "version": self.version})
+            if self.snapshot:
+                after_commit = self.workspace.unstore_if_unused(tx, digest_of(self.snapshot))
+        if after_commit is not None:
+            after_commit()
         for remove_built in Image.built_by_targets:
             remove_built(self)
         if self.folder.exists():  # renamed first, so a removal cut short is swept like a staging leftover
             doomed = _staging_folder(self.workspace)
             os.rename(self.folder, doomed)
-            _remove_tree(doomed)
+            remove_tree(doomed)
         self.creation_state = "Deleting"
 
     def set_build_info(self, **info: Any) -> None:
@@ -462,6 +482,7 @@ class Image(Versioned):
             "warnings": self.warnings,
             "imageLocation": self.image_location,
             "services": self.services_using(),
+            "createdBy": self.created_by,
         }
 
 

@@ -11,13 +11,10 @@ model.delete()                 # refused while an image uses it
 from __future__ import annotations
 
 import builtins
-import inspect
 import json
 import os
 import re
 import shutil
-import sqlite3
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,30 +22,12 @@ from mlmagics.serving.compat.azureml.core.model import Model as ScoringModel
 
 from .errors import ConflictError, ModelNotFoundException, UserError, WebserviceException
 from .names import is_service_name
+from .provenance import created_by
+from .store.metadata import Row
 from .versioned import Versioned
-from .workspace import Workspace, _remove_tree, dumps, now
+from .workspace import Workspace, dumps, loads, now
 
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")  # whole names only: fullmatch
-_PACKAGE_DIR = str(Path(__file__).resolve().parents[1])
-
-
-def detect_source() -> str:
-    """Where a registration came from: the notebook when known, else the calling file."""
-    for var in ("MLMAGICS_SOURCE", "JPY_SESSION_NAME"):
-        if os.environ.get(var):
-            return os.environ[var]
-    if "IPython" in sys.modules:
-        shell = sys.modules["IPython"].get_ipython()
-        if shell is not None:
-            for key in ("__vsc_ipynb_file__", "__session__"):
-                if shell.user_ns.get(key):
-                    return str(shell.user_ns[key])
-            return "notebook or IPython session"
-    for frame in inspect.stack()[2:]:
-        filename = frame.filename
-        if not filename.startswith(_PACKAGE_DIR) and not filename.startswith("<"):
-            return filename
-    return "unknown"
 
 
 def validate_model_name(name: Any) -> None:
@@ -107,14 +86,14 @@ class Model(Versioned):
         version: int | None = None,
         run_id: str | None = None,
         model_framework: str | None = None,
-        _row: sqlite3.Row | None = None,
+        _row: Row | None = None,
     ) -> None:
         self.workspace = workspace
         if _row is None:
             _row = self._find(workspace, name, id, tags, properties, version)
         self._load(_row)
 
-    def _load(self, row: sqlite3.Row) -> None:
+    def _load(self, row: Row) -> None:
         self._load_common(row)
         self.digest: str = row["digest"]
         self.artifact: str = row["artifact"]
@@ -130,7 +109,8 @@ class Model(Versioned):
 
     @property
     def url(self) -> str:
-        return self.path.as_uri()
+        """Where the artifact is stored (a file:// URI, or the shared store's, masked): no download."""
+        return self.workspace.artifacts.url(self.artifact)
 
     def __repr__(self) -> str:
         return (
@@ -183,25 +163,28 @@ class Model(Versioned):
         for label, mapping in (("tags", tags), ("properties", properties)):
             if mapping is not None and not isinstance(mapping, dict):
                 raise UserError(f"{label} must be a dict of str to str, got {type(mapping).__name__}")
-        with workspace.storing_artifact(path) as (db, digest, artifact, size):
-            version = workspace.next_version(db, "model", model_name)
-            db.execute(
+        who = created_by(source)
+        with workspace.storing_artifact(path) as (tx, digest, artifact, size):
+            version = tx.next_version("model", model_name)
+            tx.execute(
                 "INSERT INTO models (name, version, description, tags, properties, created_time, digest, artifact, size,"
-                " source, framework, framework_version) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    model_name,
-                    version,
-                    description,
-                    dumps({k: str(v) for k, v in (tags or {}).items()}),
-                    dumps({k: str(v) for k, v in (properties or {}).items()}),
-                    now(),
-                    digest,
-                    artifact,
-                    size,
-                    source or detect_source(),
-                    model_framework,
-                    model_framework_version,
-                ),
+                " source, framework, framework_version, created_by) VALUES (:name, :version, :description, :tags,"
+                " :properties, :created_time, :digest, :artifact, :size, :source, :framework, :framework_version, :created_by)",
+                {
+                    "name": model_name,
+                    "version": version,
+                    "description": description,
+                    "tags": dumps({k: str(v) for k, v in (tags or {}).items()}),
+                    "properties": dumps({k: str(v) for k, v in (properties or {}).items()}),
+                    "created_time": now(),
+                    "digest": digest,
+                    "artifact": artifact,
+                    "size": size,
+                    "source": who["source"],
+                    "framework": model_framework,
+                    "framework_version": model_framework_version,
+                    "created_by": dumps(who),
+                },
             )
         return Model(workspace, model_name, version=version)
 
@@ -307,27 +290,21 @@ class Model(Versioned):
         return str(target)
 
     def images_using(self) -> builtins.list[str]:
-        rows = self.workspace.query(
-            "SELECT i.name, i.version FROM images i, json_each(i.models) m WHERE m.value=? ORDER BY i.name, i.version", (self.id,)
-        )
-        return [f"{r['name']}:{r['version']}" for r in rows]
+        return _images_using(self.workspace.query(_IMAGES_NAMING, {"pattern": _like_id(self.id)}), self.id)
 
     def delete(self) -> None:
         """Delete this version. Refused while an image uses it: delete those images first."""
-        with self.workspace.transaction() as db:
-            users = [
-                f"{r['name']}:{r['version']}"
-                for r in db.execute("SELECT i.name, i.version FROM images i, json_each(i.models) m WHERE m.value=?", (self.id,))
-            ]
+        with self.workspace.transaction() as tx:
+            users = _images_using(tx.execute(_IMAGES_NAMING, {"pattern": _like_id(self.id)}), self.id)
             if users:
                 raise ConflictError(
                     f"model {self.id} is used by image {', '.join(users)}; delete "
                     f"{'that image' if len(users) == 1 else 'those images'} first"
                 )
-            db.execute("DELETE FROM models WHERE name=? AND version=?", (self.name, self.version))
-            trash = self.workspace.unstore_if_unused(db, self.digest)
-        if trash is not None:
-            _remove_tree(trash)
+            tx.execute("DELETE FROM models WHERE name=:name AND version=:version", {"name": self.name, "version": self.version})
+            after_commit = self.workspace.unstore_if_unused(tx, self.digest)
+        if after_commit is not None:
+            after_commit()
 
     def add_properties(self, properties: dict) -> None:
         """Add properties; v1 never lets an existing property change."""
@@ -350,8 +327,21 @@ class Model(Versioned):
             "size": self.size,
             "digest": self.digest,
             "source": self.source,
+            "createdBy": self.created_by,
             "images": self.images_using(),
         }
+
+
+# images whose JSON list of model ids may name a model (LIKE narrows, _images_using decides): portable SQL
+_IMAGES_NAMING = "SELECT name, version, models FROM images WHERE models LIKE :pattern ORDER BY name, version"
+
+
+def _like_id(model_id: str) -> str:
+    return f"%{model_id}%"  # ids hold no % or \\; a '_' in a name matches any character, which _images_using re-checks
+
+
+def _images_using(rows: Any, model_id: str) -> builtins.list[str]:
+    return [f"{r['name']}:{r['version']}" for r in rows if model_id in loads(r["models"], [])]
 
 
 def _no_code_refusal(models: builtins.list) -> str:

@@ -20,7 +20,6 @@ import builtins
 import json
 import os
 import secrets
-import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +35,8 @@ from .images import Image, ImageConfig
 from .models import Model
 from .names import is_service_name
 from .plans import DeploymentPlan
+from .provenance import created_by
+from .store.metadata import DuplicateRow, Row
 from .versioned import tag_filter_matches
 from .workspace import Workspace, dumps, loads, now
 
@@ -101,11 +102,11 @@ class Webservice:
             return super().__new__(target_class(row["compute_type"]))
         return super().__new__(cls)
 
-    def __init__(self, workspace: Workspace, name: str, _row: sqlite3.Row | None = None) -> None:
+    def __init__(self, workspace: Workspace, name: str, _row: Row | None = None) -> None:
         self.workspace = workspace
         self._load(_row if _row is not None else _find(workspace, name))
 
-    def _load(self, row: sqlite3.Row) -> None:
+    def _load(self, row: Row) -> None:
         self.name: str = row["name"]
         self.image_id: str = row["image_id"]
         self.state: str = row["state"]
@@ -120,6 +121,7 @@ class Webservice:
         self.updated_time: str = row["updated_time"]
         self.error: str | None = row["error"]
         self.target: dict[str, Any] = loads(row["target"], {})
+        self.created_by: dict[str, str] = loads(row["created_by"], {})
 
     def _refresh_record(self) -> None:
         self._load(_find(self.workspace, self.name))
@@ -127,10 +129,10 @@ class Webservice:
     def _save(self, **fields: Any) -> None:
         """Write fields of this service's record (JSON-encoding dicts)."""
         fields["updated_time"] = now()
-        columns = ", ".join(f"{k}=?" for k in fields)
-        values = [dumps(v) if isinstance(v, dict | list) else v for v in fields.values()]
-        with self.workspace.transaction() as db:
-            db.execute(f"UPDATE services SET {columns} WHERE name=?", (*values, self.name))
+        columns = ", ".join(f"{k}=:{k}" for k in fields)
+        values = {k: dumps(v) if isinstance(v, dict | list) else v for k, v in fields.items()}
+        with self.workspace.transaction() as tx:
+            tx.execute(f"UPDATE services SET {columns} WHERE name=:_name", {**values, "_name": self.name})
         self._refresh_record()
 
     # -- attributes --------------------------------------------------------------------------------------
@@ -187,25 +189,27 @@ class Webservice:
         keys = {"primary": deployment_config.primary_key or new_key(), "secondary": deployment_config.secondary_key or new_key()}
         created = now()
         try:
-            with workspace.transaction() as db:
-                db.execute(
+            with workspace.transaction() as tx:
+                tx.execute(
                     "INSERT INTO services (name, compute_type, image_id, state, config, keys, description, tags, properties,"
-                    " created_time, updated_time) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        name,
-                        cls.compute_type,
-                        image.id,
-                        TRANSITIONING,
-                        dumps(deployment_config.to_dict()),
-                        dumps(keys),
-                        deployment_config.description,
-                        dumps(deployment_config.tags or {}),
-                        dumps(deployment_config.properties or {}),
-                        created,
-                        created,
-                    ),
+                    " created_time, updated_time, created_by, target) VALUES (:name, :compute_type, :image_id, :state,"
+                    " :config, :keys, :description, :tags, :properties, :created, :created, :created_by, :target)",
+                    {
+                        "name": name,
+                        "compute_type": cls.compute_type,
+                        "image_id": image.id,
+                        "state": TRANSITIONING,
+                        "config": dumps(deployment_config.to_dict()),
+                        "keys": dumps(keys),
+                        "description": deployment_config.description,
+                        "tags": dumps(deployment_config.tags or {}),
+                        "properties": dumps(deployment_config.properties or {}),
+                        "created": created,
+                        "created_by": dumps(created_by()),
+                        "target": dumps(cls._location(deployment_config)),
+                    },
                 )
-        except sqlite3.IntegrityError:
+        except DuplicateRow:
             raise ConflictError(
                 f"service {name!r} already exists; update it with service.update(image=...) or delete it first"
             ) from None
@@ -275,7 +279,7 @@ class Webservice:
         """v1's name check before a deploy: raises WebserviceException if `name` is taken (unless `overwrite`)."""
         if overwrite:
             return
-        rows = workspace.query("SELECT compute_type, image_id FROM services WHERE name=?", (name,))
+        rows = workspace.query("SELECT compute_type, image_id FROM services WHERE name=:name", {"name": name})
         if rows:
             raise WebserviceException(
                 f"service {name} already exists in the workspace ({rows[0]['compute_type']}, {rows[0]['image_id']}); "
@@ -324,6 +328,7 @@ class Webservice:
     # -- operating -------------------------------------------------------------------------------------------
     def update_deployment_state(self) -> str:
         """Ask the target for the live state and record it."""
+        self._operable_here()
         state, error = self._probe()
         if (state, error) != (self.state, self.error):
             self._save(state=state, error=error)
@@ -406,6 +411,7 @@ class Webservice:
             service.request(data=b'{"data": [[1, 2]]}').status_code          # 200
             service.request("GET", "swagger.json", params={"version": "3"}).json()
         """
+        self._operable_here()  # a local service of another host: its URI would reach this host's port instead
         if not self.scoring_uri:
             raise WebserviceException(
                 f"Error attempting to call webservice, scoring_uri unavailable. "
@@ -462,6 +468,7 @@ class Webservice:
         return response.json()
 
     def get_logs(self, num_lines: int = 5000) -> str:
+        self._operable_here()
         return self._logs(num_lines)
 
     def get_keys(self) -> tuple[str, str]:
@@ -477,6 +484,7 @@ class Webservice:
         which = str(key).lower()
         if which not in ("primary", "secondary"):
             raise UserError(f"key must be 'Primary' or 'Secondary', got {key!r}")
+        self._operable_here()
         keys = {**self._keys, which: new_key()}
         self._save(keys=keys)
         self._keys_changed()
@@ -485,6 +493,7 @@ class Webservice:
         """Move the service to another image and/or settings. The new version is started and checked
         before it takes traffic; if it fails, the previous version keeps serving and this raises
         WebserviceException with the reason."""
+        self._operable_here()
         progress = settings.pop("progress", None)
         show_output = settings.pop("show_output", False)
         models = settings.pop("models", None)
@@ -557,13 +566,14 @@ class Webservice:
         did: it stays, and this says where (`service.collected_data_kept` too); a service deployed
         again under the same name adds to it. `delete_collected_data=True` removes it as well.
         """
+        self._operable_here()
         report = progress_mod.resolve(progress, show_output)
         # Asked before anything changes: a target out of reach fails here, leaving the service as it was.
         self.collected_data_kept = self._collected_data_location()
         self.state = "Deleting"
         self._stop()
-        with self.workspace.transaction() as db:
-            db.execute("DELETE FROM services WHERE name=?", (self.name,))
+        with self.workspace.transaction() as tx:
+            tx.execute("DELETE FROM services WHERE name=:name", {"name": self.name})
         if self.collected_data_kept and delete_collected_data:
             self._remove_collected_data()
             self.collected_data_kept, self.collected_data_removed = None, True
@@ -594,7 +604,13 @@ class Webservice:
             "swaggerUri": self.swagger_uri,
             "authEnabled": self.auth_enabled,
             "config": self.config.to_dict(),
+            "createdBy": self.created_by,
+            "runsOn": self.runs_on(),
         }
+
+    def runs_on(self) -> str:
+        """Where the service runs, in a few words: 'local target of host-a', 'Docker engine of host-a', …"""
+        return self.compute_type
 
     # -- target hooks ------------------------------------------------------------------------------------------
     # Each target's `deploy_configuration(...)` (a staticmethod with v1's parameters for that target).
@@ -613,6 +629,15 @@ class Webservice:
         """Runs before the service is recorded: a target refuses here what it can check early (no cluster),
         or answers the deploy itself with a plan (a dry run: nothing deployed or recorded)."""
         return None
+
+    @classmethod
+    def _location(cls, config: DeploymentConfiguration) -> dict[str, Any]:
+        """Where a new service of this target runs, recorded in its `target` field before it starts (so that
+        other machines of a team's workspace know, even if the deploy is cut short)."""
+        return {}
+
+    def _operable_here(self) -> None:
+        """Raise TargetUnavailable, in one line, when this machine cannot reach where the service runs."""
 
     def _start(self, image: Image, progress: progress_mod.Progress, deployment_target: Any) -> None:
         raise NotImplementedError
@@ -649,9 +674,9 @@ def swagger_uri_for(scoring_uri: str) -> str:
     return scoring_uri.rsplit("/", 1)[0] + "/swagger.json"
 
 
-def _find(workspace: Workspace, name: str) -> sqlite3.Row:
-    rows = workspace.query("SELECT * FROM services WHERE name=?", (name,))
+def _find(workspace: Workspace, name: str) -> Row:
+    rows = workspace.query("SELECT * FROM services WHERE name=:name", {"name": name})
     if not rows:
         known = ", ".join(r["name"] for r in workspace.query("SELECT name FROM services ORDER BY name LIMIT 8")) or "none"
-        raise NotFoundError(f"service {name!r} does not exist in {workspace.path} (services: {known})")
+        raise NotFoundError(f"service {name!r} does not exist in {workspace.display} (services: {known})")
     return rows[0]

@@ -7,10 +7,10 @@
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any, ClassVar
 
 from .errors import NotFoundError, UserError
+from .store.metadata import Row
 from .workspace import Workspace, dumps, loads
 
 
@@ -39,7 +39,7 @@ def tag_filter_matches(tags: dict[str, str], wanted: Any) -> bool:
     return True
 
 
-def row_matches(row: sqlite3.Row, tags: Any, properties: Any) -> bool:
+def row_matches(row: Row, tags: Any, properties: Any) -> bool:
     return tag_filter_matches(loads(row["tags"], {}), tags) and tag_filter_matches(loads(row["properties"], {}), properties)
 
 
@@ -61,7 +61,7 @@ class Versioned:
     def id(self) -> str:
         return f"{self.name}:{self.version}"
 
-    def _load_common(self, row: sqlite3.Row) -> None:
+    def _load_common(self, row: Row) -> None:
         """The columns every versioned table has; a subclass's `_load` reads its own after these."""
         self.name = row["name"]
         self.version = row["version"]
@@ -69,15 +69,16 @@ class Versioned:
         self.tags = loads(row["tags"], {})
         self.properties: dict[str, str] = loads(row["properties"], {})
         self.created_time: str = row["created_time"]
+        self.created_by: dict[str, str] = loads(row.get("created_by"), {})
 
     @classmethod
     def _find(cls, ws: Workspace, name: str | None, item_id: str | None, tags: Any, properties: Any,
-              version: int | None) -> sqlite3.Row:
+              version: int | None) -> Row:
         if item_id:
             name, version = split_id(item_id)
         if not name:
             raise UserError(f"give a {cls.noun} name or id, e.g. {cls.example}")
-        rows = ws.query(f"SELECT * FROM {cls.table} WHERE name=? ORDER BY version DESC", (name,))
+        rows = ws.query(f"SELECT * FROM {cls.table} WHERE name=:name ORDER BY version DESC", {"name": name})
         for row in rows:
             if (version is None or row["version"] == version) and row_matches(row, tags, properties):
                 return row
@@ -86,16 +87,19 @@ class Versioned:
         raise cls.not_found(f"{cls.noun} {wanted} {cls.missing} in {ws.path} (versions of {name}: {known})")
 
     @classmethod
-    def _rows(cls, ws: Workspace, tags: Any = None, properties: Any = None, name: str | None = None) -> list[sqlite3.Row]:
-        query = f"SELECT * FROM {cls.table}" + (" WHERE name=?" if name else "") + " ORDER BY name, version DESC"
-        return [row for row in ws.query(query, (name,) if name else ()) if row_matches(row, tags, properties)]
+    def _rows(cls, ws: Workspace, tags: Any = None, properties: Any = None, name: str | None = None) -> list[Row]:
+        query = f"SELECT * FROM {cls.table}" + (" WHERE name=:name" if name else "") + " ORDER BY name, version DESC"
+        return [row for row in ws.query(query, {"name": name}) if row_matches(row, tags, properties)]
 
     def _set(self, **columns: Any) -> None:
         """Write columns of this version's row (dicts JSON-encoded)."""
-        assignments = ", ".join(f"{k}=?" for k in columns)
-        values = [dumps(v) if isinstance(v, dict | list) else v for v in columns.values()]
-        with self.workspace.transaction() as db:
-            db.execute(f"UPDATE {self.table} SET {assignments} WHERE name=? AND version=?", (*values, self.name, self.version))
+        assignments = ", ".join(f"{k}=:{k}" for k in columns)
+        values = {k: dumps(v) if isinstance(v, dict | list) else v for k, v in columns.items()}
+        with self.workspace.transaction() as tx:
+            tx.execute(
+                f"UPDATE {self.table} SET {assignments} WHERE name=:_name AND version=:_version",
+                {**values, "_name": self.name, "_version": self.version},
+            )
 
     def update(self, tags: dict | None = None, description: str | None = None) -> None:
         changes: dict[str, Any] = {}

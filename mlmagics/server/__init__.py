@@ -13,8 +13,9 @@ Every route is under the server's base URL and authenticated like every Jupyter 
 Errors are `{"message": ...}` with the core's own sentence: 404 not found, 409 refused (an image
 still used by a service), 400 bad input, 502 the service failed, 503 the target is unreachable.
 
-The workspace is a setting: `jupyter lab --MlmagicsServer.workspace=/data/team-ws`, or
-`c.MlmagicsServer.workspace` in a config file (default: $MLMAGICS_HOME, else ~/.mlmagics).
+The workspace is a setting: `jupyter lab --MlmagicsServer.workspace=/data/team-ws` (a folder, or a team's
+`.mlmagics/config.json`), or
+`c.MlmagicsServer.workspace` in a config file (default: $MLMAGICS_WORKSPACE, $MLMAGICS_HOME, ~/.mlmagics).
 The extension is enabled on install (jupyter-config/server-config/mlmagics.json).
 """
 
@@ -33,7 +34,8 @@ class MlmagicsServer(Configurable):
     workspace = Unicode(
         "",
         config=True,
-        help="The mlmagics workspace folder the Deployments panel shows (default: $MLMAGICS_HOME, else ~/.mlmagics).",
+        help="The mlmagics workspace the Deployments panel shows: a folder, or a config file naming a team's stores "
+        "(default: $MLMAGICS_WORKSPACE, else $MLMAGICS_HOME, else ~/.mlmagics).",
     )
     threads = Int(
         4,
@@ -46,12 +48,12 @@ def _load_jupyter_server_extension(server_app: Any) -> None:
     """Called by the Jupyter server at start-up: add the routes, pointed at the configured workspace."""
     # here, not at the top: listing or validating the extension imports this package, which needs neither the
     # core nor the handlers (jupyter_server, the [lab] extra)
-    from mlmagics.core.workspace import default_path
+    from mlmagics.core.workspace import default_workspace
 
     from .handlers import setup_handlers
 
     settings = MlmagicsServer(parent=server_app)
-    workspace = settings.workspace or str(default_path())
+    workspace = settings.workspace or default_workspace()
     executor = ThreadPoolExecutor(max_workers=max(1, settings.threads), thread_name_prefix="mlmagics")
     setup_handlers(server_app.web_app, workspace, executor)
     server_app.log.info(f"mlmagics: the Deployments panel shows the workspace {workspace}")

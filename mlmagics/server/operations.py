@@ -13,17 +13,18 @@ import time
 from typing import Any
 
 from mlmagics.core import Image, Model, Webservice, Workspace
+from mlmagics.core.provenance import describe
 from mlmagics.display import LogView, mask
 
 MAX_LOG_LINES = 5000
 
 
 def model_json(model: Model) -> dict[str, Any]:
-    return model.serialize()
+    return {**model.serialize(), "createdByText": describe(model.created_by)}
 
 
 def image_json(image: Image) -> dict[str, Any]:
-    return image.serialize()
+    return {**image.serialize(), "createdByText": describe(image.created_by)}
 
 
 def service_json(service: Webservice) -> dict[str, Any]:
@@ -32,7 +33,7 @@ def service_json(service: Webservice) -> dict[str, Any]:
     if service.auth_enabled:
         primary, secondary = service.get_keys()
         keys = {"primary": mask(primary), "secondary": mask(secondary)}
-    return {**service.serialize(), "keys": keys}
+    return {**service.serialize(), "keys": keys, "createdByText": describe(service.created_by)}
 
 
 def list_models(ws: Workspace) -> list[dict[str, Any]]:
@@ -51,7 +52,7 @@ def list_services(ws: Workspace) -> list[dict[str, Any]]:
 def deployments(ws: Workspace) -> dict[str, Any]:
     """Models, images and services in one answer: what the panel polls."""
     return {
-        "workspace": str(ws.path),
+        "workspace": ws.display,
         "models": list_models(ws),
         "images": list_images(ws),
         "services": list_services(ws),

@@ -20,15 +20,19 @@ import pytest
 
 import mlmagics.core.images
 import mlmagics.core.models
+import mlmagics.core.store.artifacts
+import mlmagics.core.store.metadata
 import mlmagics.core.versioned
 import mlmagics.core.workspace
 from mlmagics.core import ContainerImage, Image, LocalWebservice, Model, UserError, Webservice, Workspace
 from mlmagics.core.errors import StorageFullError
-from mlmagics.core.workspace import _remove_tree
+from mlmagics.core.store.artifacts import remove_tree
 from mlmagics.serving.compat.azureml.core.model import InvalidModelName
 from mlmagics.serving.compat.azureml.core.model import Model as ScoringModel
 
-CORE_FILES = {m.__file__ for m in (mlmagics.core.workspace, mlmagics.core.models, mlmagics.core.images, mlmagics.core.versioned)}
+CORE_MODULES = (mlmagics.core.workspace, mlmagics.core.models, mlmagics.core.images, mlmagics.core.versioned,
+                mlmagics.core.store.artifacts, mlmagics.core.store.metadata)  # fmt: skip
+CORE_FILES = {m.__file__ for m in CORE_MODULES}
 
 
 @pytest.fixture(scope="session")
@@ -210,7 +214,7 @@ def assert_consistent(path: Path, source: Path | None = None) -> Workspace:
     for folder in (ws.path / "images").glob("*/*"):
         if folder.parent.name.startswith("."):
             continue
-        last = ws.query("SELECT last FROM counters WHERE kind='image' AND name=?", (folder.parent.name,))
+        last = ws.query("SELECT last FROM counters WHERE kind='image' AND name=:name", {"name": folder.parent.name})
         # a version past the counter was never committed: the next create of that version clears it
         assert f"{folder.parent.name}:{folder.name}" in recorded or int(folder.name) > (last[0]["last"] if last else 0)
     return ws
@@ -289,7 +293,7 @@ def test_a_sweep_killed_at_any_step_leaves_the_next_one_working(tmp_path, model_
         Model.register(Workspace(state), source, "m")
 
     # a register killed after placing its artifact, before its commit: an artifact without a row
-    placed = _line_of(mlmagics.core.workspace, "placed = hexdigest")
+    placed = _line_of(mlmagics.core.store.artifacts, "placed = digest if self.place(")
     lines = run_killed_at(None, lambda: Model.register(Workspace(tmp_path / "trial"), source, "m"))
     run_killed_at(lines.index(placed) + 1, register)
     assert any((state / "artifacts" / "sha256").iterdir()) and any((state / "artifacts" / ".staging").iterdir())
@@ -302,7 +306,7 @@ def test_a_sweep_killed_at_any_step_leaves_the_next_one_working(tmp_path, model_
         run_killed_at(step, lambda t=trial: Workspace(t))
         assert_consistent(trial, source)
         assert Model.register(Workspace(trial), source, "m").path.exists()
-        _remove_tree(trial)
+        remove_tree(trial)
 
 
 def _line_of(module, text: str) -> tuple[str, int]:

@@ -22,7 +22,7 @@ def mode(path) -> int:
 
 
 def stored_config(ws: Workspace, name: str) -> str:
-    return ws.query("SELECT config FROM services WHERE name=?", (name,))[0]["config"]
+    return ws.query("SELECT config FROM services WHERE name=:name", {"name": name})[0]["config"]
 
 
 def test_a_configurations_keys_go_to_the_keys_only(ws, tmp_path, echo_image):
@@ -58,22 +58,22 @@ def test_a_bad_key_is_refused_without_repeating_it():
         LocalWebservice.deploy_configuration(secondary_key="x" * 257)
 
 
-def test_keys_that_older_versions_kept_in_a_config_are_scrubbed_on_open(ws, tmp_path, echo_image):
-    service = Webservice.deploy_from_image(ws, "legacy", echo_image(ws, tmp_path / "app"), LocalWebservice.deploy_configuration())
-    service.wait_for_deployment()
-    legacy = {**json.loads(stored_config(ws, "legacy")), "primary_key": PRIMARY, "secondary_key": SECONDARY}
-    with ws.transaction() as db:  # what a workspace written by an earlier version holds
-        db.execute("UPDATE services SET config=? WHERE name='legacy'", (json.dumps(legacy),))
-    reopened = Workspace(ws.path)
-    config = json.loads(stored_config(reopened, "legacy"))
+def test_keys_that_older_versions_kept_in_a_config_are_scrubbed_on_open(workspace_of_0_1):
+    folder, _ = workspace_of_0_1()  # written by mlmagics 0.1, then the keys put in its config as versions before it did
+    with sqlite3.connect(folder / "workspace.db") as db:
+        config = json.loads(db.execute("SELECT config FROM services").fetchone()[0])
+        legacy = {**config, "primary_key": PRIMARY, "secondary_key": SECONDARY}
+        db.execute("UPDATE services SET config=? WHERE name='old-service'", (json.dumps(legacy),))
+    reopened = Workspace(folder)
+    config = json.loads(stored_config(reopened, "old-service"))
     assert "primary_key" not in config and "secondary_key" not in config
-    assert config["compute_type"] == "Local" and Webservice(reopened, "legacy").state == "Healthy"
+    assert config["compute_type"] == "Local" and Webservice(reopened, "old-service").state == "Healthy"
 
 
 def test_the_workspace_is_private_to_its_user(tmp_path):
     ws = Workspace(tmp_path / "ws")
     assert mode(ws.path) == 0o700
-    db = ws.connect()  # while a connection is open in WAL mode, the -wal and -shm files exist
+    db = sqlite3.connect(ws.path / "workspace.db")  # while a connection is open in WAL mode, the -wal and -shm files exist
     try:
         db.execute("CREATE TABLE IF NOT EXISTS probe (x)")
         for name in ("workspace.db", "workspace.db-wal", "workspace.db-shm"):

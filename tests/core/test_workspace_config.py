@@ -85,7 +85,7 @@ def test_a_file_name_of_ones_own(tmp_path, home):
 def test_no_config_and_no_path_is_the_default_workspace_said_in_one_line(tmp_path, home, monkeypatch, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
-    strays = [d / sub / f for d in (empty, *empty.parents) for sub in (".azureml", "aml_config", "")
+    strays = [d / sub / f for d in (empty, *empty.parents) for sub in (".mlmagics", ".azureml", "aml_config", "")
               for f in ("config.json", "project.json") if (d / sub / f).is_file()]  # fmt: skip
     if strays:
         pytest.skip(f"a config file outside this test is found first: {strays[0]}")

@@ -196,7 +196,7 @@ def dockerfile(image: Image, base: str) -> str:
 def labels_for(image: Image) -> dict[str, str]:
     return {
         f"{LABEL}.image": image.id,
-        f"{LABEL}.workspace": str(image.workspace.path),
+        f"{LABEL}.workspace": image.workspace.identity,
         f"{LABEL}.models": ",".join(image.model_ids),
         f"{LABEL}.runtime": image.runtime,
         f"{LABEL}.version": __version__,
@@ -289,6 +289,7 @@ def build(
     _, left_out = requirements_for(image)
     for line in left_out:
         progress.log(f"warning: {line} is notebook tooling, not installed in the image")
+    image.folder.mkdir(parents=True, exist_ok=True)  # absent on a machine that did not create the image
     log_path = image.folder / "docker-build.log"
     started = time.monotonic()
     with tempfile.TemporaryFile() as context, open(log_path, "w", encoding="utf-8") as log:

@@ -188,11 +188,11 @@ class DockerWebservice(Webservice):
 
     @property
     def _prefix(self) -> str:
-        return f"mlmagics-{self.name}-{_workspace_key(self.workspace.path)}"
+        return f"mlmagics-{self.name}-{_workspace_key(self.workspace.identity)}"
 
     def _labels(self, role: str, **extra: str) -> dict[str, str]:
         return {
-            f"{LABEL}.workspace": str(self.workspace.path),
+            f"{LABEL}.workspace": self.workspace.identity,
             f"{LABEL}.service": self.name,
             f"{LABEL}.role": role,
             **{f"{LABEL}.{k}": v for k, v in extra.items()},
@@ -200,7 +200,7 @@ class DockerWebservice(Webservice):
 
     def _containers(self, role: str | None = None) -> list[Any]:
         """This service's containers on the engine, found by their labels (newest release first)."""
-        labels = [f"{LABEL}.workspace={self.workspace.path}", f"{LABEL}.service={self.name}"]
+        labels = [f"{LABEL}.workspace={self.workspace.identity}", f"{LABEL}.service={self.name}"]
         if role:
             labels.append(f"{LABEL}.role={role}")
         found = self._docker.containers.list(all=True, filters={"label": labels})
@@ -234,7 +234,7 @@ class DockerWebservice(Webservice):
 
     def _volumes(self, role: str | None = None) -> list[Any]:
         """This service's volumes on the engine, found by their labels."""
-        labels = [f"{LABEL}.workspace={self.workspace.path}", f"{LABEL}.service={self.name}"]
+        labels = [f"{LABEL}.workspace={self.workspace.identity}", f"{LABEL}.service={self.name}"]
         if role:
             labels.append(f"{LABEL}.role={role}")
         return self._docker.volumes.list(filters={"label": labels})

@@ -158,7 +158,7 @@ class KubernetesWebservice(Webservice):
         namespace = config.namespace or cluster.namespace
         existing = cluster.read_deployment(name, namespace)
         owner = (existing.metadata.annotations or {}).get(manifests_mod.WORKSPACE_ANNOTATION) if existing else None
-        if existing is not None and owner != str(workspace.path):
+        if existing is not None and owner != workspace.identity:
             raise ConflictError(
                 f"a Deployment {name!r} already exists in namespace {namespace} (context {cluster.context}), "
                 f"{'deployed from workspace ' + owner if owner else 'not made by mlmagics'}; choose another name or namespace"
@@ -360,8 +360,8 @@ class KubernetesWebservice(Webservice):
         except TargetUnavailable:
             if not forget:
                 raise
-            with self.workspace.transaction() as db:
-                db.execute("DELETE FROM services WHERE name=?", (self.name,))
+            with self.workspace.transaction() as tx:
+                tx.execute("DELETE FROM services WHERE name=:name", {"name": self.name})
 
     def _collected_data_location(self) -> str | None:
         claim = self.config.model_data_claim
@@ -417,7 +417,7 @@ def _spec(workspace: Workspace, name: str, image: Image, namespace: str | None, 
         environment_variables=dict(image.environment_variables),
         namespace=namespace,
         keys=keys,
-        workspace=str(workspace.path),
+        workspace=workspace.identity,
     )
 
 

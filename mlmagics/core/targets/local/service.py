@@ -17,11 +17,11 @@ from typing import Any
 import psutil
 
 from ...configs import DeploymentConfiguration
-from ...errors import ConflictError, UserError, WebserviceException
+from ...errors import ConflictError, TargetUnavailable, UserError, WebserviceException
 from ...images import Image
 from ...progress import Progress
 from ...services import FAILED, HEALTHY, TRANSITIONING, UNHEALTHY, Webservice, swagger_uri_for, target_class
-from ...workspace import _remove_tree
+from ...store.artifacts import remove_tree
 from .config import LocalServiceDeploymentConfiguration
 
 _PACKAGE_PARENT = str(Path(__file__).resolve().parents[4])  # the folder holding mlmagics/, for the server
@@ -237,7 +237,7 @@ class LocalWebservice(Webservice):
                 "method directly."
             )
         name = name or self.name
-        if self.workspace.query("SELECT 1 FROM services WHERE name=?", (name,)):  # before any image is built or pushed
+        if self.workspace.query("SELECT 1 FROM services WHERE name=:name", {"name": name}):  # before any image is built or pushed
             taken = "this local service's name" if name == self.name else "taken in the workspace"
             raise ConflictError(f"service name {name!r} is {taken}: give the cloud service another, deploy_to_cloud(name=...)")
         if deployment_config is None:
@@ -299,6 +299,7 @@ class LocalWebservice(Webservice):
             state=TRANSITIONING,
             error=None,
             target={
+                **self._location(self.config),
                 "pid": process.pid,
                 "start": _start_time(process.pid),
                 "port": port,
@@ -306,6 +307,19 @@ class LocalWebservice(Webservice):
                 "python": sys.executable,
             },
         )
+
+    @classmethod
+    def _location(cls, config: DeploymentConfiguration) -> dict[str, Any]:
+        return {"host": socket.gethostname()}
+
+    def _operable_here(self) -> None:
+        host = self.target.get("host")
+        if host and host != socket.gethostname():
+            raise TargetUnavailable(f"service {self.name} runs on the local target of {host}; operate it there")
+
+    def runs_on(self) -> str:
+        host, pid = self.target.get("host"), self.target.get("pid")
+        return "local target" + (f" of {host}" if host else "") + (f" (pid {pid})" if pid else "")
 
     def _alive(self) -> bool:
         pid, start = self.target.get("pid"), self.target.get("start")
@@ -366,7 +380,7 @@ class LocalWebservice(Webservice):
         os.kill(self.target["pid"], signal.SIGHUP)
         outcome = self._wait_for_reload(before)
         if not outcome.get("ok"):
-            _remove_tree(Path(release["release"]))
+            remove_tree(Path(release["release"]))
             message = outcome.get("message") or "the new version did not become ready"
             traceback = outcome.get("traceback", "")
             raise WebserviceException(
@@ -391,7 +405,7 @@ class LocalWebservice(Webservice):
     def _remove_other_releases(self, keep: str) -> None:
         for release in (self.folder / "releases").iterdir():
             if str(release) != keep:
-                _remove_tree(release)
+                remove_tree(release)
 
     def _stop_process(self) -> None:
         if not self._alive():
@@ -412,7 +426,7 @@ class LocalWebservice(Webservice):
     def _stop(self) -> None:
         self._stop_process()
         self._move_old_collected_data()
-        _remove_tree(self.folder)
+        remove_tree(self.folder)
 
     def _collected_data_location(self) -> str | None:
         """Where the collected data is (or is moved to by _stop(), from a folder earlier versions used)."""
@@ -420,7 +434,7 @@ class LocalWebservice(Webservice):
         return str(self.collected_dir) if found else None
 
     def _remove_collected_data(self) -> None:
-        _remove_tree(self.collected_dir)
+        remove_tree(self.collected_dir)
 
     def _logs(self, num_lines: int) -> str:
         return _tail(self.log_path, num_lines)

@@ -1,0 +1,183 @@
+"""notebooks/08-team-workspace.ipynb: on its own (SQLite and a folder), and as the steps of a team's flow across
+three "machines" sharing a PostgreSQL database and an S3 bucket (moto's server) and nothing else.
+
+A machine is a process tree with a host name of its own (a UTS namespace: `unshare --uts`, root only), its own
+HOME and working folder, and the stores' settings in its environment. The network and the Docker engine are this
+host's: what the machines share besides the stores is the engine, as a team shares a build server.
+
+    host-a  a data scientist: runs the notebook with stage=register (model + image, into the shared stores)
+    host-b  CI: runs the same notebook with stage=deploy target=docker, tests the service
+    host-c  a colleague's JupyterLab: the panel's REST API lists the service and tests it
+    host-a  cleans up; host-b sees it gone
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests import stores
+
+pytestmark = pytest.mark.stores
+ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOK = ROOT / "notebooks" / "08-team-workspace.ipynb"
+postgres_uri, s3_uri = stores.postgres_uri, stores.s3_uri
+
+
+def test_08_team_workspace_on_its_own(tmp_path, run_notebook):
+    summary, _ = run_notebook(NOTEBOOK, tmp_path, service_name="nb-team", timeout=600)
+    assert summary["deployed"]["answer"] == [0, 2]
+    assert summary["registered"]["by"]["host"] and summary["left"] == [0, 0, 0]
+    assert json.loads((tmp_path / ".mlmagics" / "config.json").read_text())["metadata"].startswith("sqlite:///")
+
+
+class Machine:
+    """A host of its own name, HOME and working folder; the stores' settings from the test's environment."""
+
+    def __init__(self, name: str, folder: Path, env: dict[str, str]) -> None:
+        self.name = name
+        self.work = folder / name / "work"
+        self.home = folder / name / "home"
+        self.work.mkdir(parents=True)
+        self.home.mkdir(parents=True)
+        self.env = {**env, "HOME": str(self.home)}
+        self.env.pop("MLMAGICS_HOME", None)
+        self.env.pop("MLMAGICS_WORKSPACE", None)
+
+    def command(self, *argv: str) -> list[str]:
+        return ["unshare", "--uts", "sh", "-c", f'hostname {self.name} && exec "$@"', "sh", *argv]
+
+    def run(self, *argv: str, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run(self.command(*argv), cwd=self.work, env={**self.env, **env}, capture_output=True, text=True,
+                              timeout=timeout)  # fmt: skip
+
+    def python(self, code: str, **env: str) -> subprocess.CompletedProcess:
+        return self.run(sys.executable, "-c", code, **env)
+
+    def notebook(self, tmp_path: Path, **parameters: str) -> dict:
+        out = tmp_path / f"08-{self.name}-{parameters.get('stage', 'all')}.ipynb"
+        argv = [sys.executable, "-m", "papermill", str(NOTEBOOK), str(out), "-k", "python3", "--no-progress-bar",
+                "--cwd", str(self.work)]  # fmt: skip
+        for key, value in parameters.items():
+            argv += ["-p", key, value]
+        done = self.run(*argv)
+        assert done.returncode == 0, f"{self.name}: {done.stderr[-3000:]}"
+        import nbformat
+
+        executed = nbformat.read(out, as_version=4)
+        cell = next(c for c in executed.cells if "summary" in c.metadata.get("tags", []))
+        text = "".join(o.get("text", "") for o in cell.outputs if o.get("output_type") == "stream")
+        return json.loads(text.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def team(tmp_path, postgres_uri, s3_uri, docker_engine, free_port):
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.fail("machines of their own need root and unshare (util-linux)", pytrace=False)
+    env = {**os.environ, "MLMAGICS_BASE_IMAGE": docker_engine[1]}
+    machines = {name: Machine(name, tmp_path, env) for name in ("host-a", "host-b", "host-c")}
+    yield machines, postgres_uri, s3_uri
+    cleanup = ("from mlmagics.core import Webservice, Workspace\n"
+               f"ws = Workspace(metadata={postgres_uri!r}, artifacts={s3_uri!r})\n"
+               "[s.delete() for s in Webservice.list(ws)]")  # fmt: skip
+    machines["host-b"].python(cleanup)  # what a failed test left on the engine
+    machines["host-a"].python(cleanup)
+
+
+def _jupyter_server(machine: Machine, config: Path, port: int) -> tuple[subprocess.Popen, str]:
+    token = secrets.token_hex(16)
+    argv = machine.command(sys.executable, "-m", "jupyter_server", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+                           "--port-retries=0", "--allow-root", f"--IdentityProvider.token={token}",
+                           f"--ServerApp.root_dir={machine.work}", f"--MlmagicsServer.workspace={config}")  # fmt: skip
+    log = open(machine.work / "jupyter.log", "wb")  # noqa: SIM115 - closed with the process
+    process = subprocess.Popen(argv, cwd=machine.work, env=machine.env, stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/api/status?token={token}", timeout=2).ok:
+                return process, token
+        except requests.RequestException:
+            time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGKILL)
+    raise AssertionError((machine.work / "jupyter.log").read_text()[-3000:])
+
+
+def test_a_team_shares_one_workspace_across_machines(team, tmp_path, free_port):
+    machines, metadata, artifacts = team
+    a, b, c = machines["host-a"], machines["host-b"], machines["host-c"]
+
+    # host-a: a data scientist registers and packages
+    registered = a.notebook(tmp_path, metadata=metadata, artifacts=artifacts, stage="register", service_name="team-iris")
+    assert registered["host"] == "host-a" and registered["registered"]["by"]["host"] == "host-a"
+
+    # host-b: the CI job deploys what host-a registered to Docker and tests it
+    b.env["MLMAGICS_CI_JOB"] = "ci job 42"
+    ci = b.notebook(tmp_path, metadata=metadata, artifacts=artifacts, stage="deploy", target="docker", service_name="team-iris")
+    assert ci["host"] == "host-b" and ci["deployed"]["answer"] == [0, 2] and ci["deployed"]["runs_on"] == "Docker"
+    listing = b.run(sys.executable, "-m", "mlmagics", "service", "list", "--json",
+                    "--workspace", str(a.work / ".mlmagics" / "config.json"))  # fmt: skip
+    assert listing.returncode == 0, listing.stderr
+    [service] = json.loads(listing.stdout)
+    assert (service["name"], service["state"], service["computeType"]) == ("team-iris", "Healthy", "Docker")
+    assert service["createdBy"]["host"] == "host-b" and service["createdBy"]["ci"] == "ci job 42"
+
+    # host-c: a colleague's Jupyter server (the panel's API) sees it, and tests it
+    config = c.work / ".mlmagics" / "config.json"
+    config.parent.mkdir()
+    config.write_text(json.dumps({"metadata": metadata, "artifacts": artifacts}))
+    port = free_port()
+    server, token = _jupyter_server(c, config, port)
+    try:
+        api = f"http://127.0.0.1:{port}/mlmagics"
+        headers = {"Authorization": f"token {token}"}
+        seen = requests.get(f"{api}/deployments", headers=headers, timeout=60).json()
+        assert seen["workspace"] == f"{metadata} + {artifacts}"
+        assert [(m["id"], m["createdByText"].split(" ")[0]) for m in seen["models"]] == [("team-iris-model:1", "root@host-a")]
+        assert [(s["name"], s["createdByText"]) for s in seen["services"]] == [("team-iris", "root@host-b (ci job 42)")]
+        tested = requests.post(f"{api}/services/team-iris/test", headers=headers, timeout=60,
+                               data=json.dumps({"data": [[5.1, 3.5, 1.4, 0.2]]}))  # fmt: skip
+        assert tested.status_code == 200 and tested.json()["answer"] == [0]
+
+        # host-a: a local-target service runs on host-a only; the others are told so in one line
+        preview = a.python(
+            "from mlmagics.core import Image, LocalWebservice, Webservice, Workspace\n"
+            "ws = Workspace.from_config()\n"
+            "config = LocalWebservice.deploy_configuration()\n"
+            "s = Webservice.deploy_from_image(ws, 'preview', Image(ws, id='team-iris:1'), config)\n"
+            "s.wait_for_deployment()\nprint(s.run('{\"data\": [[6.7, 3.0, 5.2, 2.3]]}'))"
+        )
+        assert preview.returncode == 0 and preview.stdout.strip().endswith("[2]"), preview.stderr[-2000:]
+        refused = b.run(sys.executable, "-m", "mlmagics", "service", "run", "preview", '{"data": [[1, 2, 3, 4]]}',
+                        "--workspace", str(config))  # fmt: skip
+        assert refused.returncode == 1
+        assert refused.stderr.strip() == "mlmagics: error: service preview runs on the local target of host-a; operate it there"
+        panel = requests.get(f"{api}/services", headers=headers, timeout=60).json()
+        assert {s["name"]: s["runsOn"].split(" (")[0] for s in panel} == {"preview": "local target of host-a",
+                                                                          "team-iris": "Docker"}  # fmt: skip
+
+        # host-a: cleans up everything; host-b and host-c see it gone
+        deleted = a.python("from mlmagics.core import Webservice, Workspace\n"
+                           "Webservice(Workspace.from_config(), 'preview').delete()")  # fmt: skip
+        assert deleted.returncode == 0, deleted.stderr[-2000:]
+        cleaned = a.notebook(tmp_path, metadata=metadata, artifacts=artifacts, stage="cleanup", service_name="team-iris")
+        assert cleaned["left"] == [0, 0, 0]
+        after = b.run(sys.executable, "-m", "mlmagics", "service", "list", "--json", "--workspace", str(config))
+        assert json.loads(after.stdout) == []
+        assert requests.get(f"{api}/deployments", headers=headers, timeout=60).json()["models"] == []
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(30)
+    from tests.core.test_team_workspace import _objects
+
+    assert [p for p in _objects(artifacts) if p.startswith(("sha256/", "manifests/"))] == [], "the store is empty again"
