@@ -81,6 +81,8 @@ class Workspace:
         self._named(subscription_id, resource_group, workspace_name, location)
         if metadata is None and artifacts is None and local is None:
             spec = Path(path if path is not None else default_workspace()).expanduser()
+            if spec.suffix == ".json" and not spec.exists():  # a config file's name, mistyped: not a new folder
+                raise UserError(f"the workspace config {spec} does not exist")
             if spec.is_file():
                 metadata, artifacts, local = _stores_of(workspace_config.read(spec, v1_names=False), spec)
                 local = local if metadata or local else default_path().resolve()

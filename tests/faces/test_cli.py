@@ -122,3 +122,23 @@ def test_migrate_refuses_unreadable_and_oversized_files_in_one_line(tmp_path, ca
         assert cli_module.main(["migrate", name]) == 1
         err = capsys.readouterr().err
         assert err.startswith(f"mlmagics: error: {expected}") and err.count("\n") == 1, err
+
+
+def test_the_workspace_commands_show_a_team_workspace_and_sweep_it(cli, tmp_path):
+    config = tmp_path / "team" / ".mlmagics" / "config.json"
+    config.parent.mkdir(parents=True)
+    config.write_text(json.dumps({"metadata": "sqlite:///../db/ws.db", "artifacts": "../store"}))  # relative to the file
+    shown = json.loads(cli("workspace", "show", "--json", "--workspace", str(config)).stdout)
+    assert shown["metadata"] == f"sqlite:///{tmp_path / 'team' / 'db' / 'ws.db'}"
+    assert (shown["artifacts"], shown["schema"]) == (str(tmp_path / "team" / "store"), "0002")
+    assert shown["id"].startswith("workspace:") and shown["local"] != str(tmp_path / "team")
+    write = tmp_path / "m.txt"
+    write.write_text("w")
+    registered = cli("model", "register", str(write), "--name", "m", "--workspace", str(config)).stdout
+    assert registered.strip() == "Registered model m:1"
+    listed = cli("model", "list", "--workspace", str(config)).stdout.splitlines()
+    assert listed[0].split() == ["ID", "SIZE", "TAGS", "CREATEDTIME", "CREATEDBY"] and "@" in listed[1]
+    assert cli("workspace", "sweep", "--workspace", str(config)).stdout.strip() == "Removed 0 artifact(s) no model or image uses"
+    bad = cli("workspace", "show", "--workspace", str(tmp_path / "nope.json"), ok=False)
+    assert (bad.returncode, bad.stderr) == (1, f"mlmagics: error: the workspace config {tmp_path / 'nope.json'} does not exist\n")
+    assert not (tmp_path / "nope.json").exists()

@@ -124,7 +124,7 @@ def test_a_team_shares_one_workspace_across_machines(team, tmp_path, free_port):
     # host-b: the CI job deploys what host-a registered to Docker and tests it
     b.env["MLMAGICS_CI_JOB"] = "ci job 42"
     ci = b.notebook(tmp_path, metadata=metadata, artifacts=artifacts, stage="deploy", target="docker", service_name="team-iris")
-    assert ci["host"] == "host-b" and ci["deployed"]["answer"] == [0, 2] and ci["deployed"]["runs_on"] == "Docker"
+    assert ci["host"] == "host-b" and ci["deployed"]["answer"] == [0, 2] and ci["deployed"]["runs_on"] == "Docker on host-b"
     listing = b.run(sys.executable, "-m", "mlmagics", "service", "list", "--json",
                     "--workspace", str(a.work / ".mlmagics" / "config.json"))  # fmt: skip
     assert listing.returncode == 0, listing.stderr
@@ -164,7 +164,7 @@ def test_a_team_shares_one_workspace_across_machines(team, tmp_path, free_port):
         assert refused.stderr.strip() == "mlmagics: error: service preview runs on the local target of host-a; operate it there"
         panel = requests.get(f"{api}/services", headers=headers, timeout=60).json()
         assert {s["name"]: s["runsOn"].split(" (")[0] for s in panel} == {"preview": "local target of host-a",
-                                                                          "team-iris": "Docker"}  # fmt: skip
+                                                                          "team-iris": "Docker on host-b"}  # fmt: skip
 
         # host-a: cleans up everything; host-b and host-c see it gone
         deleted = a.python("from mlmagics.core import Webservice, Workspace\n"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import ssl
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from mlmagics.core import (
     Image,
     ImageException,
     Recorder,
+    TargetUnavailable,
     UserError,
     Webservice,
     WebserviceException,
@@ -473,3 +475,20 @@ def test_push_with_credentials_and_a_clear_error_without_them(tmp_path, echo_v1,
     location = DockerWebservice.push_image(image, registry.address, username="deployer", password="s3cret-pass")
     listed = requests.get(f"http://{registry.address}/v2/_catalog", auth=("deployer", "s3cret-pass"), timeout=5).json()
     assert f"{image_repo}/echo" in listed["repositories"] and location.startswith(registry.address)
+
+
+def test_a_service_on_another_engine_is_refused_in_one_line_and_left_alone(docker_ws, echo_service):
+    """A team's workspace: the record says which engine runs it. Asked from a machine whose engine is another one
+    (here: the record names an engine id this one does not have), every operation says where it runs."""
+    assert echo_service.runs_on() == f"Docker on {socket.gethostname()}"
+    record = Webservice(docker_ws, "echo-docker")
+    real = record.target["engine"]
+    record._save(target={**record.target, "engine": "0ther-3ngine", "engine_host": "host-a"})
+    elsewhere = Webservice(docker_ws, "echo-docker")
+    for operation in (lambda: elsewhere.run({"y": 1}), elsewhere.get_logs, elsewhere.delete, elsewhere.update_deployment_state):
+        with pytest.raises(TargetUnavailable) as refused:
+            operation()
+        assert refused.value.message.startswith("service echo-docker runs on the Docker engine of host-a, not the one at ")
+        assert "set DOCKER_HOST to reach that engine (e.g. ssh://host-a)" in refused.value.message
+    record._save(target={**record.target, "engine": real})
+    assert Webservice(docker_ws, "echo-docker").run({"y": 3})["input"] == {"y": 3}, "nothing was touched"

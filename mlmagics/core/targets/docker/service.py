@@ -179,6 +179,31 @@ class DockerWebservice(Webservice):
                 warnings.warn(f"{name} has no effect on the docker target (it is an Azure setting)", UserWarning, stacklevel=2)
         return DockerServiceDeploymentConfiguration(**given)
 
+    # -- where it runs ----------------------------------------------------------------------------------------
+    @classmethod
+    def _location(cls, config: DeploymentConfiguration) -> dict[str, Any]:
+        """The engine, by its id (the same whichever DOCKER_HOST names it), and the host it was reached from."""
+        with engine_errors("reading its id"):
+            return {"engine": engine().info().get("ID", ""), "engine_host": socket.gethostname(), "engine_url": engine_url()}
+
+    def _operable_here(self) -> None:
+        recorded = self.target.get("engine")
+        if not recorded or getattr(self, "_engine_checked", False):
+            return
+        with engine_errors("reading its id"):
+            here = self._docker.info().get("ID", "")
+        if here != recorded:
+            host = self.target.get("engine_host", "another host")
+            raise TargetUnavailable(
+                f"service {self.name} runs on the Docker engine of {host}, not the one at {engine_url()}; "
+                f"set DOCKER_HOST to reach that engine (e.g. ssh://{host}) to operate it from here"
+            )
+        self._engine_checked = True
+
+    def runs_on(self) -> str:
+        host = self.target.get("engine_host")
+        return f"Docker on {host}" if host else "Docker"
+
     # -- names and lookups ---------------------------------------------------------------------------------
     @property
     def _docker(self) -> Any:
@@ -284,7 +309,7 @@ class DockerWebservice(Webservice):
             swagger_uri=swagger_uri_for(scoring_uri),
             state=TRANSITIONING,
             error=None,
-            target={"holder": holder.id, "port": port, "host": host, "volume": volume, "release": 0},
+            target={**self.target, "holder": holder.id, "port": port, "host": host, "volume": volume, "release": 0},
         )
         progress.log(f"port holder {holder.name} publishes {host}:{port}")
         server = self._start_server(image, self.config, release=1)

@@ -363,6 +363,10 @@ class KubernetesWebservice(Webservice):
             with self.workspace.transaction() as tx:
                 tx.execute("DELETE FROM services WHERE name=:name", {"name": self.name})
 
+    def runs_on(self) -> str:
+        context, namespace = self.target.get("context"), self.target.get("namespace")
+        return f"Kubernetes {context}/{namespace or 'default'}" if context else "Kubernetes"
+
     def _collected_data_location(self) -> str | None:
         claim = self.config.model_data_claim
         if not claim:  # in the pods' emptyDirs: gone with them

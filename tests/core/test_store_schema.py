@@ -1,0 +1,53 @@
+"""The workspace's schema over time: Alembic's scripts and the client's idea of them agree, a workspace written by
+mlmagics 0.1 (before Alembic) is upgraded in place with nothing lost, and a newer one is refused."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+
+from mlmagics.core import Image, Model, Webservice, Workspace
+from mlmagics.core.store import metadata
+
+
+def test_the_client_knows_every_migration_and_the_head():
+    config = Config()
+    config.set_main_option("script_location", str(metadata._MIGRATIONS))
+    scripts = ScriptDirectory.from_config(config)
+    assert scripts.get_current_head() == metadata.SCHEMA_HEAD
+    assert sorted(s.revision for s in scripts.walk_revisions()) == sorted(metadata.KNOWN_REVISIONS)
+
+
+def test_a_workspace_of_0_1_is_upgraded_in_place_and_loses_nothing(workspace_of_0_1, capsys):
+    folder, scoring_uri = workspace_of_0_1()
+    with sqlite3.connect(folder / "workspace.db") as db:
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert "alembic_version" not in tables, "written by the old code"
+    ws = Workspace(folder)
+    assert ws.db.revision() == metadata.SCHEMA_HEAD
+    [model] = Model.list(ws)
+    assert (model.id, model.tags, model.created_by) == ("tiny:1", {"from": "0.1"}, {})
+    assert model.path.read_text() == "weights of 0.1\n"
+    [image] = Image.list(ws)
+    assert (image.id, image.model_ids, image.snapshot) == ("echo:1", ["tiny:1"], None)
+    assert (image.app_dir / "score.py").exists()
+    service = Webservice(ws, "old-service")
+    assert (service.scoring_uri, service.update_deployment_state()) == (scoring_uri, "Healthy")
+    assert service.run({"still": "served"})["input"] == {"still": "served"}
+    assert Model.register(ws, model.path, "tiny").version == 2, "the counters carried over"
+    assert Workspace(folder).db.revision() == metadata.SCHEMA_HEAD  # opening it again changes nothing
+
+
+def test_a_folder_workspace_newer_than_this_client_is_refused_and_left_as_it_is(tmp_path):
+    Workspace(tmp_path / "ws")
+    with sqlite3.connect(tmp_path / "ws" / "workspace.db") as db:
+        db.execute("UPDATE alembic_version SET version_num='0999'")
+    metadata._at_head.discard(f"sqlite:///{tmp_path / 'ws' / 'workspace.db'}")
+    with pytest.raises(metadata.SchemaTooNew) as refused:
+        Workspace(tmp_path / "ws")
+    assert "has schema 0999, newer than this mlmagics knows (up to 0002)" in refused.value.message
+    with sqlite3.connect(tmp_path / "ws" / "workspace.db") as db:
+        assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [("0999",)]
