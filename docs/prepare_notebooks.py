@@ -121,6 +121,7 @@ def execute(run_notebook, notebook: Path) -> None:
             run_notebook(notebook, tmp, timeout=timeout, **extra)
         except BaseException:
             clean_up(tmp / "ws")
+            clean_up(tmp / "team-ws")  # notebook 08's own
             raise
         print(f"docs:   executed in {time.monotonic() - started:.0f} s", flush=True)
 
