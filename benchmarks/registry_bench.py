@@ -98,6 +98,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="auto",
         help="mlmagics on PostgreSQL+S3 (uri), on a folder (SQLite + local files), or uri when this checkout has it (auto)",
     )
+    parser.add_argument(
+        "--mlmagics-commit",
+        help="run mlmagics as committed at this revision (git archive into the run's temp dir), not the work tree",
+    )
     parser.add_argument("--only", choices=["both", *SIDES], default="both", help="registries to run")
     parser.add_argument("--keep", action="store_true", help="keep the databases and buckets (default: dropped at the end)")
     parser.add_argument("--python", type=Path, default=REPO_ROOT / ".venv" / "bin" / "python", help="the project venv's python")
@@ -125,6 +129,7 @@ class Services:
     password: str
     s3_endpoint: str
     home: Path = Path("/nonexistent")  # set to the run's temp dir before any worker starts
+    mlmagics_src: Path = REPO_ROOT  # where the mlmagics workers import mlmagics from
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Services:
@@ -161,7 +166,7 @@ class Services:
         if side == "mlflow":
             env.update(MLFLOW_S3_ENDPOINT_URL=self.s3_endpoint, MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true")
         else:
-            env["PYTHONPATH"] = str(REPO_ROOT)
+            env["PYTHONPATH"] = str(self.mlmagics_src)
             env["MLMAGICS_HOME"] = str(self.home)  # this machine's workspace folders (artifact caches): the run's own
         return env
 
@@ -327,6 +332,8 @@ def fig_populate(run: Run, sides: list[str], args: argparse.Namespace) -> dict[s
             "ok": sum(p["ok"] for p in parts),
             "errors": sum(p["errors"] for p in parts),
             "error_samples": [s for p in parts for s in p["error_samples"]][:3],
+            # all workers together, fifth by fifth of each one's share
+            "rates": [sum(rates) for rates in zip(*(p["rates"] for p in parts), strict=False)],
         }
         log(f"   {side}: {results[side]['ok']:,} versions in {wall:.1f} s ({results[side]['ok'] / wall:.0f}/s), "
             f"{results[side]['errors']} failed attempts")  # fmt: skip
@@ -408,6 +415,31 @@ def _filesystem(path: str) -> str:
     return " ".join(lines[1].split()[:3]) if len(lines) > 1 else "?"
 
 
+def export_commit(revision: str, target: Path) -> Path:
+    """``mlmagics/`` as committed at ``revision``, extracted into ``target`` (for the workers' PYTHONPATH)."""
+    target.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", revision, "mlmagics"], capture_output=True, cwd=REPO_ROOT, check=False)
+    if archive.returncode != 0:
+        raise BenchError(f"git archive {revision} failed: {archive.stderr.decode(errors='replace').strip()[-200:]}")
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    log(f"mlmagics as committed at {revision}, from {target}")
+    return target
+
+
+def checkout(revision: str | None) -> str:
+    """The commit mlmagics ran from, and whether its package had uncommitted changes (the workers import the work tree)."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], capture_output=True, text=True, cwd=REPO_ROOT, check=False)
+        return done.stdout.strip()
+
+    if revision:
+        return f"{git('rev-parse', '--short', revision)} (mlmagics/ exported from git, --mlmagics-commit {revision})"
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--", "mlmagics")
+    return f"{commit}" + (f" with uncommitted changes in mlmagics/ ({len(dirty.splitlines())} files)" if dirty else "")
+
+
 def server_versions(services: Services, python: Path) -> dict[str, str]:
     """PostgreSQL's server version (asked through psycopg in the project venv) and the S3 endpoint's Server header."""
     code = (
@@ -466,6 +498,8 @@ def run(args: argparse.Namespace) -> str:
     ):
         tmp = Path(tmp_name)
         services.home = tmp / "mlmagics-home"
+        if args.mlmagics_commit:
+            services.mlmagics_src = export_commit(args.mlmagics_commit, tmp / "mlmagics-src")
         configs = configs_for(sides, stamp, services, tmp, args.mlmagics_store)
         bench = Run(pythons, configs, services, worker_log, tmp)
         prepared: dict[str, Any] = {}
@@ -522,6 +556,7 @@ def run(args: argparse.Namespace) -> str:
             },
             "postgres": f"{services.pg['user']}@{services.pg['host']}:{services.pg['port']}",
             "s3_endpoint": services.s3_endpoint,
+            "checkout": checkout(args.mlmagics_commit),
             "command": "python benchmarks/registry_bench.py" + "".join(f" {a}" for a in sys.argv[1:]),
         },  # fmt: skip
         machine={

@@ -218,22 +218,25 @@ def op_populate(side: Side, args: argparse.Namespace, tmp: Path) -> dict[str, An
     """``--n`` versions of ``--name`` through the side's quick populate call (errors counted, not fatal)."""
     path = small_file(tmp, 16, f"populate-{args.worker}")
     ok, errors, samples = 0, 0, []
-    started = time.perf_counter()
+    started = last = time.perf_counter()
     step = max(1, args.n // 5)
+    rates = []  # registrations/s in each fifth: does registering slow down as versions pile up?
     while ok < args.n:
         try:
             side.populate_one(path, args.name)
             ok += 1
             if ok % step == 0:
-                rate = ok / (time.perf_counter() - started)
-                log(side.label, f"populate worker {args.worker}: {ok}/{args.n} ({rate:.0f}/s)")
+                now = time.perf_counter()
+                rates.append(step / (now - last))
+                last = now
+                log(side.label, f"populate worker {args.worker}: {ok}/{args.n} (now {rates[-1]:.1f}/s)")
         except Exception as err:  # noqa: BLE001 -- counted and reported: a failed registration is a finding
             errors += 1
             if len(samples) < 3:
                 samples.append(_one_line(err))
             if errors > max(50, args.n):
                 raise
-    return {"seconds": time.perf_counter() - started, "ok": ok, "errors": errors, "error_samples": samples}
+    return {"seconds": time.perf_counter() - started, "ok": ok, "errors": errors, "error_samples": samples, "rates": rates}
 
 
 def op_list(side: Side, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:

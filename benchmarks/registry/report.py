@@ -208,6 +208,11 @@ def details(result: Result) -> list[str]:
                 f"- **populating, {label}**: {pop['ok']:,} versions by {pop['procs']} processes in "
                 f"{duration(pop['seconds'])} = {pop['ok'] / pop['seconds']:,.0f} registrations/s; "
                 f"{pop['errors']} attempts failed and were retried{samples}"
+                + (
+                    f"; registrations/s fifth by fifth: {' → '.join(f'{r:.0f}' for r in pop['rates'])}"
+                    if pop.get("rates")
+                    else ""
+                )
             )
     for side, label in LABELS.items():
         listed = _get(f, "list", side)
@@ -314,6 +319,8 @@ def render(result: Result) -> str:
         if info:
             packages = ", ".join(f"{k} {v}" for k, v in info["packages"].items())
             lines.append(f"- {label}: Python {info['python']}; {packages}.")
+            if side == "mlmagics":
+                lines[-1] = lines[-1][:-1] + f"; this checkout at {s['checkout']}."
     lines += [
         "- Sizes: " + ", ".join(f"{k}={s[k]}" for k in ("small_n", "large_mb", "large_n", "versions", "populate_procs",
                                                           "list_n", "lookup_n", "procs", "per_proc", "huge_mb")) + ".",
