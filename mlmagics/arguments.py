@@ -120,6 +120,10 @@ def add_deploy_options(parser: argparse.ArgumentParser) -> None:
         help="collect_model_data: ModelDataCollector records inputs and predictions",
     )
     shared.add_argument("--cors", action="append", dest="cors_origins", help="allowed CORS origin (repeatable)")
+    shared.add_argument("--max-batch-size", type=int, dest="max_batch_size",
+                        help="adaptive batching: rows of concurrent requests in one run() call (default: off)")
+    shared.add_argument("--max-batch-latency-ms", type=float, dest="max_batch_latency_ms",
+                        help="adaptive batching: the longest a request waits to share a call (default 10)")  # fmt: skip
     shared.add_argument("--tag", action="append", help="key=value (repeatable)")
     shared.add_argument("--description")
     local = parser.add_argument_group(target_label("local"))
@@ -160,6 +164,8 @@ _SETTINGS = (
     "workers",
     "collect_model_data",
     "cors_origins",
+    "max_batch_size",
+    "max_batch_latency_ms",
     "description",
     "port",
     "cpu_cores",

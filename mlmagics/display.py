@@ -318,6 +318,7 @@ class BenchResult:
     errors: int
     seconds: float
     concurrency: int
+    batch_rows: list[int] = field(default_factory=list)  # per answer, the rows its run() call held (batching on)
 
     def percentile(self, q: float) -> float:
         ordered = sorted(self.latencies_ms)
@@ -342,7 +343,9 @@ class BenchResult:
         return (
             f"{self.service}: {len(self.latencies_ms)} requests ({self.errors} errors) with {self.concurrency} at once "
             f"in {self.seconds:.2f} s — {self.rps:.0f} req/s, p50 {self.p50:.2f} ms, p99 {self.p99:.2f} ms"
-        )
+            + (f"; batched: {len(self.batch_rows)} answers from calls of {min(self.batch_rows)}–{max(self.batch_rows)} rows "
+               f"(median {sorted(self.batch_rows)[len(self.batch_rows) // 2]})" if self.batch_rows else "")
+        )  # fmt: skip
 
     def figure(self):
         import matplotlib  # the [lab] extra, and slow to import: only when a histogram is drawn

@@ -368,20 +368,22 @@ class DeployMagics(Magics):
     def _bench(self, service: Webservice, payload: bytes, count: int, concurrency: int) -> show.BenchResult:
         session = requests.Session()  # one connection pool: what a real client keeps
 
-        def one(_: int) -> float | None:
+        def one(_: int) -> tuple[float | None, int]:
             started = time.perf_counter()
             try:
-                ok = service.request(data=payload, timeout=self.test_timeout, session=session).status_code == 200
+                response = service.request(data=payload, timeout=self.test_timeout, session=session)
             except MlmagicsError:
-                ok = False
-            return (time.perf_counter() - started) * 1000 if ok else None
+                return None, 0
+            ms = (time.perf_counter() - started) * 1000
+            return (ms if response.status_code == 200 else None), int(response.headers.get("x-mlmagics-batch-rows", 0))
 
         started = time.perf_counter()
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
             results = list(pool.map(one, range(count)))
         seconds = time.perf_counter() - started
-        latencies = [r for r in results if r is not None]
-        return show.BenchResult(service.name, latencies, len(results) - len(latencies), seconds, concurrency)
+        latencies = [ms for ms, _ in results if ms is not None]
+        batches = [rows for _, rows in results if rows]  # the rows of the run() call that answered each request
+        return show.BenchResult(service.name, latencies, len(results) - len(latencies), seconds, concurrency, batches)
 
     @line_magic
     @_one_line_errors

@@ -15,6 +15,8 @@ this machine, in a container and on a cluster:
 | `collect_model_data` | False | `ModelDataCollector` records JSON lines |
 | `max_request_body_mb` | 100 | larger bodies get 413 |
 | `cors_origins` | none | CORS headers for these origins |
+| `max_batch_size` (mlmagics only) | off | rows of concurrent requests scored by one run() call (adaptive batching) |
+| `max_batch_latency_ms` (mlmagics only) | 10 | the longest a request waits for others to share its call |
 | `server_limits` (mlmagics only) | the runtime's (docs: scoring server, Limits) | URL, headers, clients, bodies |
 """
 
@@ -49,6 +51,9 @@ class DeploymentConfiguration:
     workers: int | None = None
     max_request_body_mb: float | None = None
     cors_origins: list[str] | None = None
+    # mlmagics only: adaptive batching (mlmagics.serving.batching)
+    max_batch_size: int | None = None
+    max_batch_latency_ms: float | None = None
     # mlmagics only: the scoring server's HTTP limits (mlmagics.serving.settings.LIMITS), e.g. {"max_connections": 256}
     server_limits: dict[str, float] | None = None
     tags: dict[str, str] | None = None
@@ -70,6 +75,7 @@ class DeploymentConfiguration:
         "max_request_wait_time",
         "workers",
         "max_request_body_mb",
+        "max_batch_size",
     )
     extra_fields: dict[str, Any] = field(default_factory=dict, repr=False)
     secrets: ClassVar[tuple[str, ...]] = ("primary_key", "secondary_key")
@@ -105,6 +111,14 @@ class DeploymentConfiguration:
             value = getattr(self, name)
             if value is not None and not isinstance(value, dict):
                 errors.append(f"{name} must be a dict of str to str")
+        latency = self.max_batch_latency_ms
+        if latency is not None and (isinstance(latency, bool) or not isinstance(latency, int | float)
+                                    or not 0 <= latency <= 60000):  # fmt: skip
+            errors.append(f"max_batch_latency_ms must be a number of milliseconds in [0, 60000], got {latency!r}")
+        if isinstance(self.max_batch_size, int | float) and not isinstance(self.max_batch_size, bool) and (
+            self.max_batch_size > 100_000 or self.max_batch_size != int(self.max_batch_size)
+        ):
+            errors.append(f"max_batch_size must be a whole number of rows up to 100000, got {self.max_batch_size!r}")
         if self.cors_origins is not None and not all(isinstance(o, str) for o in self.cors_origins):
             errors.append("cors_origins must be a list of origins such as 'https://app.example.com'")
         for name in self.secrets:  # the message never repeats the key
@@ -148,6 +162,8 @@ class DeploymentConfiguration:
             "max_body_bytes": int(float(self.effective("max_request_body_mb")) * 1024 * 1024),
             "cors_origins": list(origins),
             "service_name": service_name,
+            **({"max_batch_size": int(self.max_batch_size)} if self.max_batch_size else {}),
+            **({"max_batch_latency_ms": float(self.max_batch_latency_ms)} if self.max_batch_latency_ms is not None else {}),
             **({"environment_variables": dict(environment_variables)} if environment_variables else {}),
             **(self.server_limits or {}),
         }

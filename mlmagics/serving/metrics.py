@@ -18,12 +18,12 @@ from typing import Any
 
 from . import datacollection
 
+BATCH_ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-_N = len(BUCKETS) + 1  # the last slot is +Inf
 
 
-def _histogram() -> dict[str, Any]:
-    return {"counts": [0] * _N, "sum": 0.0}
+def _histogram(bounds: tuple[float, ...] = BUCKETS) -> dict[str, Any]:
+    return {"counts": [0] * (len(bounds) + 1), "sum": 0.0}
 
 
 class Metrics:
@@ -35,6 +35,8 @@ class Metrics:
         self.requests: dict[str, int] = {}  # "route method status" -> count
         self.latency: dict[str, dict[str, Any]] = {}  # route -> histogram
         self.run = _histogram()
+        self.batch_rows = _histogram(BATCH_ROWS)  # rows per batched run() call (batching on)
+        self.batch_wait = _histogram()  # how long the oldest request of a batch waited for its call
         self.in_flight_now = 0
         self.ready = 0
         self.restarts = 0
@@ -56,6 +58,15 @@ class Metrics:
             self.run["counts"][bisect_left(BUCKETS, seconds)] += 1
             self.run["sum"] += seconds
 
+    def batch_done(self, rows: int, waited_s: float) -> None:
+        """A batched run() call of `rows` rows, whose oldest request waited `waited_s` (main thread; a list slot
+        increment, safe beside the event loop's publish)."""
+        if self.enabled:
+            self.batch_rows["counts"][bisect_left(BATCH_ROWS, rows)] += 1
+            self.batch_rows["sum"] += rows
+            self.batch_wait["counts"][bisect_left(BUCKETS, waited_s)] += 1
+            self.batch_wait["sum"] += waited_s
+
     def in_flight(self, delta: int) -> None:
         self.in_flight_now += delta
 
@@ -72,6 +83,8 @@ class Metrics:
             "requests": self.requests,
             "latency": self.latency,
             "run": self.run,
+            "batch_rows": self.batch_rows,
+            "batch_wait": self.batch_wait,
             "in_flight": self.in_flight_now,
             "ready": self.ready,
             "restarts": self.restarts,
@@ -111,7 +124,7 @@ def _read_json(path: str) -> dict[str, Any]:
 
 
 def _add_histogram(into: dict[str, Any], other: dict[str, Any]) -> None:
-    into["counts"] = [a + b for a, b in zip(into["counts"], other.get("counts", [0] * _N), strict=True)]
+    into["counts"] = [a + b for a, b in zip(into["counts"], other.get("counts", [0] * len(into["counts"])), strict=True)]
     into["sum"] += other.get("sum", 0.0)
 
 
@@ -121,6 +134,8 @@ def _merge(total: dict[str, Any], part: dict[str, Any], live: bool) -> None:
     for route, hist in part.get("latency", {}).items():
         _add_histogram(total["latency"].setdefault(route, _histogram()), hist)
     _add_histogram(total["run"], part.get("run", _histogram()))
+    _add_histogram(total["batch_rows"], part.get("batch_rows", _histogram(BATCH_ROWS)))
+    _add_histogram(total["batch_wait"], part.get("batch_wait", _histogram()))
     for counter in _COUNTERS:
         total[counter] += part.get(counter, 0)
     if live:
@@ -132,7 +147,8 @@ _COUNTERS = ("restarts", "collected_files_removed", "collected_bytes_removed")  
 
 
 def _empty_totals() -> dict[str, Any]:
-    return {"requests": {}, "latency": {}, "run": _histogram(), "in_flight": 0, "ready": 0, **dict.fromkeys(_COUNTERS, 0)}
+    return {"requests": {}, "latency": {}, "run": _histogram(), "batch_rows": _histogram(BATCH_ROWS),
+            "batch_wait": _histogram(), "in_flight": 0, "ready": 0, **dict.fromkeys(_COUNTERS, 0)}
 
 
 def collect_totals(directory: str) -> dict[str, Any]:
@@ -184,6 +200,12 @@ class _Collector:
         run = HistogramMetricFamily("mlmagics_run_duration_seconds", "Time spent inside the script's run()")
         run.add_metric([], _buckets(t["run"]), t["run"]["sum"])
         yield run
+        rows = HistogramMetricFamily("mlmagics_batch_rows", "Rows per batched run() call (adaptive batching)")
+        rows.add_metric([], _buckets(t["batch_rows"], BATCH_ROWS), t["batch_rows"]["sum"])
+        yield rows
+        wait = HistogramMetricFamily("mlmagics_batch_wait_seconds", "How long a batch's oldest request waited for its call")
+        wait.add_metric([], _buckets(t["batch_wait"]), t["batch_wait"]["sum"])
+        yield wait
         yield GaugeMetricFamily(
             "mlmagics_requests_in_flight", "Scoring requests being run or waiting for a worker", value=t["in_flight"]
         )
@@ -199,9 +221,9 @@ class _Collector:
         )  # fmt: skip
 
 
-def _buckets(hist: dict[str, Any]) -> list[tuple[str, float]]:
+def _buckets(hist: dict[str, Any], bounds: tuple[float, ...] = BUCKETS) -> list[tuple[str, float]]:
     out, running = [], 0
-    for bound, n in zip([*map(str, BUCKETS), "+Inf"], hist["counts"], strict=True):
+    for bound, n in zip([*map(str, bounds), "+Inf"], hist["counts"], strict=True):
         running += n
         out.append((bound, running))
     return out

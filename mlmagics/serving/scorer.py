@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import datacollection, outputs
+from .batching import BATCHED, Batcher, Item, Unsplittable, plan_for
 from .debugger import wait_for_debugger
 from .http import Answer, Job, error
 from .inputs import InputError, headers_dict, run_arguments
@@ -40,8 +41,12 @@ class ScoringTimeout(BaseException):
 
 
 class Scorer:
-    def __init__(self, script: ScoringScript, timeout_ms: int, wait_ms: int | None, service_name: str, metrics: Metrics) -> None:
+    def __init__(self, script: ScoringScript, timeout_ms: int, wait_ms: int | None, service_name: str, metrics: Metrics,
+                 max_batch_size: int = 0, max_batch_latency_ms: float = 10.0) -> None:  # fmt: skip
         self.script = script
+        self.max_batch_size = max_batch_size
+        self.max_batch_latency_ms = max_batch_latency_ms
+        self.batcher: Batcher | None = None  # set once the script is loaded, when batching is on (or run is @batched)
         self.timeout_ms = timeout_ms
         self.timeout_s = timeout_ms / 1000.0
         self.wait_s = None if wait_ms is None else wait_ms / 1000.0
@@ -78,6 +83,7 @@ class Scorer:
             started = time.perf_counter()
             self.script.init()
             log.info("user_script", f"init() finished in {(time.perf_counter() - started) * 1000:.0f} ms")
+            self.batcher = self._batcher()
             self.state = READY
             self.metrics.worker_ready()
         except KeyboardInterrupt:
@@ -92,6 +98,23 @@ class Scorer:
                 traceback=self.failure.traceback,
                 model_dir_tree=_tree(os.environ.get("AZUREML_MODEL_DIR", "")),
             )
+
+    def _batcher(self) -> Batcher | None:
+        """How requests share run() calls: settings first, then a @batched script's own defaults."""
+        own = getattr(self.script.run, BATCHED, None) or {}
+        rows = self.max_batch_size or own.get("max_batch_size") or 0
+        latency = self.max_batch_latency_ms
+        if not self.max_batch_size and own.get("max_batch_latency_ms") is not None:
+            latency = own["max_batch_latency_ms"]
+        if rows <= 1 and not own:
+            return None
+        plan, why = plan_for(self.script)
+        if plan is None:
+            log.warning("user_script", f"max_batch_size={rows} has no effect: {why}")
+            return None
+        log.info("user_script", f"batching up to {max(rows, 1)} rows, waiting at most {latency:g} ms"
+                 + (f" (rows of {', '.join(plan.rows_params)})" if plan.rows_params else " (@batched run)"))  # fmt: skip
+        return Batcher(plan, max(int(rows), 1), latency / 1000)
 
     # -- the queue (submit and _refuse_late run on the event loop; serve on the main thread) -------------
     def submit(self, job: Job) -> None:
@@ -127,25 +150,50 @@ class Scorer:
         return status, headers + [(b"retry-after", b"1")], body
 
     def serve(self) -> None:
-        """Run jobs until a None arrives (main thread)."""
+        """Run jobs until a None arrives (main thread): one at a time, or in batches (batching.py)."""
         while True:
-            job = self.jobs.get()
-            if job is None:
+            batcher = self.batcher
+            if batcher is not None and batcher.carry is not None:  # taken last time, did not fit that batch
+                item, batcher.carry = batcher.carry, None
+                if item.job.conn.transport is None:
+                    continue
+            else:
+                job = self.jobs.get()
+                if job is None:
+                    return
+                if not job.claim.acquire(blocking=False) or job.conn.transport is None:
+                    continue  # refused meanwhile, or the client left
+                item = self._parse(job)
+                if item is None:
+                    continue
+            if batcher is None:
+                self._guarded(self._run_alone, [item])
+                continue
+            items, stop = batcher.take(item, self.jobs, self._parse)
+            self._guarded(self._run_batch, items)
+            if stop:
                 return
-            if not job.claim.acquire(blocking=False) or job.conn.transport is None:
-                continue  # refused meanwhile, or the client left
-            self.current = job
-            try:
-                answer, exec_ms = self._score(job)
-            except BaseException as e:  # noqa: BLE001 - the last resort: this request fails, the worker goes on
-                log.emit("CRITICAL", "server", f"unexpected {type(e).__name__} while scoring: {e}",
-                         traceback=user_traceback(e), request_id=job.request_id)  # fmt: skip
-                answer, exec_ms = error(500, "An unexpected internal error occurred. Check the logs for more info."), None
+
+    def _guarded(self, run: Callable[[Any], None], items: list[Item]) -> None:
+        """The last resort: a failure of the server itself fails these requests, and the worker goes on."""
+        try:
+            run(items[0] if run == self._run_alone else items)
+        except BaseException as e:  # noqa: BLE001
+            log.emit("CRITICAL", "server", f"unexpected {type(e).__name__} while scoring: {e}",
+                     traceback=user_traceback(e), request_id=items[0].job.request_id)  # fmt: skip
+            for item in items:
+                if item.answer is None:
+                    self._finish(item, error(500, "An unexpected internal error occurred. Check the logs for more info."))
+        finally:
             self.current = None
-            self._done.append((job, answer, exec_ms))
-            if not self._wakeup_pending:  # one wake-up of the event loop per batch of finished jobs
-                self._wakeup_pending = True
-                self.loop.call_soon_threadsafe(self._deliver)
+
+    def _finish(self, item: Item, answer: Answer, exec_ms: float | None = None) -> None:
+        """Hand the answer to the event loop: one wake-up per burst of finished requests."""
+        item.answer, item.exec_ms = answer, exec_ms
+        self._done.append((item.job, answer, exec_ms))
+        if not self._wakeup_pending:
+            self._wakeup_pending = True
+            self.loop.call_soon_threadsafe(self._deliver)
 
     def _deliver(self) -> None:
         self._wakeup_pending = False
@@ -168,14 +216,67 @@ class Scorer:
         if self._in_run and frame is not None and frame.f_code not in _OWN_FRAMES:
             raise ScoringTimeout()
 
-    def _score(self, job: Job) -> tuple[Answer, float | None]:
-        request = job.request
+    def _parse(self, job: Job) -> Item | None:
+        """A claimed job as `run()`'s arguments and rows; a request whose input is bad is answered (None)."""
+        self.current = job
         try:
-            kwargs = run_arguments(self.script, request)
-            headers = headers_dict(request.headers) if self.script.wants_headers else None
+            kwargs = run_arguments(self.script, job.request)
         except InputError as e:
-            return error(e.status, e.message), None
+            self._finish(Item(job, {}, 0, ""), error(e.status, e.message))
+            return None
+        if self.batcher is None:
+            return Item(job, kwargs, 1, "")
+        shape = self.batcher.plan.rows(kwargs)
+        if shape is None:  # cannot share a call (not rows, rows of unequal length): served alone
+            return Item(job, kwargs, self.batcher.max_rows, f"alone {job.request_id}")
+        return Item(job, kwargs, *shape)
+
+    def _run_alone(self, item: Item) -> None:
+        headers = headers_dict(item.job.request.headers) if self.script.wants_headers else None
+        outcome, value, exec_ms = self._call(item.kwargs, headers, item.job)
+        self._finish(item, *self._answer(outcome, value, exec_ms, item.job))
+
+    def _run_batch(self, items: list[Item]) -> None:
+        batcher = self.batcher
+        plan = batcher.plan
+        if len(items) == 1 and not plan.listwise:
+            self._run_alone(items[0])
+            return
+        waited = time.monotonic() - min(i.job.request.received for i in items)
+        outcome, value, exec_ms = self._call(plan.merge(items), None, items[0].job)
+        counts = [i.rows for i in items]
+        if outcome == "ok":
+            try:
+                parts = plan.split(value, counts)
+            except Unsplittable as e:
+                if plan.listwise:
+                    log.error("user_script", f"@batched run() must return one answer per input: {e}",
+                              request_id=items[0].job.request_id)  # fmt: skip
+                    for item in items:
+                        self._finish(item, error(500, "An unexpected internal error occurred. Check the logs for more info."))
+                    return
+                batcher.splittable = False
+                log.warning("user_script", f"batching turned off for this worker: {e}; each request is served alone")
+                for item in items:
+                    self._run_alone(item)
+                return
+            batcher.cost.observe(sum(counts), exec_ms / 1000)
+            self.metrics.batch_done(sum(counts), waited)
+            shared = (b"x-mlmagics-batch-rows", b"%d" % sum(counts))  # what clients (%test_service --bench) can see
+            for item, part in zip(items, parts, strict=True):
+                (status, headers, body), ms = self._answer("ok", part, exec_ms, item.job)
+                self._finish(item, (status, [*headers, shared], body), ms)
+        elif outcome == "error" and len(items) > 1:  # one bad input fails its own request only
+            for item in items:
+                self._run_batch([item]) if plan.listwise else self._run_alone(item)
+        else:
+            for item in items:
+                self._finish(item, *self._answer(outcome, value, exec_ms, item.job))
+
+    def _call(self, kwargs: dict[str, Any], headers: dict[str, str] | None, job: Job) -> tuple[str, Any, float | None]:
+        """run() once, under scoring_timeout_ms: ("ok", value, ms), ("timeout", None, None) or ("error", exception, None)."""
         datacollection.current_request_id = job.request_id
+        self.current = job
         started = self.running_since = time.perf_counter()
         try:
             try:
@@ -186,25 +287,26 @@ class Scorer:
                 self._in_run = False
                 signal.setitimer(signal.ITIMER_REAL, 0)
                 self.running_since = 0.0
-            exec_ms = (time.perf_counter() - started) * 1000
-            return outputs.answer(value), exec_ms
         except ScoringTimeout:
-            log.error(
-                "user_script", f"run() did not finish within scoring_timeout_ms={self.timeout_ms}", request_id=job.request_id
-            )
+            return "timeout", None, None
+        except BaseException as e:  # noqa: BLE001 - whatever the script raises (sys.exit, KeyboardInterrupt too) is v1's 500
+            return "error", e, None
+        return "ok", value, (time.perf_counter() - started) * 1000
+
+    def _answer(self, outcome: str, value: Any, exec_ms: float | None, job: Job) -> tuple[Answer, float | None]:
+        if outcome == "timeout":
+            log.error("user_script", f"run() did not finish within scoring_timeout_ms={self.timeout_ms}",
+                      request_id=job.request_id)  # fmt: skip
             return error(500, f"Scoring timeout after {self.timeout_ms} ms", failed=True), None
+        if outcome == "error":
+            log.emit("ERROR", "user_script", f"run() raised {type(value).__name__}: {value}",
+                     traceback=user_traceback(value), request_id=job.request_id)  # fmt: skip
+            return error(500, "An unexpected error occurred in scoring script. Check the logs for more info.", True), None
+        try:
+            return outputs.answer(value), exec_ms
         except outputs.OutputError as e:
             log.error("user_script", str(e), request_id=job.request_id)
             return error(500, "An unexpected internal error occurred. Check the logs for more info."), None
-        except BaseException as e:  # noqa: BLE001 - whatever the script raises (sys.exit, KeyboardInterrupt too) is v1's 500
-            log.emit(
-                "ERROR",
-                "user_script",
-                f"run() raised {type(e).__name__}: {e}",
-                traceback=user_traceback(e),
-                request_id=job.request_id,
-            )
-            return error(500, "An unexpected error occurred in scoring script. Check the logs for more info.", True), None
 
     def check_stuck(self, grace_s: float = 5.0) -> None:
         """Called every second on the event loop: a run() that ignores SIGALRM (stuck in native code)
@@ -223,7 +325,7 @@ class Scorer:
         self.loop.call_later(0.2, _exit_stuck_worker)
 
 
-_OWN_FRAMES = {Scorer._score.__code__, ScoringScript.call.__code__}
+_OWN_FRAMES = {Scorer._call.__code__, ScoringScript.call.__code__}
 
 
 def _exit_stuck_worker() -> None:

@@ -41,6 +41,9 @@ class Settings:
     keys_file: str = ""  # JSON {"primary_key":..,"secondary_key":..}; re-read when it changes
     scoring_timeout_ms: int = 3_600_000
     max_request_wait_time: int | None = 500  # ms a request may queue for a worker, then 503 (as the deploy targets)
+    # adaptive batching (batching.py): rows of concurrent requests in one run() call; 0 or 1 = off
+    max_batch_size: int = 0
+    max_batch_latency_ms: float = 10.0  # the longest a request waits for others to share its call
     max_body_bytes: int = 100 * 1024 * 1024  # -> 413, checked against Content-Length before the body is read
     # HTTP limits, enforced while bytes arrive (http.py; docs: reference/scoring-server "Limits"). Sizes as gunicorn and nginx.
     max_url_bytes: int = 8192  # the request line's URL -> 414
@@ -120,6 +123,8 @@ ENVIRONMENT = {
     "MLMAGICS_KEYS_FILE": "keys_file",
     "SCORING_TIMEOUT_MS": "scoring_timeout_ms",
     "MLMAGICS_MAX_REQUEST_WAIT_TIME": "max_request_wait_time",
+    "MLMAGICS_MAX_BATCH_SIZE": "max_batch_size",
+    "MLMAGICS_MAX_BATCH_LATENCY_MS": "max_batch_latency_ms",
     "MLMAGICS_MAX_BODY_BYTES": "max_body_bytes",
     "MLMAGICS_MAX_URL_BYTES": "max_url_bytes",
     "MLMAGICS_MAX_HEADER_LINE_BYTES": "max_header_line_bytes",

@@ -79,6 +79,8 @@ def run_worker(
         settings.max_request_wait_time,
         settings.service_name,
         metrics,
+        settings.max_batch_size,
+        settings.max_batch_latency_ms,
     )
     scorer.start(settings.debug_port)
     if scorer.state == FAILED:

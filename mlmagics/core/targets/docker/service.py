@@ -161,6 +161,8 @@ class DockerWebservice(Webservice):
         workers: int | None = None,
         max_request_body_mb: float | None = None,
         cors_origins: list[str] | None = None,
+        max_batch_size: int | None = None,
+        max_batch_latency_ms: float | None = None,
         server_limits: dict[str, float] | None = None,
     ) -> DockerServiceDeploymentConfiguration:
         """v1's ACI parameters, in v1's order, with v1's defaults — except `auth_enabled`, on by default here.

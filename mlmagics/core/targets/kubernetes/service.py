@@ -86,6 +86,8 @@ class KubernetesWebservice(Webservice):
         workers: int | None = None,
         max_request_body_mb: float | None = None,
         cors_origins: list[str] | None = None,
+        max_batch_size: int | None = None,
+        max_batch_latency_ms: float | None = None,
         server_limits: dict[str, float] | None = None,
     ) -> KubernetesServiceDeploymentConfiguration:
         """v1's parameters, names, defaults and validation (all errors in one InvalidConfiguration), then:
