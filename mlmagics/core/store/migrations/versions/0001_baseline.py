@@ -18,7 +18,9 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
-_TEXT_NOT_NULL = {"type_": sa.Text(), "nullable": False}
+
+def _text(name: str) -> sa.Column:
+    return sa.Column(name, sa.Text(), nullable=False)
 
 
 def _versioned(*columns: sa.Column) -> tuple[sa.Column, ...]:
@@ -39,11 +41,11 @@ def upgrade() -> None:
         ),
         "models": _versioned(
             sa.Column("description", sa.Text()),
-            sa.Column("tags", **_TEXT_NOT_NULL),
-            sa.Column("properties", **_TEXT_NOT_NULL),
-            sa.Column("created_time", **_TEXT_NOT_NULL),
-            sa.Column("digest", **_TEXT_NOT_NULL),
-            sa.Column("artifact", **_TEXT_NOT_NULL),
+            _text("tags"),
+            _text("properties"),
+            _text("created_time"),
+            _text("digest"),
+            _text("artifact"),
             sa.Column("size", sa.BigInteger(), nullable=False),
             sa.Column("source", sa.Text()),
             sa.Column("framework", sa.Text()),
@@ -51,41 +53,41 @@ def upgrade() -> None:
         ),
         "images": _versioned(
             sa.Column("description", sa.Text()),
-            sa.Column("tags", **_TEXT_NOT_NULL),
-            sa.Column("properties", **_TEXT_NOT_NULL),
-            sa.Column("created_time", **_TEXT_NOT_NULL),
-            sa.Column("state", **_TEXT_NOT_NULL),
-            sa.Column("models", **_TEXT_NOT_NULL),
-            sa.Column("spec", **_TEXT_NOT_NULL),
+            _text("tags"),
+            _text("properties"),
+            _text("created_time"),
+            _text("state"),
+            _text("models"),
+            _text("spec"),
             sa.Column("error", sa.Text()),
             sa.Column("build", sa.Text(), nullable=False, server_default="{}"),
         ),
         "services": (
             sa.Column("name", sa.Text(), primary_key=True),
-            sa.Column("compute_type", **_TEXT_NOT_NULL),
-            sa.Column("image_id", **_TEXT_NOT_NULL),
-            sa.Column("state", **_TEXT_NOT_NULL),
-            sa.Column("config", **_TEXT_NOT_NULL),
+            _text("compute_type"),
+            _text("image_id"),
+            _text("state"),
+            _text("config"),
             sa.Column("scoring_uri", sa.Text()),
             sa.Column("swagger_uri", sa.Text()),
-            sa.Column("keys", **_TEXT_NOT_NULL),
+            _text("keys"),
             sa.Column("description", sa.Text()),
-            sa.Column("tags", **_TEXT_NOT_NULL),
-            sa.Column("properties", **_TEXT_NOT_NULL),
-            sa.Column("created_time", **_TEXT_NOT_NULL),
-            sa.Column("updated_time", **_TEXT_NOT_NULL),
+            _text("tags"),
+            _text("properties"),
+            _text("created_time"),
+            _text("updated_time"),
             sa.Column("error", sa.Text()),
             sa.Column("target", sa.Text(), nullable=False, server_default="{}"),
         ),
         "datasets": _versioned(
-            sa.Column("definition", **_TEXT_NOT_NULL),
+            _text("definition"),
             sa.Column("description", sa.Text()),
-            sa.Column("tags", **_TEXT_NOT_NULL),
-            sa.Column("created_time", **_TEXT_NOT_NULL),
+            _text("tags"),
+            _text("created_time"),
         ),
         "environments": _versioned(
-            sa.Column("definition", **_TEXT_NOT_NULL),
-            sa.Column("created_time", **_TEXT_NOT_NULL),
+            _text("definition"),
+            _text("created_time"),
         ),
     }
     for name, columns in tables.items():
