@@ -6,6 +6,9 @@
     GET  /swagger.json  the API document (?version=2|3|3.1)
     GET  /metrics       Prometheus text format
 
+and, on the same port and queue, the Open Inference Protocol (KServe v2: /v2/...) and MLflow's scoring
+protocol (/invocations, /ping, /health, /version) — protocols.py.
+
 With a separate health port (v1's `SEPERATE_HEALTH_ENDPOINT`, or `--health-port`) a second,
 health-only App answers `GET /`, `GET /ready` and `GET /metrics` there, and only those: that
 port is the platform's (probes, Prometheus), never published, so it asks for no key.
@@ -25,12 +28,15 @@ import json
 import time
 from random import getrandbits
 
+from mlmagics._version import __version__
+
 from . import outputs
 from .auth import UNAUTHORIZED, KeyAuth
 from .http import Answer, Connection, HttpRequest, Job, error
 from .inputs import InputError, query_params
 from .logs import log
 from .metrics import Metrics
+from .protocols import MLFLOW_PROTOCOL, OpenInference, model_metadata
 from .scorer import FAILED, READY, Scorer
 from .settings import Settings
 from .swagger import Swagger, SwaggerError
@@ -43,8 +49,8 @@ NOT_FOUND = (
 )
 METHOD_NOT_ALLOWED = "The method is not allowed for the requested URL."
 _HEALTHY: Answer = (200, [outputs.TEXT_HTML], b"Healthy")
-_QUIET_ROUTES = {"/", "/ready", "/metrics"}  # probes and scrapes: no access line unless they fail
-_PROBES = ("/", "/ready")  # open to everybody; the rest needs a key when key auth is on
+_QUIET_ROUTES = {"/", "/ready", "/metrics", "/v2/health/live", "/v2/health/ready", "/ping", "/health"}  # no access line
+_PROBES = ("/", "/ready", "/v2/health/live", "/v2/health/ready", "/ping", "/health")  # open; the rest needs the key
 # The separate health port is for the platform (probes, a Prometheus scraping the pod), never published:
 # it answers the probes and /metrics, without a key.
 _HEALTH_PORT_ROUTES = (*_PROBES, "/metrics")
@@ -54,8 +60,22 @@ _METHODS = {  # route -> the methods it answers (v1's, with Flask's automatic HE
     "/ready": ("GET", "HEAD", "OPTIONS"),
     "/swagger.json": ("GET", "HEAD", "OPTIONS"),
     "/metrics": ("GET", "HEAD", "OPTIONS"),
+    # the Open Inference Protocol (KServe v2); "/v2/model..." stand for /v2/models/{name}[/versions/{v}]...
+    "/v2": ("GET", "OPTIONS"),
+    "/v2/health/live": ("GET", "OPTIONS"),
+    "/v2/health/ready": ("GET", "OPTIONS"),
+    "/v2/model": ("GET", "OPTIONS"),
+    "/v2/model/ready": ("GET", "OPTIONS"),
+    "/v2/model/infer": ("POST", "OPTIONS"),
+    # MLflow's scoring protocol
+    "/invocations": ("POST", "OPTIONS"),
+    "/ping": ("GET", "OPTIONS"),
+    "/health": ("GET", "OPTIONS"),
+    "/version": ("GET", "OPTIONS"),
 }
+_SCORING = ("/score", "/v2/model/infer", "/invocations")  # the routes run() answers, through the queue
 OTHER = "other"
+UNKNOWN_MODEL = "unknown model"
 
 
 class App:
@@ -68,6 +88,7 @@ class App:
         self.prefix = f"/{prefix}" if prefix else ""
         self.cors = set(settings.cors_origins)
         self._swagger: Swagger | None = None
+        self.v2 = OpenInference(settings.service_name, settings.service_version)
         self.health_only = health_only
         if not health_only:
             scorer.complete = self.complete
@@ -81,10 +102,19 @@ class App:
         if self.prefix and path.startswith(self.prefix):
             path = request.path = path[len(self.prefix) :] or "/"
         request_id, id_headers, problem = request_ids(named)
-        route = path if path in _METHODS else OTHER
+        route = path if path in _METHODS else self.protocol_route(path)
         job = Job(conn, request, request_id, id_headers, route)
+        if route.startswith("/v2"):
+            job.protocol = self.v2
+        elif route in ("/invocations", "/ping", "/health", "/version"):
+            job.protocol = MLFLOW_PROTOCOL
         if problem:
             job.answer = error(431, problem)
+        elif route == UNKNOWN_MODEL:
+            job.protocol = self.v2
+            job.answer = self.v2.error(404, f"Model {path.split('/')[3]!r} is not served here: this service serves "
+                                            f"{self.v2.model!r} (version {self.v2.version!r})")  # fmt: skip
+            job.hint = "the v2 protocol's model name is the service's name"
         elif self.health_only and route not in _HEALTH_PORT_ROUTES:
             job.answer = self.refusal(job, 404, NOT_FOUND, hint=f"this is the health port (GET /, /ready and /metrics "
                                                                f"only); score on port {self.settings.port}")  # fmt: skip
@@ -98,9 +128,26 @@ class App:
         elif not self.auth.allows(named.get(b"authorization", b"")):
             status, headers, body = error(401, UNAUTHORIZED)
             job.answer = status, headers + [(b"www-authenticate", b"Bearer")], body
-        elif route == "/score" and self.scorer.state == FAILED:
-            job.answer = self.not_started()
+        elif route in _SCORING and self.scorer.state == FAILED:
+            job.answer = self.not_started(job)
         return job
+
+    def protocol_route(self, path: str) -> str:
+        """/v2/models/{name}[/versions/{v}][/ready|/infer] -> "/v2/model[/ready|/infer]" when {name} (and {v}) are
+        this service's, UNKNOWN_MODEL when not; OTHER for any other path."""
+        parts = path.split("/")
+        if len(parts) < 4 or parts[1] != "v2" or parts[2] != "models":
+            return OTHER
+        name, rest = parts[3], parts[4:]
+        if len(rest) >= 2 and rest[0] == "versions":
+            version, rest = rest[1], rest[2:]
+            if version != self.v2.version:
+                return UNKNOWN_MODEL
+        if name != self.v2.model:
+            return UNKNOWN_MODEL
+        if not rest:
+            return "/v2/model"
+        return f"/v2/model/{rest[0]}" if len(rest) == 1 and rest[0] in ("ready", "infer") else OTHER
 
     def refusal(self, job: Job, status: int, message: str, hint: str = "", retry_after: bool = False) -> Answer:
         """An error answer for `job`; `hint` (for the person reading the log) goes to its access line."""
@@ -126,7 +173,7 @@ class App:
         request = job.request
         if request.method == "OPTIONS":
             self.complete(job, self.options(job.route), None)
-        elif job.route == "/score":
+        elif job.route in _SCORING:
             self.scorer.submit(job)  # answered through complete() once run() returns
         else:
             try:
@@ -172,15 +219,36 @@ class App:
             return self.ready(self.auth.allows(request.header(b"authorization").encode("latin-1")))
         if route == "/swagger.json":
             return self.swagger(request)
+        if route != "/metrics":
+            return self.protocol_answer(route)
         if not self.metrics.enabled:
             return error(404, "Metrics are turned off for this service (metrics_enabled=false)")
         body, content_type = self.metrics.exposition()
         return 200, [(b"content-type", content_type.encode())], body
 
-    def not_started(self) -> Answer:
+    def protocol_answer(self, route: str) -> Answer:
+        """The v2 and MLflow protocols' cheap routes: health, readiness, metadata, version."""
+        ready = self.scorer.state == READY
+        if route == "/v2/health/live":
+            return 200, [outputs.JSON], b'{"live": true}'
+        if route in ("/v2/health/ready", "/v2/model/ready"):
+            return (200 if ready else 503), [outputs.JSON], b'{"ready": true}' if ready else b'{"ready": false}'
+        if route == "/v2":
+            body = {"name": "mlmagics", "version": __version__, "extensions": ["binary_tensor_data"]}
+            return 200, [outputs.JSON], json.dumps(body).encode()
+        if route == "/v2/model":
+            if not ready:
+                return self.v2.error(503, "the scoring script is not ready: GET /ready says why")
+            return 200, [outputs.JSON], json.dumps(model_metadata(self.scorer.script, self.v2.model, self.v2.version)).encode()
+        if route in ("/ping", "/health"):  # MLflow's: 200 once the model is loaded, else 404
+            return (200 if ready else 404), [outputs.JSON], b"\n"
+        return 200, [(b"content-type", b"text/plain; charset=utf-8")], __version__.encode()  # /version
+
+    def not_started(self, job: Job | None = None) -> Answer:
         failure = self.scorer.failure
         reason = failure.message if failure else "the scoring script failed to start"
-        return error(503, f"The scoring script could not start: {reason}. GET /ready or the logs show the traceback.")
+        message = f"The scoring script could not start: {reason}. GET /ready or the logs show the traceback."
+        return job.protocol.error(503, message) if job is not None and job.protocol else error(503, message)
 
     def ready(self, with_details: bool = True) -> Answer:
         """200 once init() succeeded, else 503 — for every prober; what the script is and why it failed

@@ -92,7 +92,8 @@ class Job:
     """A request on its way to an answer. A scoring job is claimed once: by the scorer to run
     it, or by the event loop to refuse it (waited too long); never both."""
 
-    __slots__ = ("conn", "request", "request_id", "id_headers", "route", "answer", "exec_ms", "claim", "hint", "deadline")
+    __slots__ = ("conn", "request", "request_id", "id_headers", "route", "answer", "exec_ms", "claim", "hint", "deadline",
+                 "protocol")  # fmt: skip
 
     def __init__(self, conn: Connection, request: HttpRequest, request_id: str, id_headers: list, route: str) -> None:
         self.conn = conn
@@ -105,6 +106,7 @@ class Job:
         self.claim = threading.Lock()
         self.hint = ""  # why it was refused, for the access log line
         self.deadline = 0.0  # loop time after which, not taken by a worker yet, it is refused (max_request_wait_time)
+        self.protocol: Any = None  # how run()'s arguments and answer are read and written (protocols.py); None: v1's
 
 
 class App(Protocol):

@@ -27,10 +27,11 @@ from typing import Any
 from . import datacollection, outputs
 from .batching import BATCHED, Batcher, Item, Unsplittable, plan_for
 from .debugger import wait_for_debugger
-from .http import Answer, Job, error
-from .inputs import InputError, headers_dict, run_arguments
+from .http import Answer, Job
+from .inputs import InputError, headers_dict
 from .logs import log
 from .metrics import Metrics
+from .protocols import V1_PROTOCOL
 from .script import LoadFailure, ScoringScript, describe_failure, user_traceback
 
 STARTING, READY, FAILED = "starting", "ready", "failed"
@@ -137,12 +138,12 @@ class Scorer:
         while waiting and (waiting[0].deadline <= now or waiting[0].claim.locked()):
             job = waiting.popleft()
             if job.claim.acquire(blocking=False):  # no worker took it in time
-                self.complete(job, self._overloaded(), None)
+                self.complete(job, self._overloaded(job), None)
         if waiting:
             self._timer = self.loop.call_at(waiting[0].deadline, self._refuse_late)
 
-    def _overloaded(self) -> Answer:
-        status, headers, body = error(
+    def _overloaded(self, job: Job) -> Answer:
+        status, headers, body = _protocol(job).error(
             503,
             f"Too many requests for service {self.service_name} (overloaded): no worker was free within "
             f"{self.wait_s * 1000:.0f} ms (max_request_wait_time). Retry later, or deploy with more replicas or workers.",
@@ -183,12 +184,13 @@ class Scorer:
                      traceback=user_traceback(e), request_id=items[0].job.request_id)  # fmt: skip
             for item in items:
                 if item.answer is None:
-                    self._finish(item, error(500, "An unexpected internal error occurred. Check the logs for more info."))
+                    self._finish(item, _protocol(item.job).error(500, INTERNAL))
         finally:
             self.current = None
 
     def _finish(self, item: Item, answer: Answer, exec_ms: float | None = None) -> None:
         """Hand the answer to the event loop: one wake-up per burst of finished requests."""
+        answer = _protocol(item.job).finish(answer, item.job.request)
         item.answer, item.exec_ms = answer, exec_ms
         self._done.append((item.job, answer, exec_ms))
         if not self._wakeup_pending:
@@ -219,10 +221,11 @@ class Scorer:
     def _parse(self, job: Job) -> Item | None:
         """A claimed job as `run()`'s arguments and rows; a request whose input is bad is answered (None)."""
         self.current = job
+        protocol = _protocol(job)
         try:
-            kwargs = run_arguments(self.script, job.request)
+            kwargs = protocol.arguments(self.script, job.request)
         except InputError as e:
-            self._finish(Item(job, {}, 0, ""), error(e.status, e.message))
+            self._finish(Item(job, {}, 0, ""), protocol.error(e.status, e.message))
             return None
         if self.batcher is None:
             return Item(job, kwargs, 1, "")
@@ -253,7 +256,7 @@ class Scorer:
                     log.error("user_script", f"@batched run() must return one answer per input: {e}",
                               request_id=items[0].job.request_id)  # fmt: skip
                     for item in items:
-                        self._finish(item, error(500, "An unexpected internal error occurred. Check the logs for more info."))
+                        self._finish(item, _protocol(item.job).error(500, INTERNAL))
                     return
                 batcher.splittable = False
                 log.warning("user_script", f"batching turned off for this worker: {e}; each request is served alone")
@@ -294,19 +297,20 @@ class Scorer:
         return "ok", value, (time.perf_counter() - started) * 1000
 
     def _answer(self, outcome: str, value: Any, exec_ms: float | None, job: Job) -> tuple[Answer, float | None]:
+        protocol = _protocol(job)
         if outcome == "timeout":
             log.error("user_script", f"run() did not finish within scoring_timeout_ms={self.timeout_ms}",
                       request_id=job.request_id)  # fmt: skip
-            return error(500, f"Scoring timeout after {self.timeout_ms} ms", failed=True), None
+            return protocol.error(500, f"Scoring timeout after {self.timeout_ms} ms", failed=True), None
         if outcome == "error":
             log.emit("ERROR", "user_script", f"run() raised {type(value).__name__}: {value}",
                      traceback=user_traceback(value), request_id=job.request_id)  # fmt: skip
-            return error(500, "An unexpected error occurred in scoring script. Check the logs for more info.", True), None
+            return protocol.error(500, SCRIPT_FAILED, True), None
         try:
-            return outputs.answer(value), exec_ms
+            return protocol.answer(value), exec_ms
         except outputs.OutputError as e:
             log.error("user_script", str(e), request_id=job.request_id)
-            return error(500, "An unexpected internal error occurred. Check the logs for more info."), None
+            return protocol.error(500, INTERNAL), None
 
     def check_stuck(self, grace_s: float = 5.0) -> None:
         """Called every second on the event loop: a run() that ignores SIGALRM (stuck in native code)
@@ -321,8 +325,16 @@ class Scorer:
             "scoring_timeout_ms (stuck in native code?); this worker exits and is replaced",
             request_id=job.request_id,
         )
-        self.complete(job, error(500, f"Scoring timeout after {self.timeout_ms} ms", failed=True), None)
+        self.complete(job, _protocol(job).error(500, f"Scoring timeout after {self.timeout_ms} ms", failed=True), None)
         self.loop.call_later(0.2, _exit_stuck_worker)
+
+
+INTERNAL = "An unexpected internal error occurred. Check the logs for more info."
+SCRIPT_FAILED = "An unexpected error occurred in scoring script. Check the logs for more info."
+
+
+def _protocol(job: Job) -> Any:
+    return job.protocol or V1_PROTOCOL
 
 
 _OWN_FRAMES = {Scorer._call.__code__, ScoringScript.call.__code__}

@@ -4,6 +4,9 @@ Swagger 2.0 by default, OpenAPI 3.0.3 with `?version=3`, 3.1.0 with `?version=3.
 `ServiceInput`/`ServiceOutput` come from inference-schema's decorators; an undecorated
 `run` gets `{"type": "object", "example": {}}`. A `swagger.json`/`swagger2.json`/
 `swagger3.json` in the app root is served instead, verbatim, as v1 does.
+
+Swagger 2.0 stays exactly v1's (v1 clients read it); the OpenAPI 3 documents add the other protocols' routes
+the service answers (the Open Inference Protocol's /v2/..., MLflow's /invocations ...: protocols.py).
 """
 
 from __future__ import annotations
@@ -154,6 +157,75 @@ def openapi3(name: str, version: str, prefix: str, service_input: Any, service_o
     }
 
 
+_TENSOR = {
+    "type": "object",
+    "required": ["name", "shape", "datatype"],
+    "properties": {
+        "name": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "datatype": {"type": "string", "enum": ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32",
+                                                "INT64", "FP32", "FP64", "BYTES"]},
+        "data": {"type": "array"},
+        "parameters": {"type": "object"},
+    },
+}  # fmt: skip
+_V2_ERROR = {"type": "object", "properties": {"error": {"type": "string"}}}
+_MLFLOW_INPUT = {
+    "type": "object",
+    "description": "exactly one of dataframe_split, dataframe_records, instances, inputs; params optional",
+    "properties": {
+        "dataframe_split": {"type": "object", "properties": {"columns": {"type": "array"}, "data": {"type": "array"}}},
+        "dataframe_records": {"type": "array", "items": {"type": "object"}},
+        "instances": {"type": "array"},
+        "inputs": {},
+        "params": {"type": "object"},
+    },
+}
+
+
+def protocol_paths(prefix: str, model: str, version: str) -> dict[str, Any]:
+    """The Open Inference Protocol's and MLflow's routes, in OpenAPI 3 (the model's name is the service's)."""
+
+    def get(operation: str, description: str, ok: dict | None = None, secured: bool = False) -> dict:
+        body = {"operationId": operation, "description": description,
+                "responses": {"200": ok or {"description": "OK"}, "default": {"description": "not ready, or an error"}}}
+        return {"get": {**body, **({"security": [{"Bearer": []}]} if secured else {"security": []})}}  # fmt: skip
+
+    def post(operation: str, description: str, request: dict, answer: dict, error: dict) -> dict:
+        def json_content(schema: dict) -> dict:
+            return {"application/json": {"schema": schema}}
+
+        responses = {"200": {"description": "the answer", "content": json_content(answer)},
+                     "default": {"description": "an error", "content": json_content(error)}}  # fmt: skip
+        body = {"required": True, "content": json_content(request)}
+        return {"post": {"operationId": operation, "description": description, "security": [{"Bearer": []}],
+                         "requestBody": body, "responses": responses}}  # fmt: skip
+
+    infer_request = {"type": "object", "required": ["inputs"], "properties": {
+        "id": {"type": "string"}, "inputs": {"type": "array", "items": _TENSOR}, "outputs": {"type": "array"},
+        "parameters": {"type": "object"}}}  # fmt: skip
+    infer_answer = {"type": "object", "properties": {"model_name": {"type": "string"}, "outputs": {"type": "array"}}}
+    model_path = f"{prefix}/v2/models/{model}"
+    mlflow_error = {"type": "object", "properties": {"error_code": {"type": "string"}, "message": {"type": "string"}}}
+    return {
+        f"{prefix}/v2/health/live": get("V2Live", "Open Inference Protocol: liveness"),
+        f"{prefix}/v2/health/ready": get("V2Ready", "Open Inference Protocol: readiness (503 until init() succeeded)"),
+        f"{prefix}/v2": get("V2ServerMetadata", "Open Inference Protocol: server metadata", secured=True),
+        model_path: get("V2ModelMetadata", "the script's input schema as named tensors", secured=True),
+        f"{model_path}/versions/{version}": get("V2ModelVersionMetadata", "the same, by version", secured=True),
+        f"{model_path}/ready": get("V2ModelReady", "Open Inference Protocol: the model's readiness", secured=True),
+        f"{model_path}/infer": post("V2Infer", "Open Inference Protocol: named tensors in and out", infer_request,
+                                    infer_answer, _V2_ERROR),  # fmt: skip
+        f"{model_path}/versions/{version}/infer": post("V2InferVersion", "the same, by version", infer_request,
+                                                       infer_answer, _V2_ERROR),  # fmt: skip
+        f"{prefix}/invocations": post("MLflowInvocations", "MLflow's scoring protocol (also text/csv)", _MLFLOW_INPUT,
+                                      {"type": "object", "properties": {"predictions": {}}}, mlflow_error),  # fmt: skip
+        f"{prefix}/ping": get("MLflowPing", "MLflow: 200 once the model is loaded"),
+        f"{prefix}/health": get("MLflowHealth", "MLflow: 200 once the model is loaded"),
+        f"{prefix}/version": get("MLflowVersion", "the server's version", secured=True),
+    }
+
+
 class Swagger:
     """Builds each version once, on first request, and keeps the encoded bytes."""
 
@@ -206,6 +278,8 @@ class Swagger:
             service_input, service_output = dict(_EMPTY), dict(_EMPTY)
         if version == "2":
             return swagger2(self.name, self.version, self.prefix, service_input, service_output)
-        return openapi3(
+        document = openapi3(
             self.name, self.version, self.prefix, service_input, service_output, "3.1.0" if version == "3.1" else "3.0.3"
         )
+        document["paths"].update(protocol_paths(self.prefix, self.name, self.version))
+        return document

@@ -1,0 +1,440 @@
+"""The protocols a service answers besides v1's `/score`, on the same port, the same `run()` and the same queue
+(batching included): what clients other teams already have can call a v1 script unchanged.
+
+Open Inference Protocol (KServe v2, Triton's HTTP/REST), `{name}` being the service's name:
+
+    GET  /v2/health/live, /v2/health/ready          200, or 503 until init() succeeded
+    GET  /v2                                        server metadata
+    GET  /v2/models/{name}[/versions/{v}]           model metadata: the script's schema as named tensors
+    GET  /v2/models/{name}[/versions/{v}]/ready
+    POST /v2/models/{name}[/versions/{v}]/infer     named tensors in and out; the request `id` echoed;
+                                                    the binary tensor extension (tritonclient's default) too
+
+A tensor is one of run()'s parameters (an inference-schema script: the parameter's name), its flat `data`
+reshaped to `shape`; run()'s answer becomes the outputs — a dict of arrays (one output per key) or one array
+(`output0`). Errors are `{"error": "..."}` with 400 (bad request), 404 (no such model) or 500.
+
+MLflow's scoring protocol (`mlflow models serve`):
+
+    POST /invocations      application/json: dataframe_split, dataframe_records, instances or inputs (+ params);
+                           text/csv with a header row. Answer: {"predictions": ...}
+    GET  /ping, /health    200 (`/ping` 503 until init() succeeded); GET /version: the server's version
+
+For an inference-schema script the rows go to its row parameter (numpy rows, or pandas records) and `params`
+to parameters of those names; a plain v1 script (`run(raw_data)`) gets `{"data": rows}` as JSON text, the
+shape v1's own examples read. Errors are MLflow's: `{"error_code": "BAD_REQUEST", "message": ...}`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import struct
+from typing import Any
+
+from . import outputs
+from .inputs import InputError, decode_json, run_arguments
+from .outputs import Answer
+
+NAME = "mlmagics"
+_JSON = outputs.JSON
+
+
+class V1:
+    """v1's /score: the default of every request. Each protocol turns a request into run()'s arguments, run()'s
+    value into an answer, and an error into its own error body."""
+
+    name = "v1"
+
+    def arguments(self, script: Any, request: Any) -> dict[str, Any]:
+        return run_arguments(script, request)
+
+    def answer(self, value: Any) -> Answer:
+        return outputs.answer(value)
+
+    def error(self, status: int, message: str, failed: bool = False) -> Answer:
+        flag = outputs.RUN_FAILED if failed else outputs.RUN_OK
+        return status, [_JSON, flag], outputs.error_body(message)
+
+    def finish(self, answer: Answer, request: Any) -> Answer:
+        """What the answer echoes of its request (the v2 protocol's id, model and version)."""
+        return answer
+
+
+# -- the Open Inference Protocol (KServe v2) ---------------------------------------------------------------------------
+_DTYPES = {  # datatype -> struct format of one element in the binary extension
+    "BOOL": "?", "UINT8": "B", "UINT16": "H", "UINT32": "I", "UINT64": "Q", "INT8": "b", "INT16": "h", "INT32": "i",
+    "INT64": "q", "FP32": "f", "FP64": "d",
+}  # fmt: skip
+MAX_ELEMENTS = 50_000_000  # a tensor's shape may not claim more elements than this
+
+
+class OpenInference(V1):
+    """KServe v2 / Triton HTTP: named tensors."""
+
+    name = "v2"
+
+    def __init__(self, model: str, version: str) -> None:
+        self.model, self.version = model, version
+
+    def arguments(self, script: Any, request: Any) -> dict[str, Any]:
+        header, binary = _v2_body(request)
+        inputs = header.get("inputs")
+        if not isinstance(inputs, list) or not inputs:
+            raise InputError(400, "an inference request needs 'inputs': a list of tensors (name, shape, datatype, data)")
+        if script.style != "schema":
+            raise InputError(400, "this service's run() takes v1 text or raw input, not named tensors: POST it to /score")
+        known = {p.name for p in script.params}
+        arguments: dict[str, Any] = {}
+        offset = 0
+        for tensor in inputs:
+            if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
+                raise InputError(400, "each input tensor needs a 'name'")
+            name = tensor["name"]
+            if name not in known:
+                raise InputError(400, f"unexpected inference input {name!r} for model (run() takes {', '.join(sorted(known))})")
+            shape, datatype = _shape(tensor), tensor.get("datatype")
+            size = (tensor.get("parameters") or {}).get("binary_data_size")
+            if size is not None:
+                if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+                    raise InputError(400, f"input {name!r}: binary_data_size does not match the body")
+                flat = _unpack(binary[offset : offset + size], datatype, name)
+                offset += size
+            else:
+                flat = _flat(tensor.get("data"), name)
+            arguments[name] = _reshape(flat, shape, name)
+        return _with_defaults(script, arguments, "missing inference input {!r}")
+
+    def answer(self, value: Any) -> Answer:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)  # v1's `return json.dumps(...)`: the tensor is what it encodes
+            except ValueError:
+                pass
+        tensors = value if isinstance(value, dict) else {"output0": value}
+        outputs_ = []
+        try:
+            for name, data in tensors.items():
+                data = data.tolist() if hasattr(data, "tolist") else data
+                shape, flat = _measure(data)
+                outputs_.append({"name": str(name), "shape": shape, "datatype": _datatype(flat), "data": flat})
+        except (TypeError, ValueError) as e:
+            return self.error(500, f"run()'s answer is not a tensor or a dict of tensors: {e}")
+        body: dict[str, Any] = {"model_name": "", "outputs": outputs_}
+        return 200, [_JSON, outputs.RUN_OK], json.dumps(body).encode()
+
+    def error(self, status: int, message: str, failed: bool = False) -> Answer:
+        flag = outputs.RUN_FAILED if failed else outputs.RUN_OK
+        return status, [_JSON, flag], json.dumps({"error": message}).encode()
+
+    def finish(self, answer: Answer, request: Any) -> Answer:
+        return _finish_v2(answer, request, self.model, self.version)
+
+
+def _finish_v2(answer: Answer, request: Any, model: str, version: str) -> Answer:
+    """Fill in what the answer echoes (model, version, the request's id); binary outputs when asked for."""
+    status, headers, body = answer
+    if status != 200:
+        return answer
+    data = json.loads(body)
+    data["model_name"], data["model_version"] = model, version
+    try:
+        header, _ = _v2_body(request)
+    except InputError:
+        header = {}
+    if isinstance(header.get("id"), str):
+        data["id"] = header["id"][:256]
+    wanted = {o.get("name"): o for o in header.get("outputs") or [] if isinstance(o, dict)}
+    if wanted:
+        data["outputs"] = [o for o in data["outputs"] if o["name"] in wanted]
+    binary_default = bool((header.get("parameters") or {}).get("binary_data_output"))
+    chunks = []
+    for tensor in data["outputs"]:
+        asked = (wanted.get(tensor["name"], {}).get("parameters") or {}).get("binary_data", binary_default)
+        if asked and tensor["datatype"] in _DTYPES:
+            raw = struct.pack(f"<{len(tensor['data'])}{_DTYPES[tensor['datatype']]}", *tensor["data"])
+            tensor.pop("data")
+            tensor["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+    text = json.dumps(data).encode()
+    if not chunks:
+        return status, headers, text
+    extra = [(b"inference-header-content-length", b"%d" % len(text))]
+    kept = [h for h in headers if h[0] != b"content-type"]
+    return status, [(b"content-type", b"application/octet-stream"), *kept, *extra], text + b"".join(chunks)
+
+
+def _v2_body(request: Any) -> tuple[dict[str, Any], bytes]:
+    body = request.body
+    length = request.header(b"inference-header-content-length")
+    if length:
+        if not length.isdigit() or int(length) > len(body):
+            raise InputError(400, "Inference-Header-Content-Length does not match the body")
+        text, binary = body[: int(length)], body[int(length) :]
+    else:
+        text, binary = body, b""
+    try:
+        header = decode_json(text, "The inference request")
+    except ValueError as e:
+        raise InputError(400, f"the inference request is not JSON: {e}") from None
+    if not isinstance(header, dict):
+        raise InputError(400, "the inference request must be a JSON object")
+    return header, binary
+
+
+def _shape(tensor: dict[str, Any]) -> list[int]:
+    shape = tensor.get("shape")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise InputError(400, f"input {tensor.get('name')!r}: 'shape' must be a list of sizes")
+    elements = 1
+    for d in shape:
+        elements *= d
+    if elements > MAX_ELEMENTS or len(shape) > 32:
+        raise InputError(400, f"input {tensor.get('name')!r}: a shape of {elements} elements is too large")
+    return shape
+
+
+def _flat(data: Any, name: str) -> list[Any]:
+    if not isinstance(data, list):
+        raise InputError(400, f"input {name!r}: 'data' must be a list")
+    flat: list[Any] = []
+    stack = [iter(data)]
+    while stack:  # nested lists are accepted too (row-major), without recursion
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            flat.append(item)
+        else:
+            stack.pop()
+    return flat
+
+
+def _unpack(raw: bytes, datatype: Any, name: str) -> list[Any]:
+    if datatype == "BYTES":
+        out, i = [], 0
+        while i + 4 <= len(raw):
+            (n,) = struct.unpack_from("<I", raw, i)
+            out.append(raw[i + 4 : i + 4 + n].decode("utf-8", "replace"))
+            i += 4 + n
+        return out
+    code = _DTYPES.get(datatype)
+    if code is None:
+        raise InputError(400, f"input {name!r}: datatype {datatype!r} is not one of {', '.join([*_DTYPES, 'BYTES'])}")
+    size = struct.calcsize(code)
+    if len(raw) % size:
+        raise InputError(400, f"input {name!r}: {len(raw)} bytes are not whole {datatype} elements")
+    return list(struct.unpack(f"<{len(raw) // size}{code}", raw))
+
+
+def _reshape(flat: list[Any], shape: list[int], name: str) -> Any:
+    total = 1
+    for d in shape:
+        total *= d
+    if total != len(flat):
+        raise InputError(400, f"input {name!r}: shape {shape} holds {total} elements, 'data' has {len(flat)}")
+    if not shape:
+        return flat[0]
+    out: Any = flat
+    for d in reversed(shape[1:]):
+        out = [out[i : i + d] for i in range(0, len(out), d)] if d else [[] for _ in range(len(out))]
+    return out
+
+
+def _measure(data: Any) -> tuple[list[int], list[Any]]:
+    """(shape, flat row-major data) of nested lists; ragged lists are a ValueError."""
+    shape: list[int] = []
+    level = data
+    while isinstance(level, list | tuple):
+        shape.append(len(level))
+        if not level:
+            break
+        level = level[0]
+    flat = _flat(list(data) if isinstance(data, tuple) else data, "output") if shape else [data]
+    expected = 1
+    for d in shape:
+        expected *= d
+    if expected != len(flat):
+        raise ValueError("ragged lists")
+    return shape, flat
+
+
+def _datatype(flat: list[Any]) -> str:
+    if all(isinstance(v, bool) for v in flat):
+        return "BOOL"
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in flat):
+        return "INT64"
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in flat):
+        return "FP64"
+    return "BYTES"
+
+
+def model_metadata(script: Any, model: str, version: str) -> dict[str, Any]:
+    """The script's inference schema as named tensors (the shapes of its samples, -1 for rows)."""
+    inputs, outputs_ = [], []
+    if script.style == "schema":
+        from inference_schema.schema_util import get_input_schema, get_output_schema
+
+        properties = (get_input_schema(script.run) or {}).get("properties", {})
+        for param in script.params:
+            inputs.append(_tensor_metadata(param.name, properties.get(param.name, {})))
+        output = get_output_schema(script.run) or {}
+        if output:
+            outputs_.append(_tensor_metadata("output0", output))
+    return {"name": model, "versions": [version], "platform": f"{NAME}_v1_score", "inputs": inputs, "outputs": outputs_}
+
+
+def _tensor_metadata(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    shape, level = [], schema
+    while level.get("type") == "array":
+        shape.append(-1)
+        level = level.get("items", {})
+    kind = level.get("type", "")
+    datatype = {"number": "FP64", "integer": "INT64", "boolean": "BOOL"}.get(kind, "BYTES")
+    return {"name": name, "datatype": datatype, "shape": shape}
+
+
+# -- MLflow's scoring protocol ------------------------------------------------------------------------------------------
+_MLFLOW_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+
+
+class MLflow(V1):
+    name = "mlflow"
+
+    def arguments(self, script: Any, request: Any) -> dict[str, Any]:
+        content_type = request.header(b"content-type").split(";", 1)[0].strip().lower()
+        if content_type == "text/csv":
+            columns, rows = _csv(request.body)
+            data, params = {"dataframe_split": {"columns": columns, "data": rows}}, {}
+        elif content_type == "application/json":
+            try:
+                data = decode_json(request.body, "The request body")
+            except ValueError as e:
+                raise InputError(400, f"Failed to parse input from JSON: {e}") from None
+            if not isinstance(data, dict) or sum(k in data for k in _MLFLOW_KEYS) != 1:
+                fields = list(data) if isinstance(data, dict) else []
+                raise InputError(400, f"The input must be a JSON dictionary with exactly one of the input fields "
+                                      f"{set(_MLFLOW_KEYS)}. Received dictionary with input fields: {fields}.")  # fmt: skip
+            params = data.get("params") or {}
+            if not isinstance(params, dict):
+                raise InputError(400, "'params' must be a JSON dictionary")
+        else:
+            raise InputError(415, f"This predictor only supports the following content types: ['application/json', "
+                                  f"'text/csv']. Got '{content_type}'.")  # fmt: skip
+        named, rows, records = _mlflow_rows(data)
+        if script.style == "schema":
+            return _schema_arguments(script, named, rows, records, params)
+        if script.style == "text":
+            return {script.first_param: json.dumps({"data": rows if rows is not None else named})}
+        raise InputError(400, "this service's run() takes the raw HTTP request (@rawhttp): POST it to /score")
+
+    def answer(self, value: Any) -> Answer:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                pass
+        if outputs.is_response(value):
+            return self.error(500, "run() returned an HTTP response, which /invocations cannot pass on: use /score")
+        value = value.tolist() if hasattr(value, "tolist") else value
+        try:
+            body = json.dumps({"predictions": value})
+        except (TypeError, ValueError) as e:
+            return self.error(500, f"run()'s answer cannot be encoded as JSON: {e}")
+        return 200, [_JSON, outputs.RUN_OK], body.encode()
+
+    def error(self, status: int, message: str, failed: bool = False) -> Answer:
+        code = {400: "BAD_REQUEST", 404: "RESOURCE_DOES_NOT_EXIST", 413: "BAD_REQUEST", 415: "BAD_REQUEST",
+                503: "TEMPORARILY_UNAVAILABLE"}.get(status, "INTERNAL_ERROR")  # fmt: skip
+        flag = outputs.RUN_FAILED if failed else outputs.RUN_OK
+        return status, [_JSON, flag], json.dumps({"error_code": code, "message": message}).encode()
+
+
+def _mlflow_rows(data: dict[str, Any]) -> tuple[dict[str, Any] | None, list | None, list | None]:
+    """(named tensors, rows as lists, rows as records) of an MLflow request: what its format gives."""
+    if "dataframe_split" in data:
+        split = data["dataframe_split"]
+        if not isinstance(split, dict) or not isinstance(split.get("data"), list):
+            raise InputError(400, "dataframe_split must be a dictionary with 'data' (rows) and 'columns'")
+        rows = split["data"]
+        columns = split.get("columns")
+        records = [dict(zip(columns, row, strict=False)) for row in rows] if isinstance(columns, list) else None
+        return None, rows, records
+    if "dataframe_records" in data:
+        records = data["dataframe_records"]
+        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+            raise InputError(400, "dataframe_records must be a list of records (dictionaries)")
+        return None, [list(r.values()) for r in records], records
+    value = data.get("instances", data.get("inputs"))
+    if isinstance(value, dict):
+        return value, None, None
+    if not isinstance(value, list):
+        raise InputError(400, "instances / inputs must be a list of rows or a dictionary of named tensors")
+    if value and all(isinstance(r, dict) for r in value):
+        return None, [list(r.values()) for r in value], value
+    return None, value, None
+
+
+def _schema_arguments(script: Any, named: dict | None, rows: list | None, records: list | None,
+                      params: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    from inference_schema.schema_util import get_input_schema
+
+    properties = (get_input_schema(script.run) or {}).get("properties", {})
+    known = {p.name for p in script.params}
+    if named is not None:
+        unknown = [k for k in named if k not in known]
+        if unknown:
+            raise InputError(400, f"unexpected input {unknown[0]!r} (run() takes {', '.join(sorted(known))})")
+        arguments = dict(named)
+    else:
+        row_params = [p.name for p in script.params if properties.get(p.name, {}).get("type") == "array"]
+        if not row_params:
+            raise InputError(400, "run()'s schema has no parameter that takes rows")
+        items = properties[row_params[0]].get("items", {})
+        wants_records = items.get("type") == "object"
+        if wants_records and records is None:
+            raise InputError(400, "run() takes records (named columns): send dataframe_split with columns, or dataframe_records")
+        arguments = {row_params[0]: records if wants_records else rows}
+    for key, value in params.items():
+        if key in known and key not in arguments:
+            arguments[key] = value
+    return _with_defaults(script, arguments, "A value is not provided for the {!r} parameter.")
+
+
+def _with_defaults(script: Any, arguments: dict[str, Any], missing: str) -> dict[str, Any]:
+    """run()'s arguments with its defaults for those not given (as v1 fills them); a required one missing is a 400."""
+    for param in script.params:
+        if param.name not in arguments:
+            if param.default is param.empty:
+                raise InputError(400, missing.format(param.name))
+            arguments[param.name] = param.default
+    return arguments
+
+
+def _csv(body: bytes) -> tuple[list[str], list[list[Any]]]:
+    try:
+        reader = csv.reader(io.StringIO(body.decode("utf-8")))
+        header = next(reader)
+    except (UnicodeDecodeError, StopIteration, csv.Error) as e:
+        raise InputError(400, f"Failed to parse input as CSV: {e or 'no header row'}") from None
+    rows = []
+    try:
+        for line in reader:
+            rows.append([_number(cell) for cell in line])
+    except csv.Error as e:
+        raise InputError(400, f"Failed to parse input as CSV: {e}") from None
+    return header, rows
+
+
+def _number(cell: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(cell)
+        except ValueError:
+            pass
+    return cell
+
+
+V1_PROTOCOL = V1()
+MLFLOW_PROTOCOL = MLflow()

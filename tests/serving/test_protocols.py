@@ -1,0 +1,202 @@
+"""The protocols other clients already speak (mlmagics/serving/protocols.py), tested with clients nobody here wrote:
+Triton's `tritonclient[http]` against the Open Inference Protocol (KServe v2), MLflow's own `ScoringServerClient`
+against `/invocations` — on real servers over HTTP on 127.0.0.1, next to v1's /score."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+import tritonclient.http as triton
+from mlflow.pyfunc.scoring_server.client import ScoringServerClient
+from tritonclient.utils import InferenceServerException
+
+SCHEMA_SCRIPT = """
+import numpy as np
+from inference_schema.schema_decorators import input_schema, output_schema
+from inference_schema.parameter_types.numpy_parameter_type import NumpyParameterType
+from inference_schema.parameter_types.standard_py_parameter_type import StandardPythonParameterType
+
+def init():
+    pass
+
+@input_schema("scale", StandardPythonParameterType(1.0))
+@input_schema("data", NumpyParameterType(np.array([[1.0, 2.0]])))
+@output_schema(NumpyParameterType(np.array([3.0])))
+def run(data, scale=1.0):
+    if (data < 0).any():
+        raise ValueError("negative input")
+    return (data.sum(axis=1) * scale).tolist()
+"""
+
+TEXT_SCRIPT = """
+import json
+
+def init():
+    pass
+
+def run(raw_data):
+    rows = json.loads(raw_data)["data"]
+    return json.dumps([sum(r) for r in rows])  # v1's double encoding
+"""
+
+FAILING_INIT = """
+def init():
+    raise RuntimeError("the model file is corrupt")
+
+def run(raw_data):
+    return raw_data
+"""
+
+
+@pytest.fixture
+def server_of(serve, app_with, tmp_path):
+    count = iter(range(100))
+
+    def start(script: str, ready: bool = True, **config):
+        return serve(app_with(tmp_path / f"s{next(count)}", script), ready=ready,
+                     config={"service_name": "iris", **config})  # fmt: skip
+
+    return start
+
+
+def _triton(server) -> triton.InferenceServerClient:
+    return triton.InferenceServerClient(server.url.removeprefix("http://"))
+
+
+def _tensor(name: str, array: np.ndarray, binary: bool) -> triton.InferInput:
+    tensor = triton.InferInput(name, list(array.shape), "FP64")
+    tensor.set_data_from_numpy(array, binary_data=binary)
+    return tensor
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary-tensors", "json-tensors"])
+def test_tritonclient_infers_and_reads_health_and_metadata(server_of, binary):
+    client = _triton(server_of(SCHEMA_SCRIPT))
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("iris")
+    assert client.is_model_ready("iris", model_version="1.0")
+    assert client.get_server_metadata()["name"] == "mlmagics"
+    metadata = client.get_model_metadata("iris")
+    assert metadata["inputs"][0] == {"name": "data", "datatype": "FP64", "shape": [-1, -1]}
+    assert [i["name"] for i in metadata["inputs"]] == ["data", "scale"]
+    data = np.array([[1.0, 2.0], [3.0, 4.5]])
+    outputs = [triton.InferRequestedOutput("output0", binary_data=binary)]
+    result = client.infer("iris", [_tensor("data", data, binary)], outputs=outputs, request_id="req-42")
+    np.testing.assert_allclose(result.as_numpy("output0"), [3.0, 7.5])
+    assert result.get_response()["id"] == "req-42" and result.get_response()["model_name"] == "iris"
+    versioned = client.infer("iris", [_tensor("data", data, binary)], model_version="1.0")
+    np.testing.assert_allclose(versioned.as_numpy("output0"), [3.0, 7.5])
+
+
+def test_open_inference_errors_are_its_own(server_of):
+    server = server_of(SCHEMA_SCRIPT)
+    client = _triton(server)
+    data = np.array([[1.0, 2.0]])
+    with pytest.raises(InferenceServerException, match=r"\[404\] Model 'nope' is not served here"):
+        client.infer("nope", [_tensor("data", data, False)])
+    with pytest.raises(InferenceServerException, match=r"\[404\]"):
+        client.infer("iris", [_tensor("data", data, False)], model_version="7")
+    with pytest.raises(InferenceServerException, match=r"\[500\] An unexpected error occurred in scoring script"):
+        client.infer("iris", [_tensor("data", -data, False)])
+    url = server.url + "/v2/models/iris/infer"
+    cases = {
+        json.dumps({"inputs": [{"name": "data", "shape": [2, 2], "datatype": "FP64", "data": [1, 2, 3]}]}): "holds 4 elements",
+        json.dumps({"inputs": [{"name": "other", "shape": [1], "datatype": "FP64", "data": [1]}]}): "unexpected inference input",
+        json.dumps({"inputs": []}): "needs 'inputs'",
+        json.dumps({"inputs": [{"name": "data", "shape": [10**9, 10**9], "datatype": "FP64", "data": []}]}): "too large",
+        "not json": "not JSON",
+    }
+    for body, message in cases.items():
+        answer = requests.post(url, data=body, timeout=10)
+        assert answer.status_code == 400 and message in answer.json()["error"], (body, answer.text)
+    assert requests.post(server.url + "/score", json={"data": [[1.0, 2.0]]}, timeout=10).json() == [3.0], "v1 unchanged"
+
+
+def test_a_script_that_failed_is_not_ready_on_every_protocol(server_of):
+    server = server_of(FAILING_INIT, ready=False)
+    server.wait_ready()
+    assert requests.get(server.url + "/v2/health/live", timeout=5).status_code == 200
+    assert requests.get(server.url + "/v2/health/ready", timeout=5).status_code == 503
+    assert requests.get(server.url + "/ping", timeout=5).status_code == 404  # MLflow's answer
+    infer = requests.post(server.url + "/v2/models/iris/infer", json={"inputs": []}, timeout=5)
+    assert infer.status_code == 503 and "could not start" in infer.json()["error"]
+    invocation = requests.post(server.url + "/invocations", json={"instances": [[1]]}, timeout=5)
+    assert invocation.status_code == 503 and invocation.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
+
+
+def test_mlflows_client_scores_dataframes_and_arrays(server_of):
+    server = server_of(SCHEMA_SCRIPT)
+    host, port = server.url.removeprefix("http://").split(":")
+    client = ScoringServerClient(host, int(port))
+    client.wait_server_ready(timeout=10)
+    assert client.get_version() == __import__("mlmagics").VERSION
+    frame = pd.DataFrame([[1.0, 2.0], [5.0, 6.0]], columns=["a", "b"])
+    assert client.invoke(frame).get_predictions(predictions_format="ndarray").tolist() == [3.0, 11.0]
+    assert client.invoke(np.array([[1.0, 2.0]])).get_predictions(predictions_format="ndarray").tolist() == [3.0]
+    assert client.invoke(np.array([[1.0, 2.0]]), params={"scale": 10.0}).get_predictions(
+        predictions_format="ndarray").tolist() == [30.0]  # fmt: skip
+    records = requests.post(server.url + "/invocations", json={"dataframe_records": [{"a": 1, "b": 2}]}, timeout=10)
+    assert records.json() == {"predictions": [3.0]}
+    csv = requests.post(server.url + "/invocations", data="a,b\n1,2\n3,4\n", headers={"Content-Type": "text/csv"}, timeout=10)
+    assert csv.json() == {"predictions": [3.0, 7.0]}
+
+
+def test_mlflows_errors_are_its_own(server_of):
+    server = server_of(SCHEMA_SCRIPT)
+    url = server.url + "/invocations"
+    two = requests.post(url, json={"instances": [[1, 2]], "inputs": [[1, 2]]}, timeout=10)
+    assert two.status_code == 400 and two.json()["error_code"] == "BAD_REQUEST"
+    assert "exactly one of the input fields" in two.json()["message"]
+    xml = requests.post(url, data="<a/>", headers={"Content-Type": "application/xml"}, timeout=10)
+    assert xml.status_code == 415 and "only supports the following content types" in xml.json()["message"]
+    failing = requests.post(url, json={"instances": [[-1.0, 0.0]]}, timeout=10)
+    assert failing.status_code == 500 and failing.json()["error_code"] == "INTERNAL_ERROR"
+
+
+def test_a_plain_v1_script_answers_mlflow_clients_with_its_data_rows(server_of):
+    server = server_of(TEXT_SCRIPT)
+    frame = {"dataframe_split": {"columns": ["a", "b"], "data": [[1, 2], [3, 4]]}}
+    answer = requests.post(server.url + "/invocations", json=frame, timeout=10)
+    assert answer.json() == {"predictions": [3, 7]}, "run() got {'data': rows}; its JSON string answer is decoded"
+    tensors = requests.post(server.url + "/v2/models/iris/infer", json={"inputs": [{"name": "raw_data", "shape": [1],
+                            "datatype": "BYTES", "data": ["x"]}]}, timeout=10)  # fmt: skip
+    assert tensors.status_code == 400 and "not named tensors: POST it to /score" in tensors.json()["error"]
+
+
+def test_key_auth_covers_the_other_protocols_and_leaves_their_probes_open(server_of):
+    server = server_of(SCHEMA_SCRIPT, auth_enabled=True, primary_key="k-primary-1", secondary_key="k-secondary-1")
+    assert requests.get(server.url + "/v2/health/ready", timeout=5).status_code == 200
+    assert requests.get(server.url + "/ping", timeout=5).status_code == 200
+    for method, route in (("POST", "/v2/models/iris/infer"), ("GET", "/v2/models/iris"), ("POST", "/invocations")):
+        assert requests.request(method, server.url + route, json={}, timeout=5).status_code == 401, route
+    keyed = requests.post(server.url + "/invocations", json={"instances": [[1.0, 2.0]]},
+                          headers={"Authorization": "Bearer k-primary-1"}, timeout=5)  # fmt: skip
+    assert keyed.json() == {"predictions": [3.0]}
+
+
+def test_the_openapi_document_lists_every_route_and_v1s_swagger_stays_v1s(server_of):
+    server = server_of(SCHEMA_SCRIPT)
+    openapi = requests.get(server.url + "/swagger.json?version=3", timeout=5).json()
+    assert {"/v2/models/iris/infer", "/v2/health/ready", "/invocations", "/ping", "/score"} <= set(openapi["paths"])
+    assert set(requests.get(server.url + "/swagger.json", timeout=5).json()["paths"]) == {"/", "/score", "/swagger.json"}
+
+
+def test_batching_serves_every_protocol_in_the_same_calls(server_of):
+    import concurrent.futures as cf
+
+    server = server_of(SCHEMA_SCRIPT, max_batch_size=64)
+
+    def call(i: int) -> list[float]:
+        if i % 3 == 0:
+            return requests.post(server.url + "/score", json={"data": [[i, 1.0]]}, timeout=30).json()
+        if i % 3 == 1:
+            return requests.post(server.url + "/invocations", json={"instances": [[i, 1.0]]}, timeout=30).json()["predictions"]
+        body = {"inputs": [{"name": "data", "shape": [1, 2], "datatype": "FP64", "data": [i, 1.0]}]}
+        return requests.post(server.url + "/v2/models/iris/infer", json=body, timeout=30).json()["outputs"][0]["data"]
+
+    with cf.ThreadPoolExecutor(24) as pool:
+        answers = list(pool.map(call, range(150)))
+    assert answers == [[i + 1.0] for i in range(150)]
