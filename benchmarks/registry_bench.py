@@ -415,26 +415,33 @@ def _filesystem(path: str) -> str:
     return " ".join(lines[1].split()[:3]) if len(lines) > 1 else "?"
 
 
-def export_commit(revision: str, target: Path) -> Path:
-    """``mlmagics/`` as committed at ``revision``, extracted into ``target`` (for the workers' PYTHONPATH)."""
+def export_commit(revision: str, target: Path) -> tuple[Path, str]:
+    """``mlmagics/`` as committed at ``revision``, extracted into ``target`` (for the workers' PYTHONPATH); returns
+    the folder and the commit it came from (resolved now: others may commit while the benchmark runs)."""
+    resolved = subprocess.run(
+        ["git", "rev-parse", "--verify", f"{revision}^{{commit}}"], capture_output=True, text=True, cwd=REPO_ROOT, check=False
+    )
+    if resolved.returncode != 0:
+        raise BenchError(f"--mlmagics-commit {revision}: not a commit of {REPO_ROOT}")
+    commit = resolved.stdout.strip()
     target.mkdir(parents=True)
-    archive = subprocess.run(["git", "archive", revision, "mlmagics"], capture_output=True, cwd=REPO_ROOT, check=False)
+    archive = subprocess.run(["git", "archive", commit, "mlmagics"], capture_output=True, cwd=REPO_ROOT, check=False)
     if archive.returncode != 0:
-        raise BenchError(f"git archive {revision} failed: {archive.stderr.decode(errors='replace').strip()[-200:]}")
+        raise BenchError(f"git archive {commit} failed: {archive.stderr.decode(errors='replace').strip()[-200:]}")
     subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
-    log(f"mlmagics as committed at {revision}, from {target}")
-    return target
+    log(f"mlmagics as committed at {commit[:10]} ({revision}), from {target}")
+    return target, commit
 
 
-def checkout(revision: str | None) -> str:
+def checkout(revision: str | None, commit: str | None) -> str:
     """The commit mlmagics ran from, and whether its package had uncommitted changes (the workers import the work tree)."""
 
     def git(*args: str) -> str:
         done = subprocess.run(["git", *args], capture_output=True, text=True, cwd=REPO_ROOT, check=False)
         return done.stdout.strip()
 
-    if revision:
-        return f"{git('rev-parse', '--short', revision)} (mlmagics/ exported from git, --mlmagics-commit {revision})"
+    if revision and commit:
+        return f"{commit[:10]} (mlmagics/ exported from git: --mlmagics-commit {revision})"
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
     dirty = git("status", "--porcelain", "--", "mlmagics")
     return f"{commit}" + (f" with uncommitted changes in mlmagics/ ({len(dirty.splitlines())} files)" if dirty else "")
@@ -498,8 +505,10 @@ def run(args: argparse.Namespace) -> str:
     ):
         tmp = Path(tmp_name)
         services.home = tmp / "mlmagics-home"
+        commit = None
         if args.mlmagics_commit:
-            services.mlmagics_src = export_commit(args.mlmagics_commit, tmp / "mlmagics-src")
+            services.mlmagics_src, commit = export_commit(args.mlmagics_commit, tmp / "mlmagics-src")
+        ran_from = checkout(args.mlmagics_commit, commit)
         configs = configs_for(sides, stamp, services, tmp, args.mlmagics_store)
         bench = Run(pythons, configs, services, worker_log, tmp)
         prepared: dict[str, Any] = {}
@@ -556,7 +565,7 @@ def run(args: argparse.Namespace) -> str:
             },
             "postgres": f"{services.pg['user']}@{services.pg['host']}:{services.pg['port']}",
             "s3_endpoint": services.s3_endpoint,
-            "checkout": checkout(args.mlmagics_commit),
+            "checkout": ran_from,
             "command": "python benchmarks/registry_bench.py" + "".join(f" {a}" for a in sys.argv[1:]),
         },  # fmt: skip
         machine={

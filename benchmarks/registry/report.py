@@ -80,7 +80,7 @@ def short(label: str) -> str:
     """The label, no number, cut at '(', ':' or ';' ('3. (populating 10 versions: …)' → 'populating 10 versions')."""
     text = re.sub(r"^\d+\.\s*", "", label)
     text = text[1:] if text.startswith("(") else text
-    return re.split(r"[;(:,]", text)[0].strip()
+    return re.split(r"[;(:]|,\s", text)[0].strip()
 
 
 def _get(figures: dict[str, Any], figure: str, side: str) -> Any:
