@@ -57,7 +57,8 @@ nitpicky = True
 nitpick_ignore_regex = [
     (r"py:.*", r"(pathlib|os|collections\.abc|typing|concurrent\.futures|datetime|argparse|io|json)\..*"),
     (r"py:.*", r"(Path|Sequence|Mapping|Iterable|Iterator|Callable|Any|Literal|IO|TextIO|PathLike)"),
-    (r"py:.*", r"(docker|kubernetes|requests|ipywidgets|IPython|traitlets|sqlite3)(\..*)?"),
+    (r"py:.*", r"(docker|kubernetes|requests|ipywidgets|IPython|traitlets|sqlite3|sqlalchemy)(\..*)?"),
+    (r"py:.*", r"Row"),  # a metadata row (mapping of column to value): core/store/metadata.py
     (r"py:.*", r"mlmagics\.core\..*"),
 ]
 
