@@ -85,6 +85,7 @@ class OpenInference(V1):
             raise InputError(400, "an inference request needs 'inputs': a list of tensors (name, shape, datatype, data)")
         if script.style != "schema":
             raise InputError(400, "this service's run() takes v1 text or raw input, not named tensors: POST it to /score")
+        _check_outputs_and_parameters(header)
         known = {p.name for p in script.params}
         arguments: dict[str, Any] = {}
         offset = 0
@@ -95,7 +96,7 @@ class OpenInference(V1):
             if name not in known:
                 raise InputError(400, f"unexpected inference input {name!r} for model (run() takes {', '.join(sorted(known))})")
             shape, datatype = _shape(tensor), tensor.get("datatype")
-            size = (tensor.get("parameters") or {}).get("binary_data_size")
+            size = _parameters(tensor, f"input {name!r}").get("binary_data_size")
             if size is not None:
                 if not isinstance(size, int) or size < 0 or offset + size > len(binary):
                     raise InputError(400, f"input {name!r}: binary_data_size does not match the body")
@@ -163,6 +164,29 @@ def _finish_v2(answer: Answer, request: Any, model: str, version: str) -> Answer
     extra = [(b"inference-header-content-length", b"%d" % len(text))]
     kept = [h for h in headers if h[0] != b"content-type"]
     return status, [(b"content-type", b"application/octet-stream"), *kept, *extra], text + b"".join(chunks)
+
+
+def _parameters(holder: dict[str, Any], what: str) -> dict[str, Any]:
+    parameters = holder.get("parameters")
+    if parameters is None:
+        return {}
+    if not isinstance(parameters, dict):
+        raise InputError(400, f"{what}: 'parameters' must be an object")
+    return parameters
+
+
+def _check_outputs_and_parameters(header: dict[str, Any]) -> None:
+    """What the answer will read of the request, checked before run() is called."""
+    _parameters(header, "the inference request")
+    if header.get("id") is not None and not isinstance(header["id"], str):
+        raise InputError(400, "the inference request's 'id' must be a string")
+    outputs_ = header.get("outputs")
+    if outputs_ is None:
+        return
+    if not isinstance(outputs_, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs_):
+        raise InputError(400, "'outputs' must be a list of objects with a 'name'")
+    for output in outputs_:
+        _parameters(output, f"output {output['name']!r}")
 
 
 def _v2_body(request: Any) -> tuple[dict[str, Any], bytes]:
@@ -359,7 +383,11 @@ def _mlflow_rows(data: dict[str, Any]) -> tuple[dict[str, Any] | None, list | No
             raise InputError(400, "dataframe_split must be a dictionary with 'data' (rows) and 'columns'")
         rows = split["data"]
         columns = split.get("columns")
-        records = [dict(zip(columns, row, strict=False)) for row in rows] if isinstance(columns, list) else None
+        if columns is not None and not (isinstance(columns, list) and all(isinstance(c, str | int | float) for c in columns)):
+            raise InputError(400, "dataframe_split's 'columns' must be a list of column names")
+        if columns is not None and not all(isinstance(row, list) for row in rows):
+            raise InputError(400, "dataframe_split's 'data' must be a list of rows, each a list of values")
+        records = [dict(zip(columns, row, strict=False)) for row in rows] if columns is not None else None
         return None, rows, records
     if "dataframe_records" in data:
         records = data["dataframe_records"]

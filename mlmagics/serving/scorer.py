@@ -190,7 +190,13 @@ class Scorer:
 
     def _finish(self, item: Item, answer: Answer, exec_ms: float | None = None) -> None:
         """Hand the answer to the event loop: one wake-up per burst of finished requests."""
-        answer = _protocol(item.job).finish(answer, item.job.request)
+        protocol = _protocol(item.job)
+        try:
+            answer = protocol.finish(answer, item.job.request)
+        except Exception as e:  # noqa: BLE001 - as in _parse: this request fails, the worker goes on
+            log.emit("CRITICAL", "server", f"unexpected {type(e).__name__} answering a {protocol.name} request: {e}",
+                     traceback=user_traceback(e), request_id=item.job.request_id)  # fmt: skip
+            answer = protocol.error(500, INTERNAL)
         item.answer, item.exec_ms = answer, exec_ms
         self._done.append((item.job, answer, exec_ms))
         if not self._wakeup_pending:
@@ -226,6 +232,11 @@ class Scorer:
             kwargs = protocol.arguments(self.script, job.request)
         except InputError as e:
             self._finish(Item(job, {}, 0, ""), protocol.error(e.status, e.message))
+            return None
+        except Exception as e:  # noqa: BLE001 - a request the reader did not foresee fails alone; the worker goes on
+            log.emit("CRITICAL", "server", f"unexpected {type(e).__name__} reading a {protocol.name} request: {e}",
+                     traceback=user_traceback(e), request_id=job.request_id)  # fmt: skip
+            self._finish(Item(job, {}, 0, ""), protocol.error(400, f"the request could not be read ({type(e).__name__})"))
             return None
         if self.batcher is None:
             return Item(job, kwargs, 1, "")

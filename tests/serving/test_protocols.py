@@ -200,3 +200,23 @@ def test_batching_serves_every_protocol_in_the_same_calls(server_of):
     with cf.ThreadPoolExecutor(24) as pool:
         answers = list(pool.map(call, range(150)))
     assert answers == [[i + 1.0] for i in range(150)]
+
+
+def test_requests_the_fuzzer_found_are_answered_and_end_no_worker(server_of):
+    """Found by schemathesis (tests/serving/test_fuzz.py): each one once ended the worker that read it."""
+    server = server_of(TEXT_SCRIPT)
+    pids = server.worker_pids()
+    found = [
+        ("/invocations", {"dataframe_split": {"columns": [], "data": [None]}}, "a list of rows"),
+        ("/invocations", {"dataframe_split": {"columns": [[1]], "data": [[1]]}}, "a list of column names"),
+    ]
+    for route, body, message in found:
+        answer = requests.post(server.url + route, json=body, timeout=10)
+        assert answer.status_code == 400 and message in answer.json()["message"], answer.text
+    schema = server_of(SCHEMA_SCRIPT)
+    for body in ({"inputs": [{"name": "data", "shape": [1, 2], "datatype": "FP64", "data": [1, 2], "parameters": []}]},
+                 {"inputs": [{"name": "data", "shape": [1, 2], "datatype": "FP64", "data": [1, 2]}], "outputs": 7},
+                 {"inputs": [{"name": "data", "shape": [1, 2], "datatype": "FP64", "data": [1, 2]}], "parameters": [1]}):
+        answer = requests.post(schema.url + "/v2/models/iris/infer", json=body, timeout=10)
+        assert answer.status_code == 400 and "error" in answer.json(), answer.text
+    assert server.worker_pids() == pids
