@@ -78,13 +78,17 @@ class Versioned:
             name, version = split_id(item_id)
         if not name:
             raise UserError(f"give a {cls.noun} name or id, e.g. {cls.example}")
-        rows = ws.query(f"SELECT * FROM {cls.table} WHERE name=:name ORDER BY version DESC", {"name": name})
-        for row in rows:
-            if (version is None or row["version"] == version) and row_matches(row, tags, properties):
+        query = f"SELECT * FROM {cls.table} WHERE name=:name" + (" AND version=:version" if version is not None else "")
+        query += " ORDER BY version DESC"
+        if not tags and not properties:  # one row, found by the primary key's index, however many versions there are
+            query += " LIMIT 1"
+        for row in ws.query(query, {"name": name, "version": version}):
+            if row_matches(row, tags, properties):
                 return row
         wanted = f"{name}:{version}" if version is not None else name
-        known = ", ".join(f"{r['name']}:{r['version']}" for r in rows[:5]) or "none"
-        raise cls.not_found(f"{cls.noun} {wanted} {cls.missing} in {ws.path} (versions of {name}: {known})")
+        recent = ws.query(f"SELECT name, version FROM {cls.table} WHERE name=:name ORDER BY version DESC LIMIT 5", {"name": name})
+        known = ", ".join(f"{r['name']}:{r['version']}" for r in recent) or "none"
+        raise cls.not_found(f"{cls.noun} {wanted} {cls.missing} in {ws.display} (versions of {name}: {known})")
 
     @classmethod
     def _rows(cls, ws: Workspace, tags: Any = None, properties: Any = None, name: str | None = None) -> list[Row]:
