@@ -81,13 +81,14 @@ class Workspace:
         self._named(subscription_id, resource_group, workspace_name, location)
         if metadata is None and artifacts is None and local is None:
             spec = Path(path if path is not None else default_workspace()).expanduser()
-            if spec.suffix == ".json" and not spec.exists():  # a config file's name, mistyped: not a new folder
-                raise UserError(f"the workspace config {spec} does not exist")
-            if spec.is_file():
+            with _folders_of(spec):
+                if spec.suffix == ".json" and not spec.exists():  # a config file's name, mistyped: not a new folder
+                    raise UserError(f"the workspace config {spec} does not exist")
+                is_file = spec.is_file()
+                local = None if is_file else spec.resolve()
+            if is_file:
                 metadata, artifacts, local = _stores_of(workspace_config.read(spec, v1_names=False), spec)
                 local = local if metadata or local else default_path().resolve()
-            else:
-                local = spec.resolve()
         self.path = self._open(metadata, artifacts, local)
 
     def _open(self, metadata: str | None, artifacts: str | None, local: Any) -> Path:
@@ -96,20 +97,21 @@ class Workspace:
             raise UserError(_BOTH_STORES)
         if metadata is None:  # a folder workspace: the database and the artifacts inside it
             folder = Path(local)
-            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             metadata, artifacts = f"sqlite:///{folder / 'workspace.db'}", str(folder / "artifacts")
         metadata = uris.checked(metadata, "metadata")
         artifacts = uris.checked(artifacts, "artifacts")
         self.metadata_uri, self.artifacts_uri = metadata, artifacts
         folder = Path(local).expanduser().resolve() if local else _cache_folder(metadata, artifacts)
         self.is_folder = metadata == f"sqlite:///{folder / 'workspace.db'}" and artifacts == str(folder / "artifacts")
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = folder
-        self._make_private()
-        (folder / "images").mkdir(exist_ok=True)
-        (folder / "services").mkdir(exist_ok=True)
+        with _folders_of(folder):
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._make_private()
+            (folder / "images").mkdir(exist_ok=True)
+            (folder / "services").mkdir(exist_ok=True)
         self.db = Database(metadata)
-        self.artifacts: FolderStore | ObjectStore = artifact_store(artifacts, folder / "artifacts", self)
+        with _folders_of(Path(artifacts) if not uris.is_object_store(artifacts) else folder / "artifacts"):
+            self.artifacts: FolderStore | ObjectStore = artifact_store(artifacts, folder / "artifacts", self)
         self._sweep_staging()
         return folder
 
@@ -300,6 +302,15 @@ def _stores_of(values: dict[str, Any], file: Path) -> tuple[str | None, str | No
     if metadata and metadata.startswith("sqlite:///") and not metadata.startswith("sqlite:////"):
         metadata = f"sqlite:///{(base / metadata.removeprefix('sqlite:///')).resolve()}"  # relative to the file, as paths are
     return metadata, artifacts, local if (metadata or folder or values.get("local")) else None
+
+
+@contextlib.contextmanager
+def _folders_of(folder: Path) -> Iterator[None]:
+    """Creating the workspace's folders: a name too long, a file in the way or no permission is one line."""
+    try:
+        yield
+    except OSError as e:
+        raise UserError(f"cannot use {str(folder)!r:.300} as a workspace folder: {e.strerror or e}") from None
 
 
 def _cache_folder(metadata: str, artifacts: str) -> Path:

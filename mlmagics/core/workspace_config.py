@@ -65,10 +65,11 @@ def read(file: Path, v1_names: bool = True) -> dict[str, Any]:
             f"The config file found in: {file} does not seem to contain the required parameters. Please make sure it "
             "contains your subscription_id, resource_group and workspace_name."
         )
-    for key in ("path", "local", "location"):
+    for key in ("path", "local", "location", *_NEEDED):
         value = data.get(key)
         if value is not None and not (isinstance(value, str) and value and "\0" not in value and len(value) <= 4096):
-            raise UserError(f"the workspace config {file}: {key!r} must be a folder or region name, got {value!r:.80}")
+            kind = "a name" if key in _NEEDED else "a folder or region name"
+            raise UserError(f"the workspace config {file}: {key!r} must be {kind}, got {value!r:.80}")
     for key in ("metadata", "artifacts"):
         if data.get(key) is None:
             continue
@@ -117,14 +118,8 @@ def write(workspace: Any, path: Path, file_name: str | None = None) -> Path:
 
 
 def _without_password(uri: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    if not uris.secret_in(uri):
-        return uri
-    parts = urlsplit(uri)
-    credentials, _, host = parts.netloc.rpartition("@")
-    netloc = f"{credentials.split(':', 1)[0]}@{host}" if credentials else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", parts.fragment))
+    """The URI without its password and secret query values; the other query values (sslmode=require) stay."""
+    return uris.without_secrets(uri)
 
 
 def details(workspace: Any) -> dict[str, Any]:

@@ -4,20 +4,28 @@ PostgreSQL + Azure Blob), on real servers on 127.0.0.1 (.ci/services.sh). "Machi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import textwrap
+import threading
+import time
+import uuid
 from pathlib import Path
 
 import fsspec
 import pytest
 
+from mlmagics import cli
 from mlmagics.core import ContainerImage, Image, Model, Workspace
-from mlmagics.core.errors import ConflictError, UserError
-from mlmagics.core.store.metadata import SchemaTooNew, WorkspaceUnavailable
+from mlmagics.core.errors import ConflictError, StorageFullError, UserError
+from mlmagics.core.store import artifacts
+from mlmagics.core.store.artifacts import ObjectStore
+from mlmagics.core.store.metadata import DuplicateRow, SchemaTooNew, TransactionAborted, WorkspaceUnavailable
 from tests import stores
+from tests.conftest import _write as write_file
 
 pytestmark = pytest.mark.stores
 postgres_uri, s3_uri, azure_uri = stores.postgres_uri, stores.s3_uri, stores.azure_uri
@@ -295,3 +303,362 @@ def test_a_store_without_write_permission_is_one_line(postgres_uri, azure_uri, t
         Model.register(ws, source, "m")
     assert "\n" not in caught.value.message and sas not in caught.value.message
     assert Model.list(ws) == []
+
+
+# -- secrets: nothing that reaches a user shows one ---------------------------------------------------------------
+def test_a_password_with_url_characters_is_masked_refused_in_a_config_and_never_shown(tmp_path, free_port, capsys):
+    """SQLAlchemy reads a password up to the next '@', so it may hold '/', '?' or '#'; urllib's reading (the
+    mask's, before) ended the user info at the first '/' and showed the rest."""
+    password = "pa/ss?wo#rd"
+    uri = f"postgresql://me:{password}@127.0.0.1:{free_port()}/ws"
+    with pytest.raises(WorkspaceUnavailable) as caught:
+        Workspace(metadata=uri, artifacts=str(tmp_path / "a"))
+    assert "postgresql://me:***@127.0.0.1" in caught.value.message
+    assert "pa/ss" not in caught.value.message and "wo#rd" not in caught.value.message
+    config = tmp_path / "project" / ".mlmagics" / "config.json"
+    config.parent.mkdir(parents=True)
+    config.write_text(json.dumps({"metadata": uri, "artifacts": str(tmp_path / "a")}))
+    assert cli.main(["workspace", "show", "--json", "--workspace", str(config)]) == 1
+    shown = capsys.readouterr()
+    assert "holds a secret" in shown.err and "pa/ss" not in shown.out + shown.err
+    with pytest.raises(UserError, match="holds an '@': write it as %40") as refused:
+        Workspace(metadata=f"postgresql://me:p@HIDDEN@127.0.0.1:{free_port()}/ws", artifacts=str(tmp_path / "a"))
+    assert "HIDDEN" not in refused.value.message
+
+
+def test_write_config_leaves_out_the_password_and_keeps_the_other_settings(postgres_uri, tmp_path):
+    """sslmode=require dropped with the password would have the team connect without requiring TLS."""
+    with_password = postgres_uri.replace("mlmagics@", "mlmagics:mlmagics-test@") + "?sslmode=prefer&application_name=ci"
+    ws = Workspace(metadata=with_password, artifacts=str(tmp_path / "a"), local=tmp_path / "l")
+    written = json.loads(Path(ws.write_config(tmp_path / "project")).read_text())
+    assert written["metadata"] == postgres_uri + "?sslmode=prefer&application_name=ci"
+    assert Workspace.from_config(tmp_path / "project").identity == ws.identity
+
+
+def test_a_sas_token_in_an_azure_error_is_scrubbed(postgres_uri, azure_uri, tmp_path, monkeypatch):
+    """aiohttp names the URL it could not use, and adlfs puts the SAS token in that URL: the error showed it."""
+    import datetime as dt
+
+    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+    container = azure_uri.split("//")[1].split("/")[0]
+    sas = generate_container_sas(
+        "devstoreaccount1", container, account_key=stores.AZURITE_KEY,
+        permission=ContainerSasPermissions(read=True, list=True, write=True),
+        expiry=dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1),
+    )  # fmt: skip
+    signature = dict(pair.split("=", 1) for pair in sas.split("&"))["sig"]
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", f"BlobEndpoint=http://127.0.0.1:99999/devstoreaccount1;SharedAccessSignature={sas}")
+    ws = Workspace(metadata=postgres_uri, artifacts=azure_uri, local=tmp_path / "l")
+    with pytest.raises(WorkspaceUnavailable) as caught:
+        Model.register(ws, write_file(tmp_path / "m.txt", "weights"), "m")
+    assert f"cannot read the artifact store {azure_uri}" in caught.value.message
+    assert signature not in caught.value.message and signature.replace("%2B", "+") not in caught.value.message
+    assert "sig=***" in caught.value.message
+
+
+@pytest.mark.parametrize("stores_of", ["postgresql+s3"], indirect=True)
+def test_a_value_the_database_refuses_is_one_line_that_never_shows_the_statements_values(machine):
+    """PostgreSQL takes no NUL in a text; SQLAlchemy's error quoted every parameter (a service's keys, say)."""
+    ws = machine("a")
+    with pytest.raises(UserError, match="refused a value: PostgreSQL text fields cannot contain NUL") as caught:
+        Model(ws, "m\0x")
+    assert "\n" not in caught.value.message
+    secret = "TOPSECRET-service-key"
+    for statement, values in (
+        ("INSERT INTO workspace (key, value) VALUES (:key, :value)", {"key": "a\0b", "value": secret}),
+        ("INSERT INTO no_such_table VALUES (:value)", {"value": secret}),  # a bug: SQLAlchemy's own error, values hidden
+    ):
+        with pytest.raises(Exception) as failed:
+            with ws.transaction() as tx:
+                tx.execute(statement, values)
+        texts = [str(failed.value), str(failed.value.__cause__), str(failed.value.__context__)]
+        assert all(secret not in text for text in texts), texts
+
+
+def test_a_failed_statement_rolls_back_its_transaction_on_every_database(machine):
+    """On PostgreSQL a transaction is over after a failed statement (every later one failed with a raw
+    InFailedSqlTransaction), on SQLite it went on and committed what came before: both now roll back, and say so."""
+    ws = machine("a")
+    with pytest.raises(TransactionAborted, match="rolled back"):
+        with ws.transaction() as tx:
+            tx.execute("INSERT INTO workspace (key, value) VALUES ('note', 'kept?')")
+            with pytest.raises(DuplicateRow):
+                tx.execute("INSERT INTO workspace (key, value) VALUES ('id', 'another id')")
+            with pytest.raises(TransactionAborted, match="start a new one"):
+                tx.execute("UPDATE workspace SET value='changed' WHERE key='note'")
+    with pytest.raises(TransactionAborted):
+        with ws.transaction() as tx:
+            with contextlib.suppress(DuplicateRow):
+                tx.execute("INSERT INTO workspace (key, value) VALUES ('id', 'another id')")
+    assert ws.db.value("note") is None
+
+
+def test_a_malformed_or_overlong_uri_or_folder_is_one_line(tmp_path):
+    for metadata, artifact_store, said in (
+        ("postgresql://me:hunter22@[::1/ws", str(tmp_path / "a"), "is not a database URI"),
+        ("me:hunter22@db.example/ws", str(tmp_path / "a"), "must be a database URI"),  # the scheme forgotten
+        (f"sqlite:///{tmp_path / 'ws.db'}", "s3://", "names no bucket or container"),
+        (f"sqlite:///{tmp_path / 'ws.db'}", "s3:///prefix", "names no bucket or container"),
+        (f"sqlite:///{tmp_path / 'ws.db'}", str(tmp_path / ("y" * 300)), "as a workspace folder: File name too long"),
+        (f"sqlite:///{tmp_path / 'ws.db'}", "x" * 4097, "at most 4096 characters"),
+    ):
+        with pytest.raises(UserError) as caught:
+            Workspace(metadata=metadata, artifacts=artifact_store, local=tmp_path / "l")
+        assert said in caught.value.message and "\n" not in caught.value.message and "hunter22" not in caught.value.message
+    with pytest.raises(UserError, match="as a workspace folder: File name too long"):
+        Workspace(tmp_path / ("x" * 300))
+
+
+def test_a_config_file_with_a_name_that_is_not_a_string_is_refused(tmp_path):
+    config = tmp_path / ".mlmagics" / "config.json"
+    config.parent.mkdir()
+    config.write_text(json.dumps({"metadata": f"sqlite:///{tmp_path / 'ws.db'}", "artifacts": "a", "workspace_name": {"x": 1}}))
+    with pytest.raises(UserError, match="'workspace_name' must be a name"):
+        Workspace.from_config(tmp_path)
+
+
+# -- across processes and threads ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("stores_of", ["postgresql+azure"], indirect=True)
+def test_equal_content_registered_at_once_on_azure_blob_is_stored(machine, tmp_path, monkeypatch):
+    """Two registrations of equal content upload the same blob at once; Azure drops the uncommitted blocks of
+    the one that commits second (InvalidBlockList), which failed it. Here the other commits in between."""
+    from azure.storage.blob import BlobBlock
+    from azure.storage.blob.aio import BlobClient
+
+    data = b"equal content, registered twice at once"
+    commit, raced = BlobClient.commit_block_list, []
+
+    async def another_commits_first(self, block_list, **kwargs):
+        if not raced and self.blob_name.endswith("/m.bin"):
+            raced.append(self.blob_name)
+            other = uuid.uuid4().hex
+            await self.stage_block(block_id=other, data=data, length=len(data))
+            await commit(self, [BlobBlock(other)], **kwargs)
+        return await commit(self, block_list, **kwargs)
+
+    monkeypatch.setattr(BlobClient, "commit_block_list", another_commits_first)
+    model = Model.register(machine("a"), write_file(tmp_path / "m.bin", data.decode()), "m")
+    assert raced and Model(machine("b"), "m").path.read_bytes() == data and model.version == 1
+
+
+@pytest.mark.parametrize("stores_of", COMBINATIONS, indirect=True)
+def test_a_delete_and_a_register_of_the_same_content_interleaved(machine, stores_of, tmp_path, monkeypatch):
+    """b registers the content a is deleting, between a's commit and a's removal of the objects: the objects stay
+    (the removal sees b's row under the lock), and so does a's cached copy (a local service may link to it)."""
+    a, b = machine("a"), machine("b")
+    source = write_file(tmp_path / "m.bin", "contended content")
+    first = Model.register(a, source, "m")
+    store_class = type(a.artifacts)
+    unstore = store_class.unstore_if_unused
+
+    def with_a_register_in_between(self, tx, digest):
+        after_commit = unstore(self, tx, digest)
+
+        def then():
+            Model.register(b, source, "again")
+            if after_commit is not None:
+                after_commit()
+
+        return then
+
+    with monkeypatch.context() as patched:
+        patched.setattr(store_class, "unstore_if_unused", with_a_register_in_between)
+        Model(a, id=first.id).delete()
+    assert Model(machine("c"), "again").path.read_text() == "contended content"
+    if isinstance(a.artifacts, ObjectStore):
+        assert a.artifacts.cache.has(first.digest), "a's copy was evicted though the content is used again"
+
+
+@pytest.mark.parametrize("stores_of", ["postgresql+s3", "postgresql+azure"], indirect=True)
+def test_a_sweep_during_a_registration_in_flight_does_not_lose_it(machine, stores_of, tmp_path, monkeypatch):
+    """A sweep (older_than_s=0) removes the objects a registration uploaded before it took the lock: under the
+    lock, the registration sees them gone and uploads them again before its row is committed."""
+    swept: list[list[str]] = []
+    upload = ObjectStore._upload
+
+    def upload_then_sweep(self, *args):
+        upload(self, *args)
+        if not swept:
+            swept.append(machine("c").sweep_artifacts(older_than_s=0))
+
+    monkeypatch.setattr(ObjectStore, "_upload", upload_then_sweep)
+    model = Model.register(machine("a"), write_file(tmp_path / "m.bin", "in flight"), "m")
+    assert swept == [[model.digest]], "the sweep removed the objects of the registration in flight"
+    assert Model(machine("d"), "m").path.read_text() == "in flight"
+
+
+@pytest.mark.parametrize("stores_of", ["postgresql+s3", "postgresql+azure"], indirect=True)
+def test_a_workspace_opened_before_a_fork_works_in_the_child(machine, tmp_path):
+    """s3fs and adlfs refuse to run on their parent's event loop ('This class is not fork-safe')."""
+    a = machine("a")
+    Model.register(machine("b"), write_file(tmp_path / "m.bin", "from b"), "m")  # not in a's cache: a fetches it
+    pid = os.fork()
+    if pid == 0:  # the child: report by exit code only
+        code = 3
+        try:
+            fetched = Model(a, "m").path.read_text() == "from b"
+            code = 0 if fetched and Model.register(a, write_file(tmp_path / "n.bin", "from a"), "n").version == 1 else 4
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert Model(a, "n").path.read_text() == "from a"
+
+
+@pytest.mark.parametrize("stores_of", ["postgresql+s3"], indirect=True)
+def test_two_threads_fetching_one_model_into_one_cache_both_get_it(machine, tmp_path, monkeypatch):
+    """Both download, both place: the second rename met the first's folder (ENOTEMPTY) and failed its fetch."""
+    Model.register(machine("a"), write_file(tmp_path / "m.bin", "fetched twice"), "m")
+    b = machine("b")
+    both_checked = threading.Barrier(2, timeout=60)
+    rename = os.rename
+
+    def in_step(source, target):
+        if Path(target).parent.name == "sha256" and ".staging" in str(source):
+            both_checked.wait()  # both saw no copy in the cache; now both move theirs in
+        rename(source, target)
+
+    monkeypatch.setattr(artifacts.os, "rename", in_step)
+    results: list[str] = []
+    threads = [threading.Thread(target=lambda: results.append(_read_or_error(b))) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == ["fetched twice", "fetched twice"]
+
+
+def _read_or_error(ws: Workspace) -> str:
+    try:
+        return Model(ws, "m").path.read_text()
+    except Exception as e:
+        return repr(e)
+
+
+def test_a_registration_in_flight_on_another_host_is_not_swept_from_a_shared_folder(tmp_path, monkeypatch):
+    """Staging entries were named by pid alone: a host sharing the artifact folder found that pid dead (it is
+    another host's) and removed the copy of a registration in flight."""
+    shared = dict(metadata=f"sqlite:///{tmp_path / 'db' / 'ws.db'}", artifacts=str(tmp_path / "shared"))
+    here = Workspace(**shared, local=tmp_path / "host-b")
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid no process of this host has: as another host's registration looks from here
+    with monkeypatch.context() as host_a:
+        host_a.setattr(artifacts.socket, "gethostname", lambda: "host-a")
+        host_a.setattr(artifacts.os, "getpid", lambda: gone.pid)
+        staging = here.artifacts.staged(write_file(tmp_path / "m.bin", "in flight on host-a"))
+        entry, _, _ = staging.__enter__()
+    try:
+        Workspace(**shared, local=tmp_path / "host-c")  # opening a workspace sweeps what dead processes left
+        assert (entry / "content" / "m.bin").read_text() == "in flight on host-a"
+        old = time.time() - artifacts.FOREIGN_ENTRY_S - 60
+        for path in (entry, *entry.iterdir()):
+            os.utime(path, (old, old), follow_symlinks=False)
+        Workspace(**shared, local=tmp_path / "host-d")
+        assert not entry.exists(), "left by host-a a day ago: swept"
+    finally:
+        staging.__exit__(None, None, None)
+
+
+# -- what a shared store or database holds is untrusted input --------------------------------------------------------
+def _hostile_manifest(stores_of, digest: str, manifest: object, objects: dict[str, bytes] | None = None):
+    fs, root = fsspec.core.url_to_fs(stores_of[1], skip_instance_cache=True)
+    root = root.rstrip("/")
+    if isinstance(manifest, dict):  # what mlmagics writes, with the hostile parts
+        manifest = {"digest": digest, "bytes": sum(manifest.get("files", {}).values()), **manifest}
+    raw = manifest if isinstance(manifest, bytes) else json.dumps(manifest).encode()
+    fs.pipe_file(f"{root}/manifests/{digest}.json", raw)
+    for relative, data in (objects or {}).items():
+        fs.pipe_file(f"{root}/sha256/{digest}/{relative}", data)
+
+
+@pytest.mark.parametrize("stores_of", ["postgresql+s3"], indirect=True)
+def test_a_manifest_naming_paths_outside_the_artifact_writes_nothing_outside(machine, stores_of, tmp_path):
+    """The download joined the manifest's paths to its staging folder: '../' or an absolute path wrote anywhere,
+    and the digest (of what is inside the folder) still matched."""
+    model = Model.register(machine("a"), write_file(tmp_path / "m.bin", "the weights"), "m")
+    escapes = {"../../../../../escaped/x.txt": b"evil", str(tmp_path / "absolute" / "x.txt"): b"evil"}
+    for path, data in escapes.items():
+        _hostile_manifest(stores_of, model.digest, {"files": {"m.bin": 11, path: len(data)}}, {path: data})
+        with pytest.raises(UserError, match="is malformed"):
+            _ = Model(machine("b"), "m").path
+    assert not (tmp_path / "machines" / "escaped").exists() and not (tmp_path / "absolute").exists()
+
+
+@pytest.mark.parametrize("stores_of", ["postgresql+s3"], indirect=True)
+@pytest.mark.parametrize("hostile", ["not JSON", "too large", "too many files", "a part larger than said", "__pycache__",
+                                     "a file as a folder", "more than the disk"])  # fmt: skip
+def test_a_hostile_manifest_is_refused_in_one_line_before_it_costs_memory_or_disk(machine, stores_of, tmp_path, monkeypatch,
+                                                                                 hostile):  # fmt: skip
+    write_file(tmp_path / "model" / "pkg" / "score.py", "print('the real one')")
+    model = Model.register(machine("a"), tmp_path / "model" / "pkg", "m")
+    real = {"pkg/score.py": 21}
+    manifest: object = {"files": real}
+    objects: dict[str, bytes] = {}
+    said = "is malformed"
+    if hostile == "not JSON":
+        manifest = b"\x00 not json"
+    elif hostile == "too large":
+        monkeypatch.setattr(artifacts, "MAX_MANIFEST_BYTES", 1024)
+        manifest = {"files": real, "padding": "x" * 4096}
+    elif hostile == "too many files":
+        monkeypatch.setattr(artifacts, "MAX_COPIED_ENTRIES", 10)
+        manifest = {"files": {**real, **{f"pkg/f{i}": 0 for i in range(20)}}}
+    elif hostile == "a part larger than said":
+        manifest, said = {"files": {"pkg/score.py": 3}}, "larger than its manifest says"
+    elif hostile == "__pycache__":  # not covered by the digest, and Python runs an unchecked-hash .pyc without its source
+        manifest = {"files": {**real, "pkg/__pycache__/score.cpython-311.pyc": 4}}
+        objects = {"pkg/__pycache__/score.cpython-311.pyc": b"evil"}
+    elif hostile == "a file as a folder":
+        manifest = {"files": {**real, "pkg/score.py/x": 1}}
+    elif hostile == "more than the disk":
+        manifest, said = {"files": {"pkg/score.py": 1 << 60}}, "MiB are free"
+    _hostile_manifest(stores_of, model.digest, manifest, objects)
+    with pytest.raises(UserError, match=said) as caught:
+        _ = Model(machine("b"), "m").path
+    assert "\n" not in caught.value.message
+    if hostile == "more than the disk":
+        assert isinstance(caught.value, StorageFullError)
+    assert not list((tmp_path / "machines" / "b" / "artifacts" / "sha256").iterdir()), "nothing unverified is kept"
+
+
+@pytest.mark.parametrize("stores_of", ["postgresql+s3", "postgresql+azure"], indirect=True)
+def test_a_malformed_manifest_is_written_again_by_the_next_registration_of_its_content(machine, stores_of, tmp_path):
+    source = write_file(tmp_path / "m.bin", "the weights")
+    model = Model.register(machine("a"), source, "m")
+    _hostile_manifest(stores_of, model.digest, b"{ truncated")
+    assert Model.register(machine("b"), source, "m").version == 2
+    assert Model(machine("c"), "m", version=1).path.read_text() == "the weights"
+
+
+@pytest.mark.parametrize("stores_of", ["postgresql+s3", "postgresql+azure"], indirect=True)
+def test_a_model_folder_with_an_empty_folder_is_used_on_another_machine(machine, tmp_path):
+    """The digest covers folders, empty ones too; the manifest listed only files, so the empty folder did not come
+    back and every other machine refused the model ('does not match its digest')."""
+    write_file(tmp_path / "model" / "weights.bin", "w")
+    (tmp_path / "model" / "checkpoints" / "empty").mkdir(parents=True)
+    (tmp_path / "hollow" / "only-folders").mkdir(parents=True)
+    Model.register(machine("a"), tmp_path / "model", "m")
+    Model.register(machine("a"), tmp_path / "hollow", "hollow")
+    fetched = Model(machine("b"), "m").path
+    assert (fetched / "checkpoints" / "empty").is_dir() and (fetched / "weights.bin").read_text() == "w"
+    assert [p.name for p in Model(machine("b"), "hollow").path.iterdir()] == ["only-folders"]
+
+
+def test_an_artifact_path_or_digest_from_the_database_is_checked_before_it_names_a_file(machine, stores_of, tmp_path):
+    """A row's artifact path named any file of the machine reading it; a row's digest, a folder to delete."""
+    a = machine("a")
+    model = Model.register(a, write_file(tmp_path / "m.bin", "w"), "m")
+    victims = [tmp_path / "shared" / "victim", tmp_path / "machines" / "a" / "victim"]
+    for victim in victims:
+        write_file(victim / "keep.txt", "keep")
+    with a.transaction() as tx:
+        tx.execute("UPDATE models SET artifact=:artifact", {"artifact": f"sha256/{model.digest}/../../../../victim/keep.txt"})
+    with pytest.raises(UserError, match="is not an artifact path"):
+        _ = Model(machine("b"), "m").path
+    with a.transaction() as tx:
+        tx.execute("UPDATE models SET digest='../../victim'")
+    with pytest.raises(UserError, match="is not an artifact digest"):
+        Model(a, "m").delete()
+    assert all((victim / "keep.txt").read_text() == "keep" for victim in victims)
+    assert [m.id for m in Model.list(a)] == ["m:1"], "the refused delete is rolled back"

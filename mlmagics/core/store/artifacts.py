@@ -20,6 +20,12 @@ is stored once, for everyone who shares the store. Two kinds of store, one contr
   objects after its commit, under the lock again and only if no row uses them. So a registration
   killed at any step leaves no visible model, only objects without a row, which `sweep()` removes.
   Every download is checked against its digest before it is used.
+
+What comes from the shared stores is untrusted input: a manifest is read up to MAX_MANIFEST_BYTES,
+must name at most MAX_COPIED_ENTRIES plain relative paths under one root (no '..', no absolute
+path), and a download writes only inside its staging folder, no more bytes than the manifest
+declares and only when they fit on the disk. A digest or artifact path read from the database is
+checked the same way before it names a file or an object.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import stat
 import time
 import uuid
@@ -38,7 +45,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import UserError
+from ..errors import StorageFullError, UserError
 from . import uris
 from .metadata import Transaction, WorkspaceUnavailable
 
@@ -47,6 +54,10 @@ _SKIPPED = ("__pycache__", ".ipynb_checkpoints")
 PART_BYTES = 8 << 20  # what one upload or download holds in memory at a time
 PROGRESS_FROM_BYTES = 64 << 20  # transfers at least this large print progress lines
 MAX_COPIED_ENTRIES = 200_000  # files and folders, counting those reached through links
+MAX_MANIFEST_BYTES = 64 << 20  # a manifest of MAX_COPIED_ENTRIES long names fits well within this
+MAX_NAME_BYTES = 255  # a file name, as Linux file systems allow
+UPLOAD_ATTEMPTS = 4  # a part whose upload failed (and that no one else wrote meanwhile) is tried again
+FOREIGN_ENTRY_S = 24 * 3600  # a staging or trash entry of another host is left alone for a day (a shared folder)
 
 
 class Lock(Protocol):
@@ -65,11 +76,23 @@ def artifact_store(uri: str, cache: Path, lock: Lock) -> FolderStore | ObjectSto
 
 
 def digest_of(relative: str) -> str:
-    """`sha256/<digest>/<name>` -> digest."""
-    parts = relative.split("/")
-    if len(parts) < 3 or parts[0] != "sha256" or not _DIGEST.fullmatch(parts[1]):
-        raise UserError(f"{relative!r} is not an artifact path (sha256/<digest>/<name>)")
+    """`sha256/<digest>/<name>` -> digest; anything else (more parts, '..', a name that is no file name) is a
+    UserError: the path comes from the database, and names a file on this machine."""
+    parts = relative.split("/") if isinstance(relative, str) else []
+    if len(parts) != 3 or parts[0] != "sha256" or not _DIGEST.fullmatch(parts[1]) or not _safe_name(parts[2]):
+        raise UserError(f"{relative!r:.200} is not an artifact path (sha256/<digest>/<name>)")
     return parts[1]
+
+
+def checked_digest(digest: str) -> str:
+    """A digest read from the database, before it names a folder or an object: 64 hex digits, or a UserError."""
+    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+        raise UserError(f"{digest!r:.80} is not an artifact digest (64 hex digits)")
+    return digest
+
+
+def _safe_name(name: str) -> bool:
+    return name not in ("", ".", "..") and "\0" not in name and len(name.encode("utf-8", "surrogateescape")) <= MAX_NAME_BYTES
 
 
 class FolderStore:
@@ -104,7 +127,7 @@ class FolderStore:
     @contextlib.contextmanager
     def staged(self, source: Path) -> Iterator[tuple[Path, str, int]]:
         """A read-only copy of `source` in `.staging/` with its digest and size; removed afterwards."""
-        entry = self.root / ".staging" / f"{os.getpid()}-{uuid.uuid4().hex}"
+        entry = self.root / ".staging" / entry_name()
         try:
             entry.mkdir()
             digest = hashlib.sha256(source.name.encode() + b"\0")
@@ -117,29 +140,36 @@ class FolderStore:
             remove_tree(entry)
 
     def place(self, entry: Path, digest: str) -> bool:
-        """Move a staged copy to `sha256/<digest>` unless it is there already; True when moved."""
-        final = self.root / "sha256" / digest
+        """Move a staged copy to `sha256/<digest>` unless it is there already; True when moved. Two placing
+        the same content at once (two threads or processes fetching it into one cache) both succeed."""
+        final = self.root / "sha256" / checked_digest(digest)
         if final.exists():
             return False
-        os.rename(entry / "content", final)
+        try:
+            os.rename(entry / "content", final)
+        except OSError as e:  # renaming a folder onto a folder that is not empty: another placed it first
+            if e.errno in (errno.ENOTEMPTY, errno.EEXIST) and final.exists():
+                return False
+            raise
         return True
 
     def local_path(self, relative: str) -> Path:
+        digest_of(relative)
         return self.root / relative
 
     def url(self, relative: str) -> str:
         return (self.root / relative).as_uri()
 
     def has(self, digest: str) -> bool:
-        return (self.root / "sha256" / digest).exists()
+        return (self.root / "sha256" / checked_digest(digest)).exists()
 
     def unstore_if_unused(self, tx: Transaction, digest: str) -> Callable[[], None] | None:
         """Inside the transaction that deleted a row: take the artifact out if no row uses it any more.
         Returns what the caller runs once the transaction is committed (None: nothing to do)."""
-        final = self.root / "sha256" / digest
+        final = self.root / "sha256" / checked_digest(digest)
         if self.lock.artifact_used(tx, digest) or not final.exists():
             return None
-        trash = self.root / ".trash" / f"{os.getpid()}-{uuid.uuid4().hex}-{digest}"
+        trash = self.root / ".trash" / entry_name(digest)
         os.rename(final, trash)
         return lambda: remove_tree(trash)
 
@@ -152,9 +182,9 @@ class FolderStore:
 
     def evict(self, digest: str) -> None:
         """Drop a cached copy (an ObjectStore's cache, after the artifact left the shared store)."""
-        final = self.root / "sha256" / digest
+        final = self.root / "sha256" / checked_digest(digest)
         if final.exists():
-            trash = self.root / ".trash" / f"{os.getpid()}-{uuid.uuid4().hex}-{digest}"
+            trash = self.root / ".trash" / entry_name(digest)
             with contextlib.suppress(OSError):
                 os.rename(final, trash)
                 remove_tree(trash)
@@ -162,7 +192,7 @@ class FolderStore:
     def sweep(self, is_cache: bool = False) -> None:
         """Put right what processes killed while registering or deleting left behind. For a cache
         there is nothing to reconcile with rows: leftovers just go."""
-        entries = [e for folder in (".staging", ".trash") for e in (self.root / folder).iterdir() if owner_dead(e.name)]
+        entries = [e for folder in (".staging", ".trash") for e in (self.root / folder).iterdir() if owner_dead(e.name, e)]
         recorded = [(e, digest) for e in entries if (digest := _entry_digest(e))]
         removed: list[Path] = []
         if recorded and not is_cache:
@@ -180,7 +210,7 @@ class FolderStore:
         if not self.lock.artifact_used(tx, digest):
             if not final.exists():
                 return None
-            trash = self.root / ".trash" / f"{os.getpid()}-{uuid.uuid4().hex}-{digest}"
+            trash = self.root / ".trash" / entry_name(digest)
             os.rename(final, trash)  # a register killed after placing it, before its commit
             return trash
         if not final.exists() and entry.parent.name == ".trash":
@@ -190,56 +220,111 @@ class FolderStore:
 
 class ObjectStore:
     """Artifacts in S3 or Azure Blob (`<prefix>/sha256/<digest>/<name>`, `<prefix>/manifests/<digest>.json`),
-    with a FolderStore on this machine as the cache every local path comes from."""
+    with a FolderStore on this machine as the cache every local path comes from.
+
+    A manifest is `{"digest", "files": {relative path: bytes}, "dirs": [relative folders], "bytes"}`;
+    `dirs` (every folder, so an empty one comes back too) is absent from those of mlmagics 0.2.0."""
 
     def __init__(self, uri: str, cache: FolderStore, lock: Lock) -> None:
         self.uri = uri
         self.display = uris.mask(uri)
+        self.secrets = tuple(uris.secrets_of(uri))
         self.cache = cache
         self.lock = lock
-        self.fs, self.root = _filesystem(uri, self.display)
+        self._fs, self.root = _filesystem(uri, self.display)
+        self._fs_pid = os.getpid()
 
     def __repr__(self) -> str:
         return f"ObjectStore({self.display!r})"
+
+    @property
+    def fs(self) -> Any:
+        """The fsspec filesystem; a forked child makes its own (s3fs and adlfs refuse to run on their parent's
+        event loop)."""
+        if self._fs_pid != os.getpid():
+            self._fs, self.root = _filesystem(self.uri, self.display)
+            self._fs_pid = os.getpid()
+        return self._fs
 
     # -- storing ----------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def storing(self, source: Path) -> Iterator[tuple[Transaction, str, str, int]]:
         with self.cache.staged(source) as (entry, digest, size):
             content = entry / "content"
-            if not self._complete(digest):  # the team may have it already: equal content is stored once
-                self._upload(content, digest, size)
+            listing = _listing(content)
+            if not self._complete(digest, listing):  # the team may have it already: equal content is stored once
+                self._upload(content, digest, size, listing)
             with self.lock.transaction() as tx:
-                if not self._complete(digest):  # deleted meanwhile by a delete of its last row
-                    self._upload(content, digest, size)
+                if not self._complete(digest, listing):  # deleted meanwhile by a delete of its last row
+                    self._upload(content, digest, size, listing)
                 self.cache.place(entry, digest)  # this machine keeps a copy: it is likely to deploy it
                 yield tx, digest, f"sha256/{digest}/{source.name}", size
 
-    def _upload(self, content: Path, digest: str, size: int) -> None:
-        files = {p.relative_to(content).as_posix(): p.stat().st_size for p in sorted(content.rglob("*")) if p.is_file()}
+    def _upload(self, content: Path, digest: str, size: int, listing: Manifest) -> None:
         progress = _Transfer(f"uploading {_name(content)} to {self.display}", size)
         with self._errors("upload to"):
-            for relative, _ in files.items():
-                key = self._key(digest, relative)
-                with open(content / relative, "rb") as src, self.fs.open(key, "wb", block_size=PART_BYTES) as dst:
-                    while chunk := src.read(PART_BYTES):
-                        dst.write(chunk)
-                        progress.advance(len(chunk))
-            manifest = {"digest": digest, "files": files, "bytes": size}
+            for relative, part_size in listing.files.items():
+                self._put(content / relative, self._key(digest, relative), part_size, progress)
+            manifest = {"digest": digest, "files": listing.files, "dirs": listing.dirs, "bytes": size}
             self.fs.pipe_file(self._manifest(digest), json.dumps(manifest, sort_keys=True).encode())
         progress.done()
 
-    def _complete(self, digest: str) -> bool:
-        """Whether the manifest and every part it names (with its size) are in the store."""
-        with self._errors("read"):
+    def _put(self, path: Path, key: str, size: int, progress: _Transfer) -> None:
+        """Upload one part. Registrations of equal content upload the same keys at the same time, and Azure
+        Blob refuses all but one of them (InvalidBlockList: a commit drops the others' uncommitted blocks):
+        a part that failed but is there now, whole, was written by another; else it is tried again."""
+        for attempt in range(1, UPLOAD_ATTEMPTS + 1):
+            sent = 0
             try:
-                manifest = json.loads(self.fs.cat_file(self._manifest(digest)))
-            except FileNotFoundError:
-                return False
+                with open(path, "rb") as src, self.fs.open(key, "wb", block_size=PART_BYTES) as dst:
+                    while chunk := src.read(PART_BYTES):
+                        dst.write(chunk)
+                        sent += len(chunk)
+                        progress.advance(len(chunk))
+                return
+            except Exception as e:
+                progress.advance(-sent)
+                local = isinstance(e, OSError) and (e.errno in (errno.ENOSPC, errno.EDQUOT) or e.filename == str(path))
+                if local or not (isinstance(e, OSError) or _from_storage_library(e)):
+                    raise
+                if self._has_part(key, size):
+                    return
+                if attempt == UPLOAD_ATTEMPTS:
+                    raise
+                time.sleep(0.25 * attempt)
+
+    def _has_part(self, key: str, size: int) -> bool:
+        with contextlib.suppress(Exception):
+            self.fs.invalidate_cache(key)
+            return bool(self.fs.info(key).get("size") == size)
+        return False
+
+    def _complete(self, digest: str, expected: Manifest | None = None) -> bool:
+        """Whether the manifest and every part it names (with its size) are in the store; with `expected` (what
+        a registration holds), whether the manifest names exactly that. A malformed manifest is not complete:
+        a registration of the content writes it again."""
+        try:
+            manifest = self._read_manifest(digest)
+        except UserError:
+            return False
+        if manifest is None:
+            return False
+        if expected is not None and (manifest.files, manifest.folders()) != (expected.files, expected.folders()):
+            return False
+        with self._errors("read"):
             prefix = f"{self.root}/sha256/{digest}/"
             self.fs.invalidate_cache(prefix)
             found = {info["name"]: info.get("size") for info in self.fs.find(prefix, detail=True).values()}
-        return all(found.get(_strip(self._key(digest, rel))) == size for rel, size in manifest["files"].items())
+        return all(found.get(_strip(self._key(digest, rel))) == size for rel, size in manifest.files.items())
+
+    def _read_manifest(self, digest: str) -> Manifest | None:
+        """The manifest of `digest`, checked (None: there is none); a UserError when it is malformed."""
+        with self._errors("read"):
+            try:
+                raw = self.fs.cat_file(self._manifest(checked_digest(digest)), start=0, end=MAX_MANIFEST_BYTES + 1)
+            except FileNotFoundError:
+                return None
+        return Manifest.parse(raw, f"artifact sha256/{digest} in {self.display}")
 
     # -- reading ----------------------------------------------------------------------------------------
     def local_path(self, relative: str) -> Path:
@@ -250,53 +335,71 @@ class ObjectStore:
         return self.cache.local_path(relative)
 
     def has(self, digest: str) -> bool:
-        return self._complete(digest)
+        return self._complete(checked_digest(digest))
 
     def url(self, relative: str) -> str:
         return f"{self.display.rstrip('/')}/{relative}"
 
     def _download(self, digest: str) -> None:
-        with self._errors("download from"):
-            try:
-                manifest = json.loads(self.fs.cat_file(self._manifest(digest)))
-            except FileNotFoundError:
-                raise UserError(f"artifact sha256/{digest} is not in {self.display} (deleted, or never uploaded)") from None
-            entry = self.cache.root / ".staging" / f"{os.getpid()}-{uuid.uuid4().hex}"
-            try:
-                progress = _Transfer(f"downloading sha256/{digest[:12]} from {self.display}", manifest["bytes"])
-                for relative in manifest["files"]:
-                    target = entry / "content" / relative
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    with self.fs.open(self._key(digest, relative), "rb", block_size=PART_BYTES) as src, open(target, "wb") as dst:
-                        while chunk := src.read(PART_BYTES):
-                            dst.write(chunk)
-                            progress.advance(len(chunk))
+        what = f"artifact sha256/{digest} in {self.display}"
+        manifest = self._read_manifest(digest)
+        if manifest is None:
+            raise UserError(f"{what} is not there (deleted, or never uploaded)")
+        needed = sum(manifest.files.values())
+        free = shutil.disk_usage(self.cache.root).free
+        if needed + (64 << 20) > free:  # the manifest may lie, but not so as to fill this disk
+            raise StorageFullError(f"{what} takes {needed >> 20} MiB; {free >> 20} MiB are free in {self.cache.root}")
+        entry = self.cache.root / ".staging" / entry_name()
+        try:
+            with self._errors("download from"):
+                content = entry / "content"
+                content.mkdir(parents=True)
+                for folder in manifest.dirs:
+                    (content / folder).mkdir(parents=True, exist_ok=True)
+                progress = _Transfer(f"downloading sha256/{digest[:12]} from {self.display}", needed)
+                for relative, size in manifest.files.items():
+                    self._fetch(self._key(digest, relative), content / relative, size, what, progress)
                 progress.done()
-                names = list((entry / "content").iterdir())
-                if len(names) != 1:
-                    raise UserError(f"artifact sha256/{digest} in {self.display} is malformed ({len(names)} roots)")
-                found = hashlib.sha256(names[0].name.encode() + b"\0")
-                copy_checked(names[0], None, names[0], found)
-                if found.hexdigest() != digest:
-                    raise UserError(
-                        f"artifact sha256/{digest} in {self.display} does not match its digest (changed or corrupted in the "
-                        "store); register the model again"
-                    )
-                make_read_only(names[0])
-                self.cache.place(entry, digest)
-            finally:
-                remove_tree(entry)
+            names = list(content.iterdir())
+            if len(names) != 1:
+                raise UserError(f"{what} is malformed ({len(names)} roots)")
+            found = hashlib.sha256(names[0].name.encode() + b"\0")
+            copy_checked(names[0], None, names[0], found)
+            if found.hexdigest() != digest:  # a registration of equal content finds the objects there and keeps them
+                raise UserError(
+                    f"{what} does not match its digest (changed or corrupted in the store); remove manifests/{digest}.json "
+                    "from the store, then register the model again: that uploads it anew"
+                )
+            make_read_only(names[0])
+            self.cache.place(entry, digest)
+        finally:
+            remove_tree(entry)
+
+    def _fetch(self, key: str, target: Path, size: int, what: str, progress: _Transfer) -> None:
+        """One part into `target` (a new file: never through a link), no more than `size` bytes."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        written = 0
+        with self.fs.open(key, "rb", block_size=PART_BYTES) as src, open(target, "xb") as dst:
+            while chunk := src.read(min(PART_BYTES, size - written + 1)):
+                written += len(chunk)
+                if written > size:
+                    raise UserError(f"{what} does not match its digest (a part is larger than its manifest says)")
+                dst.write(chunk)
+                progress.advance(len(chunk))
+        if written != size:
+            raise UserError(f"{what} does not match its digest (a part is smaller than its manifest says)")
 
     # -- removing ---------------------------------------------------------------------------------------
     def unstore_if_unused(self, tx: Transaction, digest: str) -> Callable[[], None] | None:
         """After the commit, under the lock again: remove the objects if still no row uses them."""
-        if self.lock.artifact_used(tx, digest):
+        if self.lock.artifact_used(tx, checked_digest(digest)):
             return None
 
         def remove() -> None:
             with self.lock.transaction() as again:
-                if not self.lock.artifact_used(again, digest):
-                    self._remove(digest)
+                if self.lock.artifact_used(again, digest):  # registered again meanwhile: this machine's copy stays
+                    return
+                self._remove(digest)
             self.cache.evict(digest)
 
         return remove
@@ -304,7 +407,7 @@ class ObjectStore:
     def _remove(self, digest: str) -> None:
         with self._errors("delete from"):
             with contextlib.suppress(FileNotFoundError):
-                self.fs.rm_file(self._manifest(digest))  # first: without it the rest counts as incomplete
+                self.fs.rm_file(self._manifest(checked_digest(digest)))  # first: without it the rest counts as incomplete
             with contextlib.suppress(FileNotFoundError):
                 self.fs.rm(f"{self.root}/sha256/{digest}", recursive=True)
 
@@ -312,16 +415,19 @@ class ObjectStore:
         """Remove objects no row uses (left by registrations killed before their commit), if older than
         `older_than_s` (a registration in flight uploads before it takes the lock). Returns their digests."""
         self.cache.sweep(is_cache=True)
+        found: set[str] = set()
         with self._errors("list"):
-            found = {}
-            for info in self.fs.ls(f"{self.root}/sha256", detail=True) if self.fs.exists(f"{self.root}/sha256") else []:
-                digest = info["name"].rstrip("/").rsplit("/", 1)[-1]
-                if _DIGEST.fullmatch(digest):
-                    found[digest] = info
+            for folder, suffix in (("sha256", ""), ("manifests", ".json")):
+                if not self.fs.exists(f"{self.root}/{folder}"):
+                    continue
+                for name in self.fs.ls(f"{self.root}/{folder}", detail=False):
+                    digest = name.rstrip("/").rsplit("/", 1)[-1].removesuffix(suffix)
+                    if _DIGEST.fullmatch(digest):
+                        found.add(digest)
         now = time.time()
         removed = []
         with self.lock.transaction() as tx:
-            for digest in found:
+            for digest in sorted(found):
                 if self.lock.artifact_used(tx, digest):
                     continue
                 if now - self._modified(digest) >= older_than_s:
@@ -330,9 +436,10 @@ class ObjectStore:
         return removed
 
     def _modified(self, digest: str) -> float:
-        with contextlib.suppress(FileNotFoundError):
-            return self.fs.modified(self._manifest(digest)).timestamp()
-        times = [self.fs.modified(name).timestamp() for name in self.fs.find(f"{self.root}/sha256/{digest}")]
+        with self._errors("list"):
+            with contextlib.suppress(FileNotFoundError):
+                return float(self.fs.modified(self._manifest(digest)).timestamp())
+            times = [self.fs.modified(name).timestamp() for name in self.fs.find(f"{self.root}/sha256/{digest}")]
         return max(times, default=0.0)
 
     # -- names ------------------------------------------------------------------------------------------
@@ -344,24 +451,91 @@ class ObjectStore:
 
     @contextlib.contextmanager
     def _errors(self, doing: str) -> Iterator[None]:
-        """A store that cannot be reached, refuses the credentials or the write: one line naming it."""
+        """A store that cannot be reached, refuses the credentials or the write: one line naming it (the storage
+        library's reason scrubbed of secrets: WorkspaceUnavailable's own rule)."""
         try:
             yield
         except UserError:
             raise
-        except FileNotFoundError as e:  # a missing manifest is caught where it is asked for: this is the bucket
-            raise WorkspaceUnavailable(f"cannot {doing} the artifact store {self.display}: {_short(e)}") from None
-        except PermissionError as e:
-            why = f"permission denied ({_short(e)})"
-            raise WorkspaceUnavailable(f"cannot {doing} the artifact store {self.display}: {why}") from None
-        except OSError as e:
+        except OSError as e:  # a missing manifest is caught where it is asked for: a FileNotFoundError is the bucket's
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise
-            raise WorkspaceUnavailable(f"cannot {doing} the artifact store {self.display}: {_short(e)}") from None
+            why = _short(e, self.secrets)
+            raise self._unavailable(doing, f"permission denied ({why})" if isinstance(e, PermissionError) else why) from None
         except Exception as e:  # botocore / azure-core errors (not OSErrors; adlfs raises RuntimeErrors): by origin
             if not _from_storage_library(e):
                 raise
-            raise WorkspaceUnavailable(f"cannot {doing} the artifact store {self.display}: {_short(e)}") from None
+            raise self._unavailable(doing, _short(e, self.secrets)) from None
+
+    def _unavailable(self, doing: str, why: str) -> WorkspaceUnavailable:
+        return WorkspaceUnavailable(f"cannot {doing} the artifact store {self.display}: {why}")
+
+
+class Manifest:
+    """What an artifact holds: its files (relative path -> bytes) and its folders, all under one root; checked
+    when read from a store, which anyone with write access to it may have written."""
+
+    def __init__(self, files: dict[str, int], dirs: list[str]) -> None:
+        self.files = files
+        self.dirs = dirs
+
+    def folders(self) -> set[str]:
+        """Every folder: those listed, and those the files are in (a manifest without `dirs` lists none)."""
+        return {*self.dirs, *(a for path in self.files for a in _ancestors(path))}
+
+    @staticmethod
+    def parse(raw: bytes, what: str) -> Manifest:
+        if len(raw) > MAX_MANIFEST_BYTES:
+            raise UserError(f"{what} is malformed (its manifest is larger than {MAX_MANIFEST_BYTES >> 20} MiB)")
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise UserError(f"{what} is malformed (its manifest is not JSON)") from None
+        files = data.get("files") if isinstance(data, dict) else None
+        dirs = data.get("dirs", []) if isinstance(data, dict) else None
+        if not isinstance(files, dict) or not isinstance(dirs, list) or not (files or dirs):
+            raise UserError(f"{what} is malformed (its manifest names no files)")
+        if len(files) + len(dirs) > MAX_COPIED_ENTRIES:
+            raise UserError(f"{what} is malformed (its manifest names more than {MAX_COPIED_ENTRIES} files and folders)")
+        for path, size in files.items():
+            if not _relative_path(path) or type(size) is not int or size < 0:
+                raise UserError(f"{what} is malformed (its manifest names {path!r:.120} with size {size!r:.40})")
+        for path in dirs:
+            if not _relative_path(path):
+                raise UserError(f"{what} is malformed (its manifest names the folder {path!r:.120})")
+        roots = {path.split("/", 1)[0] for path in [*files, *dirs]}
+        clash = any(a in files for path in [*files, *dirs] for a in _ancestors(path)) or any(d in files for d in dirs)
+        if len(roots) != 1 or clash:
+            raise UserError(f"{what} is malformed (its manifest names {len(roots)} roots, or a file as a folder)")
+        return Manifest(files, dirs)
+
+
+def _listing(content: Path) -> Manifest:
+    """The manifest of a staged copy (`content/<name>`): every file with its size, every folder."""
+    files, dirs = {}, []
+    for path in sorted(content.rglob("*")):
+        relative = path.relative_to(content).as_posix()
+        if path.is_dir():
+            dirs.append(relative)
+        elif path.is_file():
+            files[relative] = path.stat().st_size
+    return Manifest(files, dirs)
+
+
+def _relative_path(path: object) -> bool:
+    """A path of a manifest: relative, '/'-separated names, none of them '', '.', '..' or one a copy skips (a
+    `__pycache__` would not be covered by the digest, and Python may run what is in it)."""
+    return (
+        isinstance(path, str)
+        and 0 < len(path) <= 4096
+        and all(_safe_name(name) and name not in _SKIPPED for name in path.split("/"))
+    )
+
+
+def _ancestors(path: str) -> list[str]:
+    """'a/b/c' -> ['a', 'a/b']."""
+    parts = path.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
 
 
 def _filesystem(uri: str, display: str) -> tuple[Any, str]:
@@ -376,11 +550,12 @@ def _filesystem(uri: str, display: str) -> tuple[Any, str]:
         extra = "s3" if protocol == "s3" else "azure"
         raise UserError(f"the artifact store {display} needs the [{extra}] extra: pip install 'mlmagics[{extra}]'") from None
     except ValueError as e:  # adlfs without an account or connection string
-        raise WorkspaceUnavailable(f"cannot open the artifact store {display}: {_short(e)}") from None
+        secrets = tuple(uris.secrets_of(uri))
+        raise WorkspaceUnavailable(f"cannot open the artifact store {display}: {_short(e, secrets)}") from None
     return fs, root.rstrip("/")
 
 
-_STORAGE_LIBRARIES = {"botocore", "aiobotocore", "azure", "aiohttp", "s3fs", "adlfs", "fsspec"}
+_STORAGE_LIBRARIES = {"botocore", "aiobotocore", "azure", "aiohttp", "yarl", "urllib3", "s3fs", "adlfs", "fsspec"}
 
 
 def _from_storage_library(error: BaseException) -> bool:
@@ -402,13 +577,14 @@ def _name(content: Path) -> str:
     return names[0] if len(names) == 1 else str(content)
 
 
-def _short(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
+def _short(error: BaseException, secrets: tuple[str, ...] = ()) -> str:
+    """The error's text on one line, scrubbed of secrets before it is cut (a cut could split a secret)."""
+    text = uris.scrub(" ".join(str(error).split()), secrets) or type(error).__name__
     return text[:300]
 
 
 class _Transfer:
-    """Progress lines for a large transfer: every 10 %, on stderr."""
+    """Progress lines for a large transfer: every 10 %, on stdout (a notebook shows them under the cell)."""
 
     def __init__(self, what: str, total: int) -> None:
         self.what, self.total, self.done_bytes, self.shown = what, total, 0, 0
@@ -438,10 +614,37 @@ def _entry_digest(entry: Path) -> str | None:
     return text if _DIGEST.fullmatch(text) else None
 
 
-def owner_dead(entry_name: str) -> bool:
-    """Whether the process that made a `<pid>-…` entry is gone."""
-    pid = entry_name.split("-", 1)[0]
-    return pid.isdigit() and not _alive(int(pid))
+def _host_tag() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def entry_name(digest: str = "") -> str:
+    """`<pid>.<host>-<random>[-<digest>]`: a staging or trash entry's name says which process made it on which
+    host (a hash of its name), so a sweep on another host sharing the folder leaves it alone."""
+    return f"{os.getpid()}.{_host_tag()}-{uuid.uuid4().hex}" + (f"-{digest}" if digest else "")
+
+
+def owner_dead(entry_name: str, entry: Path | None = None) -> bool:
+    """Whether the process that made a `<pid>[.<host>]-…` entry is gone. A process of another host cannot be
+    asked: its entry counts as left behind once `entry` (when given) is older than FOREIGN_ENTRY_S."""
+    owner = entry_name.split("-", 1)[0]
+    pid, _, host = owner.partition(".")
+    if not pid.isdigit():
+        return False
+    if host and host != _host_tag():
+        return entry is not None and _age(entry) > FOREIGN_ENTRY_S
+    return not _alive(int(pid))
+
+
+def _age(entry: Path) -> float:
+    """Seconds since anything at the top of `entry` (a folder, its children) last changed."""
+    try:
+        times = [entry.lstat().st_mtime]
+        if entry.is_dir() and not entry.is_symlink():
+            times += [child.lstat().st_mtime for child in entry.iterdir()]
+    except OSError:
+        return 0.0
+    return time.time() - max(times)
 
 
 def _alive(pid: int) -> bool:

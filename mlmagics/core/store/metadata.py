@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import threading
 from collections.abc import Iterator, Mapping
@@ -38,10 +39,12 @@ _MIGRATIONS = Path(__file__).with_name("migrations")
 _engines: dict[str, Any] = {}
 _at_head: set[str] = set()
 _engines_lock = threading.Lock()
+_migrations_lock = threading.Lock()
 
 
 class WorkspaceUnavailable(MlmagicsError):
-    """The workspace's database or artifact store cannot be reached, or refuses the credentials."""
+    """The workspace's database or artifact store cannot be reached, or refuses the credentials. Its message
+    quotes the storage library's own reason, scrubbed of anything that could be a secret (uris.scrub)."""
 
 
 class SchemaTooNew(MlmagicsError):
@@ -52,22 +55,36 @@ class DuplicateRow(MlmagicsError):
     """An insert met a row with the same key (a service name taken meanwhile)."""
 
 
+class TransactionAborted(MlmagicsError):
+    """A statement of this write transaction failed before: the transaction is rolled back, on SQLite as on
+    PostgreSQL (which refuses every later statement of a failed transaction), so nothing after it may run."""
+
+
 Row = Mapping[str, Any]
 
 
 class Transaction:
     """Statements inside one write transaction (`Database.transaction()`); rows read as mappings."""
 
-    def __init__(self, connection: Any) -> None:
+    def __init__(self, connection: Any, display: str = "", secrets: tuple[str, ...] = ()) -> None:
         self.connection = connection
+        self.display = display
+        self.secrets = secrets
+        self.failed = ""  # what failed in it: a failed statement ends the transaction, whatever the database
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
         from sqlalchemy import exc, text
 
+        if self.failed:
+            raise TransactionAborted(f"this write transaction was rolled back ({self.failed}); start a new one")
         try:
             return self.connection.execute(text(sql), dict(params or {})).mappings()
         except exc.IntegrityError as e:
-            raise DuplicateRow(_first_line(e.orig)) from None
+            self.failed = _first_line(e.orig, self.secrets)
+            raise DuplicateRow(self.failed) from None
+        except exc.DBAPIError as e:
+            self.failed = _first_line(e.orig, self.secrets)
+            raise _one_line(e, self.display, self.secrets) from None
 
     def next_version(self, kind: str, name: str) -> int:
         """The next version of `name`: one atomic upsert; deleted versions are never reused."""
@@ -86,11 +103,14 @@ class Database:
     def __init__(self, uri: str) -> None:
         self.uri = uri
         self.display = uris.mask(uri)
+        self._secrets = tuple(uris.secrets_of(uri))
         self.engine = _engine(uri)
         self.dialect: str = self.engine.dialect.name
         if uri not in _at_head:
-            self._keep_schema_current()
-            _at_head.add(uri)
+            with _migrations_lock:  # Alembic keeps its context in a module global: one migration at a time per process
+                if uri not in _at_head:
+                    self._keep_schema_current()
+                    _at_head.add(uri)
 
     def __repr__(self) -> str:
         return f"Database({self.display!r})"
@@ -98,16 +118,29 @@ class Database:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Transaction]:
         """A write transaction holding the workspace's write lock from its first statement to its end."""
-        with self._connection(write=True) as connection, connection.begin():
-            if self.dialect == "postgresql":
-                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_ADVISORY_KEY})")
-            yield Transaction(connection)
+        from sqlalchemy import exc
+
+        with self._connection(write=True) as connection:
+            try:
+                with connection.begin() as begun:
+                    if self.dialect == "postgresql":
+                        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_ADVISORY_KEY})")
+                    tx = Transaction(connection, self.display, self._secrets)
+                    yield tx
+                    if tx.failed:  # a failed statement was caught and the block went on: nothing of it commits
+                        begun.rollback()
+                        raise TransactionAborted(f"this write transaction was rolled back ({tx.failed})")
+            except (exc.OperationalError, exc.InterfaceError) as e:  # BEGIN, the lock or COMMIT: the server went away
+                raise _one_line(e, self.display, self._secrets) from None
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
-        from sqlalchemy import text
+        from sqlalchemy import exc, text
 
         with self._connection() as connection:
-            return list(connection.execute(text(sql), dict(params or {})).mappings())
+            try:
+                return list(connection.execute(text(sql), dict(params or {})).mappings())
+            except exc.DBAPIError as e:
+                raise _one_line(e, self.display, self._secrets) from None
 
     def value(self, key: str) -> str | None:
         """A value of the `workspace` table (e.g. its `id`)."""
@@ -120,8 +153,9 @@ class Database:
 
         try:
             connection = self.engine.connect()
-        except (exc.OperationalError, exc.InterfaceError) as e:
-            raise WorkspaceUnavailable(f"cannot open the workspace database {self.display}: {_first_line(e.orig)}") from None
+        except exc.DBAPIError as e:  # unreachable, refused, or a connection option the driver does not know
+            why = _first_line(e.orig, self._secrets)
+            raise WorkspaceUnavailable(f"cannot open the workspace database {self.display}: {why}") from None
         with connection:
             if write:
                 connection = connection.execution_options(mlmagics_write=True)
@@ -142,8 +176,9 @@ class Database:
         if current == SCHEMA_HEAD:
             return
         if current is not None and current not in KNOWN_REVISIONS:
+            shown = current if re.fullmatch(r"[\w.\-]{1,40}", str(current)) else f"{str(current)!r:.40}"
             raise SchemaTooNew(
-                f"the workspace database {self.display} has schema {current}, newer than this mlmagics knows "
+                f"the workspace database {self.display} has schema {shown}, newer than this mlmagics knows "
                 f"(up to {SCHEMA_HEAD}): upgrade mlmagics (pip install -U mlmagics) on this machine"
             )
         upgraded = self.upgrade()
@@ -185,11 +220,16 @@ def _create_engine(uri: str) -> Any:
             import psycopg  # noqa: F401
         except ImportError:
             raise UserError("a PostgreSQL workspace needs the [postgresql] extra: pip install 'mlmagics[postgresql]'") from None
-        return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10, "application_name": "mlmagics"})
+        return create_engine(
+            url,
+            pool_pre_ping=True,
+            hide_parameters=True,  # an error's text never shows the values (a service's keys, say)
+            connect_args={"connect_timeout": 10, "application_name": "mlmagics"},
+        )
     if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
         raise UserError(f"the workspace's metadata must be sqlite:///<file> or postgresql://…, got {uris.mask(uri)!r}")
     _private_file(Path(url.database))
-    engine = create_engine(url, connect_args={"timeout": 60})
+    engine = create_engine(url, hide_parameters=True, connect_args={"timeout": 60})
 
     @event.listens_for(engine, "connect")
     def _connected(dbapi_connection: Any, _record: Any) -> None:
@@ -219,7 +259,10 @@ def _private_file(database: Path) -> None:
 
 
 def _forget_engines_after_fork() -> None:
-    """A forked child must not share its parent's pooled connections: it opens its own."""
+    """A forked child must not share its parent's pooled connections: it opens its own. Its locks are new
+    too: a lock another thread of the parent held at the fork would never be released in the child."""
+    global _engines_lock, _migrations_lock
+    _engines_lock, _migrations_lock = threading.Lock(), threading.Lock()
     for engine in _engines.values():
         engine.dispose(close=False)
 
@@ -227,8 +270,22 @@ def _forget_engines_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_engines_after_fork)
 
 
-def _first_line(error: BaseException | None) -> str:
-    text = str(error or "unknown error").strip()
+def _first_line(error: BaseException | None, secrets: tuple[str, ...] | list[str] = ()) -> str:
+    text = uris.scrub(str(error or "unknown error"), secrets).strip()
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     # psycopg says "connection failed: …" then the server's reason on the next line: keep both, on one
     return " — ".join(lines[:2])[:500] if lines else "unknown error"
+
+
+def _one_line(error: Any, display: str, secrets: tuple[str, ...] = ()) -> MlmagicsError:
+    """A database error met while running a statement, as the one-line error to raise instead: a value the
+    database refuses (PostgreSQL takes no NUL in a text) is the caller's; a lost connection is the workspace's.
+    A full disk stays SQLAlchemy's error, for Workspace.space_for to name what did not fit. Anything else is a
+    bug, raised as SQLAlchemy's error (whose text leaves the statement's values out)."""
+    from sqlalchemy import exc
+
+    if isinstance(error, exc.DataError):
+        return UserError(f"the workspace database {display} refused a value: {_first_line(error.orig, secrets)}")
+    if isinstance(error, (exc.OperationalError, exc.InterfaceError)) and "full" not in str(error.orig):
+        return WorkspaceUnavailable(f"lost the workspace database {display}: {_first_line(error.orig, secrets)}")
+    return error
