@@ -1,0 +1,1 @@
+"""Helpers of ``benchmarks/batching_bench.py`` beyond ``servebench`` (which it imports, unchanged)."""

@@ -1,0 +1,335 @@
+"""The batching benchmark's Markdown report: the issue's targets, ratios, the load table, setup."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from servebench.report import DISTURBED_CPU, Case
+
+from batchbench.load import Run, Summary, summarize
+from batchbench.servers import Server
+
+DASH = "—"
+TARGET_CONNS = 64
+TARGET_SPEEDUP = 1.5  # batched ÷ unbatched at 64 conns
+TARGET_P99_MS = 20.0
+NOT_SLOWER = 0.97  # "without batching, nothing gets slower": this checkout ÷ before batching, per case
+LABELS = {
+    "reference": "reference (azureml-inference-server-http)",
+    "mlmagics-before": "mlmagics before batching",
+    "mlmagics-off": "mlmagics, batching off",
+    "mlmagics-batch": "mlmagics, batching (64 rows, 10 ms)",
+    "bentoml-1000": "BentoML batchable, max_latency_ms=1000",
+    "bentoml-10": "BentoML batchable, max_latency_ms=10",
+}
+
+
+@dataclass
+class BatchResult:
+    """Everything the report shows; ``runs`` keeps every repeat, the report uses medians."""
+
+    settings: dict[str, Any]
+    machine: dict[str, Any]
+    servers: list[Server]
+    cases: list[Case]
+    runs: dict[str, dict[Case, list[Run]]] = field(default_factory=dict)
+    inprocess: dict[str, dict[str, float]] = field(default_factory=dict)
+    checks: list[str] = field(default_factory=list)
+    total_s: float = 0.0
+
+    def summary(self, key: str, case: Case) -> Summary | None:
+        runs = self.runs.get(key, {}).get(case)
+        return summarize(runs) if runs else None
+
+    def one_row(self) -> list[Case]:
+        return [c for c in self.cases if c.rows == 1]
+
+
+def _fmt(value: float | None, digits: int = 0, unit: str = "") -> str:
+    return DASH if value is None or math.isnan(value) else f"{value:,.{digits}f}{unit}"
+
+
+def _div(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def _rps(result: BatchResult, key: str, case: Case) -> float | None:
+    s = result.summary(key, case)
+    return s.good_rps if s else None
+
+
+def _verdict(ok: bool | None) -> str:
+    return DASH if ok is None else ("✓ met" if ok else "✗ **not met**")
+
+
+def _non2xx(s: Summary | None) -> str:
+    if s is None:
+        return DASH
+    if not s.non_2xx:
+        text = "0"
+    else:
+        codes = ", ".join(f"{n:,}× {code}" for code, n in sorted(s.statuses.items()) if not 200 <= code < 300)
+        text = f"**{s.non_2xx:,}** ({100 * s.non_2xx_share:.0f} %: {codes})"
+    if s.socket_errors:
+        text += f"; {s.socket_errors:,} socket errors"
+    return text
+
+
+def targets(result: BatchResult) -> list[str]:
+    """The issue's targets, each with what was measured and a verdict."""
+    at64 = Case("sklearn", 1, TARGET_CONNS)
+    batch, off = result.summary("mlmagics-batch", at64), result.summary("mlmagics-off", at64)
+    loop = result.inprocess.get("1", {}).get("calls_per_s")
+    lines = [
+        f"## The issue's targets (1 row per request, {TARGET_CONNS} connections, 2 workers)",
+        "",
+        "| target | measured | verdict |",
+        "| --- | --- | --- |",
+    ]
+    if batch:
+        over_loop = _div(batch.good_rps, loop)
+        lines.append(
+            f"| batching answers more good req/s than the in-process per-call `run()` loop of one process "
+            f"| {_fmt(batch.good_rps)} vs {_fmt(loop)} calls/s: **{_fmt(over_loop, 2, '×')}** "
+            f"| {_verdict(None if over_loop is None else over_loop > 1)} |"
+        )
+        lines.append(
+            f"| no non-2xx answer with batching | {_non2xx(batch)} of {batch.answers:,} answers "
+            f"| {_verdict(batch.non_2xx == 0 and batch.socket_errors == 0)} |"
+        )
+        speedup = _div(batch.good_rps, off.good_rps if off else None)
+        lines.append(
+            f"| batching ≥ {TARGET_SPEEDUP}× its own throughput without batching | {_fmt(batch.good_rps)} ÷ "
+            f"{_fmt(off.good_rps if off else None)} = **{_fmt(speedup, 2, '×')}** "
+            f"| {_verdict(None if speedup is None else speedup >= TARGET_SPEEDUP)} |"
+        )
+        lines.append(
+            f"| p99 with batching under {TARGET_P99_MS:g} ms | **{_fmt(batch.p99_ms, 2, ' ms')}** "
+            f"(p50 {_fmt(batch.p50_ms, 2, ' ms')}) | {_verdict(batch.p99_ms < TARGET_P99_MS)} |"
+        )
+    ratios = [(case, _div(_rps(result, "mlmagics-off", case), _rps(result, "mlmagics-before", case))) for case in result.cases]
+    ratios = [(c, r) for c, r in ratios if r is not None]
+    if ratios:
+        worst = min(ratios, key=lambda cr: cr[1])
+        cells = ", ".join(f"{c.conns} c / {c.rows} r {r:.2f}" for c, r in ratios)
+        lines.append(
+            f"| without batching nothing gets slower: this checkout with batching off ÷ the runtime before batching, "
+            f"every case ≥ {NOT_SLOWER} | worst **{worst[1]:.2f}** ({worst[0].name}); all: {cells} "
+            f"| {_verdict(worst[1] >= NOT_SLOWER)} |"
+        )
+    lines += [
+        "",
+        "Good req/s counts 2xx answers only (each answer counted by status in wrk's Lua). Medians of "
+        f"{result.settings['repeat']} run(s) per case and server, the servers taking turns run by run. "
+        f'The "nothing slower" threshold ({NOT_SLOWER}) is the one hardening_bench.py uses for "costs nothing"; '
+        "read it against the spread column of the load table.",
+        "",
+    ]
+    return lines
+
+
+def ratio_table(result: BatchResult) -> list[str]:
+    """Good req/s ratios per connection count (1 row), and the 100-row case."""
+    pairs = [
+        ("mlmagics-batch", "mlmagics-off", "batched ÷ unbatched"),
+        ("mlmagics-batch", "mlmagics-before", "batched ÷ before batching"),
+        ("mlmagics-off", "mlmagics-before", "unbatched ÷ before batching"),
+        ("mlmagics-batch", "bentoml-1000", "batched ÷ BentoML 1000 ms"),
+        ("mlmagics-batch", "bentoml-10", "batched ÷ BentoML 10 ms"),
+        ("mlmagics-batch", "reference", "batched ÷ reference"),
+    ]
+    loop = result.inprocess.get("1", {}).get("calls_per_s")
+    head = "| case | " + " | ".join(p[2] for p in pairs) + " | batched ÷ in-process loop |"
+    lines = [
+        "## Ratios (good req/s; > 1 means the first is faster)",
+        "",
+        head,
+        "| --- |" + " ---: |" * (len(pairs) + 1),
+    ]
+    for case in result.cases:
+        cells = [_fmt(_div(_rps(result, a, case), _rps(result, b, case)), 2, "×") for a, b, _ in pairs]
+        over_loop = _fmt(_div(_rps(result, "mlmagics-batch", case), loop), 2, "×") if case.rows == 1 else DASH
+        lines.append(f"| {case.name} | " + " | ".join(cells) + f" | {over_loop} |")
+    lines += ["", f"In-process loop: {_fmt(loop)} calls/s of 1 row (see Setup).", ""]
+    return lines
+
+
+def load_table(result: BatchResult) -> list[str]:
+    """Every case and server: good req/s, non-2xx, p50 / p99, spread; batching's rows per call."""
+    lines = [
+        "## Every case (wrk; medians of the runs; servers interleaved)",
+        "",
+        "| server | setting | conns | rows | good req/s | non-2xx (all runs) | p50 ms | p99 ms | spread "
+        "| server CPU · µs per good answer | rows per batched call · share batched · wait |",
+        "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for case in result.cases:
+        for server in result.servers:
+            s = result.summary(server.key, case)
+            if s is None:
+                continue
+            batch = DASH
+            if s.batch:
+                batch = f"{s.batch['rows_per_call']:.1f} · {100 * s.batch['batched_share']:.0f} % · {s.batch['wait_ms']:.2f} ms"
+            spread = DASH if s.spread is None else f"{100 * s.spread:.0f}%"
+            lines.append(
+                f"| {server.server} | {server.setting} | {case.conns} | {case.rows} | **{_fmt(s.good_rps)}** "
+                f"| {_non2xx(s)} | {_fmt(s.p50_ms, 2)} | {_fmt(s.p99_ms, 2)} | {spread} "
+                f"| {_fmt(s.server_cpu, 2)} · {_fmt(s.cpu_us)} | {batch} |"
+            )
+    lines += [
+        "",
+        "- p50 / p99 are wrk's, over every answer (a fast 503 counts too); where non-2xx is 0 they are the 2xx "
+        "answers' latencies.",
+        "- spread = (max − min) / median of the runs' good req/s.",
+        "- server CPU: CPUs the server's whole process tree used during the run (from `/proc`; the servers share one "
+        "CPU when pinned, so well under 1.0 at full load means other processes took it); µs per good answer = that "
+        "CPU time ÷ 2xx answers.",
+        "- last column (mlmagics with batching, from its `/metrics` around each run): mean rows per `run()` call that "
+        "served more than one request, the share of answered rows that were served in such a call, and the mean wait "
+        "of a call's oldest request (`mlmagics_batch_wait_seconds`). A request alone in its call is not counted as a "
+        "batch.",
+        "",
+    ]
+    return lines
+
+
+def _noise(result: BatchResult) -> list[tuple[float, float, str]]:
+    return [
+        (run.other_cpu, run.steal_cpu, f"{key}, {case.name}, run {i + 1}")
+        for key, by_case in result.runs.items()
+        for case, runs in by_case.items()
+        for i, run in enumerate(runs)
+        if not math.isnan(run.other_cpu)
+    ]
+
+
+def noise_warning(result: BatchResult) -> list[str]:
+    """A warning at the top when other processes or the hypervisor took CPU during measured runs."""
+    noise = _noise(result)
+    disturbed = [n for n in noise if max(n[0], n[1]) > DISTURBED_CPU]
+    if not disturbed:
+        return []
+    worst = max(disturbed, key=lambda n: max(n[0], n[1]))
+    return [
+        f"⚠ In {len(disturbed)} of {len(noise)} measured runs other processes or the hypervisor took more than "
+        f"{DISTURBED_CPU:.2f} of a CPU (worst: {worst[2]}, other {worst[0]:.2f} CPU, steal {worst[1]:.2f} CPU): "
+        "those numbers are noisier than the machine allows. Rerun on a quiet machine to be sure.",
+        "",
+    ]
+
+
+def setup(result: BatchResult) -> list[str]:
+    """Settings, machine, pinning, the servers' commands, package versions, interference, checks."""
+    st, m = result.settings, result.machine
+    ip = result.inprocess
+    lines = [
+        "## Setup",
+        "",
+        f"- date: {st['date']}; {'**--quick** (smoke run, not a measurement); ' if st['quick'] else ''}"
+        f"{st['repeat']} measured run(s) of {st['seconds']} s per case and server (+ a {st['warmup']} s warm-up before "
+        f"each server's first run of a case), the six servers taking turns run by run, the order rotated by one each "
+        f"round; total run time {result.total_s / 60:.1f} min",
+        f"- machine: {m['cpu_count']} × {m['cpu_model']}; {m['platform']}; Python {m['python']}; wrk {m['wrk']}; "
+        f"load average {m['load_before']:.2f} before, {m['load_after']:.2f} after",
+        f"- CPU pinning: {st['pinning']}",
+        f"- wrk: `wrk -t<min(c,2)> -c<c> -d{st['seconds']}s --timeout=10s --latency -s <lua>`, the 1-row body "
+        '(`{"data": [[64 floats]]}`) or the 100-row body; the Lua script (servebench\'s POST script + a status '
+        "counter) counts every answer by HTTP status",
+        f"- model: servebench's fixture (LogisticRegression on load_digits, {m.get('train_accuracy', '?')} train "
+        "accuracy); the reference and mlmagics serve the same inference-schema decorated `score.py` "
+        "(`@input_schema('data', NumpyParameterType(np.zeros((1, 64))))`, returns `model.predict(data).tolist()`); "
+        "BentoML serves `model.predict(data)` behind `@bentoml.api(batchable=True, batch_dim=0, max_batch_size=64, "
+        "max_latency_ms=…)` — the same request body, the same answer",
+        f"- in-process loop (mlmagics venv, on the servers' CPU, best of a run before and one after the load): "
+        f"`run(**json.loads(body))` — JSON decoding, inference-schema's conversion and the prediction, no HTTP: "
+        f"1 row {_fmt(ip.get('1', {}).get('calls_per_s'))} calls/s; 64 rows per call "
+        f"{_fmt(ip.get('64', {}).get('calls_per_s'))} calls/s = {_fmt(ip.get('64', {}).get('rows_per_s'))} rows/s "
+        f"(what batching could reach at best); 100 rows {_fmt(ip.get('100', {}).get('calls_per_s'))} calls/s",
+        f"- mlmagics runtimes: this checkout = {st['worktree']} (copied at the start of the run); before batching = "
+        f"`git archive {st['before']}` ({st['before_why']}); both from the same venv (`benchmarks/.venv-mlmagics`), "
+        "key auth on (Bearer primary key on every request), metrics and request logging at their defaults",
+    ]
+    noise = _noise(result)
+    if noise:
+        other = [n[0] for n in noise]
+        disturbed = [n for n in noise if max(n[0], n[1]) > DISTURBED_CPU]
+        worst = max(noise, key=lambda n: max(n[0], n[1]))
+        lines.append(
+            f"- interference during the {len(noise)} measured runs (CPU used by neither wrk, the server under test nor "
+            f"the driver; the idle servers count here): median {statistics.median(other):.2f}, max {max(other):.2f} CPU "
+            f"({worst[2]}); hypervisor steal max {max(n[1] for n in noise):.2f} CPU; {len(disturbed)} run(s) above "
+            f"{DISTURBED_CPU:.2f}"
+        )
+    lines += ["", "Checks before any load:", ""] + [f"- {c}" for c in result.checks] + [""]
+    lines += ["| server | setting | command | notes |", "| --- | --- | --- | --- |"]
+    for s in result.servers:
+        env = {k: v for k, v in s.env.items() if k.startswith(("BENCH_", "WORKER_COUNT", "BENTOML_DO"))}
+        env_text = " ".join(f"{k}={_short(v)}" for k, v in env.items())
+        command = " ".join(_short(part) for part in s.command)
+        lines.append(f"| {s.server} | {s.setting} | `{(env_text + ' ') if env_text else ''}{command}` | {s.notes} |")
+    lines += ["", "Package versions:", "", "| venv | versions |", "| --- | --- |"]
+    for name, versions in m["envs"].items():
+        shown = ", ".join(f"{k} {v}" for k, v in versions.items() if k != "base" and v)
+        lines.append(f"| {name} | {shown} |")
+    return lines + [""]
+
+
+def _short(part: str) -> str:
+    """Paths in commands shortened to their last two parts (the temp dir differs each run)."""
+    if "/" in part and not part.startswith("-"):
+        return "…/" + "/".join(part.rstrip("/").split("/")[-2:])
+    return part
+
+
+def render(result: BatchResult, plot_name: str) -> str:
+    """The whole report."""
+    title = "# Adaptive batching: mlmagics with and without it, the reference server and BentoML"
+    partial = " **Partial run** (--conns / --servers): not every case or server." if result.settings.get("partial") else ""
+    intro = (
+        "One run, every server on the same model and the same request bodies, 2 workers each "
+        f"({result.settings['date']}). Generated by `python benchmarks/batching_bench.py"
+        f"{' --quick' if result.settings['quick'] else ''}`.{partial}"
+    )
+    return "\n".join(
+        [
+            title,
+            "",
+            intro,
+            "",
+            *noise_warning(result),
+            *targets(result),
+            *ratio_table(result),
+            f"![good req/s against connections]({plot_name})",
+            "",
+            *load_table(result),
+            *setup(result),
+        ]
+    )
+
+
+def plot_data(result: BatchResult) -> dict[str, Any]:
+    """What plot.py draws: good req/s per connection count (1 row), one line per server."""
+    cases = result.one_row()
+    lines = []
+    for server in result.servers:
+        points = [(c.conns, _rps(result, server.key, c)) for c in cases]
+        points = [(c, r) for c, r in points if r is not None]
+        if points:
+            lines.append(
+                {
+                    "key": server.key,
+                    "label": LABELS.get(server.key, server.key),
+                    "conns": [p[0] for p in points],
+                    "good_rps": [p[1] for p in points],
+                }
+            )
+    return {
+        "lines": lines,
+        "inprocess": result.inprocess.get("1", {}).get("calls_per_s"),
+        "title": f"Good req/s vs connections, 1 row per request, 2 workers ({result.settings['date']}"
+        f"{', --quick' if result.settings['quick'] else ''})",
+    }
