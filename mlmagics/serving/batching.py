@@ -179,8 +179,8 @@ class Batcher:
     max_rows: int
     max_wait_s: float
     cost: CostModel = field(default_factory=CostModel)
-    gap_s: float = 1.0  # EWMA of the time between requests taken from the queue
-    last_taken: float = 0.0
+    gap_s: float = 1.0  # EWMA of the time between requests' arrivals (not their taking: a wait must not feed itself)
+    last_arrival: float = 0.0
     carry: Item | None = None  # a request taken that did not fit: it leads the next batch
     splittable: bool = True
 
@@ -188,8 +188,8 @@ class Batcher:
         """The batch that starts with `item`: requests of the same key, oldest first, up to `max_rows`.
         `parse` turns a claimed job into an Item (None: it was answered already, e.g. bad input).
         Returns (items, stop): stop when the queue's end marker was met."""
-        start = time.perf_counter()
-        self._arrived(start)
+        start = time.monotonic()
+        self._arrived(item.job.request.received)
         items, rows = [item], item.rows
         if item.rows >= self.max_rows or not self.splittable:
             return items, False
@@ -206,7 +206,7 @@ class Batcher:
                 break
             if not job.claim.acquire(blocking=False) or job.conn.transport is None:
                 continue  # refused meanwhile (max_request_wait_time), or its client left
-            self._arrived(time.perf_counter())
+            self._arrived(job.request.received)
             nxt = parse(job)
             if nxt is None:
                 continue
@@ -217,14 +217,15 @@ class Batcher:
             rows += nxt.rows
         return items, stop
 
-    def _arrived(self, now: float) -> None:
-        if self.last_taken:
-            self.gap_s = 0.8 * self.gap_s + 0.2 * min(now - self.last_taken, 1.0)
-        self.last_taken = now
+    def _arrived(self, received: float) -> None:
+        """A request (received at `received`, monotonic) was taken: learn how often requests arrive."""
+        if self.last_arrival and received > self.last_arrival:
+            self.gap_s = 0.8 * self.gap_s + 0.2 * min(received - self.last_arrival, 1.0)
+        self.last_arrival = max(self.last_arrival, received)
 
     def _worth_waiting(self, start: float) -> float:
         """How long to wait for one more request: only while that saves a call's fixed cost."""
-        left = self.max_wait_s - (time.perf_counter() - start)
+        left = self.max_wait_s - (time.monotonic() - start)
         bound = min(left, self.cost.fixed)
         return self.gap_s * 1.5 if self.gap_s * 1.5 <= bound else 0.0
 

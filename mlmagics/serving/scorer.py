@@ -248,6 +248,8 @@ class Scorer:
     def _run_alone(self, item: Item) -> None:
         headers = headers_dict(item.job.request.headers) if self.script.wants_headers else None
         outcome, value, exec_ms = self._call(item.kwargs, headers, item.job)
+        if self.batcher is not None and exec_ms is not None and not item.key.startswith("alone "):  # teaches the model too
+            self.batcher.cost.observe(item.rows, exec_ms / 1000)
         self._finish(item, *self._answer(outcome, value, exec_ms, item.job))
 
     def _run_batch(self, items: list[Item]) -> None:
