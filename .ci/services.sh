@@ -48,6 +48,36 @@ die() { echo "[services] ERROR: $*" >&2; exit 1; }
 # Lines a daemon wrote since this script last started it (logs are appended).
 log_tail() { awk '/^=== started by/ {n=0; delete l} {l[n++]=$0} END {s=(n>20?n-20:0); for(i=s;i<n;i++) print l[i]}' "$1" 2>/dev/null; }
 
+# Every daemon below is started and awaited the same way.
+# start_daemon: in a session of its own (setsid), so the daemon outlives this script and its CI
+# step, its output appended to <log> after a marker line. -w keeps $daemon_pid alive exactly as
+# long as the daemon, so wait_up notices a crash at once.
+daemon_pid=
+start_daemon() { # <log> <command> [<argument>...]
+  local log=$1
+  shift
+  echo "=== started by .ci/services.sh at $(date -u +%FT%TZ)" >>"$log"
+  setsid -w "$@" >>"$log" 2>&1 </dev/null &
+  daemon_pid=$!
+}
+# wait_up: wait at most about <seconds> for <check> to pass (each check has a timeout of its own);
+# die with the last lines of <log> if it does not, or if the daemon start_daemon started (none
+# when the step found one already running) exits first. Then forget that daemon.
+wait_up() { # <name> <check> <seconds> <log> [<address it answers on>]
+  local name=$1 check=$2 seconds=$3 log=$4 addr=${5:-}
+  for _ in $(seq "$seconds"); do
+    "$check" && break
+    if [ -n "$daemon_pid" ] && ! kill -0 "$daemon_pid" 2>/dev/null; then
+      die "$name exited during startup${addr:+ (is $addr taken?)}; last log lines:
+$(log_tail "$log")"
+    fi
+    sleep 1
+  done
+  "$check" || die "$name did not answer${addr:+ on $addr} within $seconds s; last log lines:
+$(log_tail "$log")"
+  daemon_pid=
+}
+
 [ "$(id -u)" -eq 0 ] || die "must run as root (installs packages, starts dockerd)"
 
 # --- (a) packages ------------------------------------------------------------
@@ -84,7 +114,10 @@ clear_stale_pidfile() { # <pidfile> <expected comm>
   fi
 }
 
-if docker info >/dev/null 2>&1; then
+# docker info has no timeout of its own: a daemon that accepts but never answers would hang it.
+docker_up() { timeout 10 docker info >/dev/null 2>&1; }
+
+if docker_up; then
   step "dockerd: already running"
 else
   if pgrep -x dockerd >/dev/null; then
@@ -93,23 +126,9 @@ else
     clear_stale_pidfile /run/docker.pid dockerd
     clear_stale_pidfile /run/docker/containerd/containerd.pid containerd
     step "dockerd: starting (log: $DOCKERD_LOG)"
-    echo "=== started by .ci/services.sh at $(date -u +%FT%TZ)" >>"$DOCKERD_LOG"
-    # setsid: own session, so the daemon outlives this script and its CI step;
-    # -w keeps $! alive exactly as long as the daemon, so a crash fails fast.
-    setsid -w dockerd >>"$DOCKERD_LOG" 2>&1 </dev/null &
-    dockerd_pid=$!
+    start_daemon "$DOCKERD_LOG" dockerd
   fi
-  for _ in $(seq 60); do
-    docker info >/dev/null 2>&1 && break
-    if [ -n "${dockerd_pid:-}" ] && ! kill -0 "$dockerd_pid" 2>/dev/null; then
-      die "dockerd exited during startup; last log lines:
-$(log_tail "$DOCKERD_LOG")"
-    fi
-    sleep 1
-  done
-  docker info >/dev/null 2>&1 \
-    || die "dockerd did not answer within 60 s; last log lines:
-$(log_tail "$DOCKERD_LOG")"
+  wait_up dockerd docker_up 60 "$DOCKERD_LOG"
   step "dockerd: up"
 fi
 
@@ -155,20 +174,9 @@ EOF
     step "registry: process exists but is not answering yet, waiting for it"
   else
     step "registry: starting on $REGISTRY_ADDR (storage: $REGISTRY_ROOT)"
-    echo "=== started by .ci/services.sh at $(date -u +%FT%TZ)" >>"$REGISTRY_LOG"
-    setsid -w /usr/bin/docker-registry serve "$REGISTRY_CONFIG" >>"$REGISTRY_LOG" 2>&1 </dev/null &
-    registry_pid=$!
+    start_daemon "$REGISTRY_LOG" /usr/bin/docker-registry serve "$REGISTRY_CONFIG"
   fi
-  for _ in $(seq 30); do
-    registry_up && break
-    if [ -n "${registry_pid:-}" ] && ! kill -0 "$registry_pid" 2>/dev/null; then
-      die "registry exited during startup (port 5000 taken?); last log lines:
-$(log_tail "$REGISTRY_LOG")"
-    fi
-    sleep 1
-  done
-  registry_up || die "registry did not answer on http://$REGISTRY_ADDR/v2/ within 30 s; last log lines:
-$(log_tail "$REGISTRY_LOG")"
+  wait_up registry registry_up 30 "$REGISTRY_LOG" "$REGISTRY_ADDR"
   step "registry: up"
 fi
 
@@ -214,7 +222,7 @@ else
   if [ -f "$PG_DATA/PG_VERSION" ]; then
     pg_version=$(cat "$PG_DATA/PG_VERSION")
   else
-    pg_version=$(ls /usr/lib/postgresql 2>/dev/null | sort -V | tail -n1)
+    pg_version=$(find /usr/lib/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null | sort -V | tail -n1)
   fi
   PG_BIN=/usr/lib/postgresql/$pg_version/bin
   [ -x "$PG_BIN/postgres" ] || die "postgres: no server binaries in $PG_BIN (is Debian's postgresql package installed?)"
@@ -244,25 +252,13 @@ EOF
       # postgres refuses to start while its pid files name a live process, whoever's it is.
       rm -f "$PG_DATA/postmaster.pid" "$PG_SOCKET_DIR/.s.PGSQL.$PG_PORT.lock"
       step "postgres: starting on $PG_ADDR:$PG_PORT (data: $PG_DATA, socket: $PG_SOCKET_DIR)"
-      echo "=== started by .ci/services.sh at $(date -u +%FT%TZ)" >>"$PG_LOG"
       # Settings on the command line, so they hold whatever the cluster's files say. A throwaway
       # cluster for tests: no fsync (a crash may lose it; the tests create what they need anyway).
-      setsid -w runuser -u postgres -- "$PG_BIN/postgres" -D "$PG_DATA" \
+      start_daemon "$PG_LOG" runuser -u postgres -- "$PG_BIN/postgres" -D "$PG_DATA" \
         -c listen_addresses="$PG_ADDR" -c port="$PG_PORT" -c unix_socket_directories="$PG_SOCKET_DIR" \
-        -c password_encryption=scram-sha-256 -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-        >>"$PG_LOG" 2>&1 </dev/null &
-      pg_pid=$!
+        -c password_encryption=scram-sha-256 -c fsync=off -c synchronous_commit=off -c full_page_writes=off
     fi
-    for _ in $(seq 60); do
-      pg_up && break
-      if [ -n "${pg_pid:-}" ] && ! kill -0 "$pg_pid" 2>/dev/null; then
-        die "postgres exited during startup (port $PG_PORT taken?); last log lines:
-$(log_tail "$PG_LOG")"
-      fi
-      sleep 1
-    done
-    pg_up || die "postgres did not answer on $PG_ADDR:$PG_PORT within 60 s; last log lines:
-$(log_tail "$PG_LOG")"
+    wait_up postgres pg_up 60 "$PG_LOG" "$PG_ADDR:$PG_PORT"
   fi
   if ! pg_ready_for_tests; then
     step "postgres: setting up role $PG_ROLE (CREATEDB) and database $PG_DB"
@@ -271,6 +267,8 @@ $(log_tail "$PG_LOG")"
 DO \$\$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$PG_ROLE') THEN CREATE ROLE $PG_ROLE; END IF;
 END \$\$;
+-- The server logs a failing statement's text, and die shows this log: keep the password out of it.
+SET log_min_error_statement = panic;
 ALTER ROLE $PG_ROLE LOGIN CREATEDB PASSWORD '$PG_PASSWORD';
 SELECT 'CREATE DATABASE $PG_DB OWNER $PG_ROLE' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$PG_DB')\gexec
 ALTER DATABASE $PG_DB OWNER TO $PG_ROLE;
@@ -316,20 +314,9 @@ $(log_tail "$MOTO_LOG")"
     step "moto: process exists but is not answering yet, waiting for it"
   else
     step "moto: starting on $MOTO_ADDR"
-    echo "=== started by .ci/services.sh at $(date -u +%FT%TZ)" >>"$MOTO_LOG"
-    setsid -w "$MOTO_VENV/bin/moto_server" -H "${MOTO_ADDR%:*}" -p "${MOTO_ADDR#*:}" >>"$MOTO_LOG" 2>&1 </dev/null &
-    moto_pid=$!
+    start_daemon "$MOTO_LOG" "$MOTO_VENV/bin/moto_server" -H "${MOTO_ADDR%:*}" -p "${MOTO_ADDR#*:}"
   fi
-  for _ in $(seq 30); do
-    moto_up && break
-    if [ -n "${moto_pid:-}" ] && ! kill -0 "$moto_pid" 2>/dev/null; then
-      die "moto exited during startup (port ${MOTO_ADDR#*:} taken?); last log lines:
-$(log_tail "$MOTO_LOG")"
-    fi
-    sleep 1
-  done
-  moto_up || die "moto did not answer on http://$MOTO_ADDR/ within 30 s; last log lines:
-$(log_tail "$MOTO_LOG")"
+  wait_up moto moto_up 30 "$MOTO_LOG" "$MOTO_ADDR"
   step "moto: up"
 fi
 
@@ -350,7 +337,7 @@ if azurite_up; then
   step "azurite: already answering on http://$AZURITE_HOST:$AZURITE_PORT/"
 else
   if ! azurite_installed; then
-    command -v npm >/dev/null && command -v node >/dev/null \
+    { command -v npm && command -v node; } >/dev/null \
       || die "azurite: npm (and node) not found on PATH; Azurite comes from the npm registry and runs on Node.js -- install Node.js with npm (20 or later) and run this again"
     step "azurite: installing azurite@$AZURITE_VERSION into $AZURITE_DIR"
     mkdir -p "$AZURITE_DIR"
@@ -365,23 +352,11 @@ $(log_tail "$AZURITE_LOG")"
   else
     mkdir -p "$AZURITE_DATA"
     step "azurite: starting the blob service on $AZURITE_HOST:$AZURITE_PORT (data: $AZURITE_DATA)"
-    echo "=== started by .ci/services.sh at $(date -u +%FT%TZ)" >>"$AZURITE_LOG"
     # --loose: accept headers Azurite does not know; --skipApiVersionCheck: SDKs newer than this Azurite.
-    setsid -w "$AZURITE_DIR/node_modules/.bin/azurite-blob" --blobHost "$AZURITE_HOST" --blobPort "$AZURITE_PORT" \
-      --location "$AZURITE_DATA" --silent --skipApiVersionCheck --loose --disableTelemetry \
-      >>"$AZURITE_LOG" 2>&1 </dev/null &
-    azurite_pid=$!
+    start_daemon "$AZURITE_LOG" "$AZURITE_DIR/node_modules/.bin/azurite-blob" --blobHost "$AZURITE_HOST" --blobPort "$AZURITE_PORT" \
+      --location "$AZURITE_DATA" --silent --skipApiVersionCheck --loose --disableTelemetry
   fi
-  for _ in $(seq 30); do
-    azurite_up && break
-    if [ -n "${azurite_pid:-}" ] && ! kill -0 "$azurite_pid" 2>/dev/null; then
-      die "azurite exited during startup (port $AZURITE_PORT taken?); last log lines:
-$(log_tail "$AZURITE_LOG")"
-    fi
-    sleep 1
-  done
-  azurite_up || die "azurite did not answer on http://$AZURITE_HOST:$AZURITE_PORT/ within 30 s; last log lines:
-$(log_tail "$AZURITE_LOG")"
+  wait_up azurite azurite_up 30 "$AZURITE_LOG" "$AZURITE_HOST:$AZURITE_PORT"
   step "azurite: up"
 fi
 

@@ -167,18 +167,17 @@ def _s3_client():
 @contextlib.contextmanager
 def fresh_s3_bucket() -> Iterator[str]:
     """``s3://<a new bucket>/ws`` on moto; on exit the bucket is emptied and deleted."""
-    client = _s3_client()
-    bucket = _fresh_name("mlmagics-test-")
-    client.create_bucket(Bucket=bucket)
-    try:
-        yield f"s3://{bucket}/ws"
-    finally:
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
-            if keys:
-                client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
-        client.delete_bucket(Bucket=bucket)
-        client.close()
+    with contextlib.closing(_s3_client()) as client:  # closed even when the cleanup fails
+        bucket = _fresh_name("mlmagics-test-")
+        client.create_bucket(Bucket=bucket)
+        try:
+            yield f"s3://{bucket}/ws"
+        finally:
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+                keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+                if keys:
+                    client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+            client.delete_bucket(Bucket=bucket)
 
 
 @pytest.fixture

@@ -39,11 +39,15 @@ def _database(uri: str) -> str:
     return urlsplit(uri).path.lstrip("/")
 
 
-def test_postgres_uri_names_a_new_database_and_no_password(postgres_uri):
+def test_postgres_uri_has_no_password_and_pgpassword_lets_it_in(postgres_uri, monkeypatch):
+    import psycopg
+
     parts = urlsplit(postgres_uri)
     assert (parts.scheme, parts.username, parts.hostname, parts.port) == ("postgresql", "mlmagics", "127.0.0.1", 55432)
     assert parts.password is None
-    assert os.environ["PGPASSWORD"] == "mlmagics-test"
+    monkeypatch.setenv("PGPASSFILE", os.devnull)  # no ~/.pgpass: the password can only come from PGPASSWORD
+    with psycopg.connect(postgres_uri, connect_timeout=5) as conn:
+        assert conn.execute("select current_user").fetchone() == ("mlmagics",)
 
 
 @pytest.mark.parametrize("run", [1, 2])
@@ -103,30 +107,6 @@ def test_s3_clients_reach_moto_from_the_environment_alone(s3_uri):
     assert body == b"hello from s3fs"  # in moto, read with an explicit endpoint
 
 
-@pytest.mark.parametrize("run", [1, 2])
-def test_s3_bucket_is_new_and_empty_for_each_test(s3_uri, run):
-    import fsspec
-
-    assert _first_time(s3_uri)
-    fs = fsspec.filesystem("s3", skip_instance_cache=True)
-    bucket, _ = _split(s3_uri)
-    assert fs.ls(bucket) == []
-    fs.pipe(f"{s3_uri}/marker", str(run).encode())
-
-
-def test_s3_buckets_are_distinct_and_deleted_afterwards(s3_uri):
-    import botocore.exceptions
-    import fsspec
-
-    fs = fsspec.filesystem("s3", skip_instance_cache=True)
-    with fresh_s3_bucket() as other:
-        assert _split(other)[0] != _split(s3_uri)[0]
-        fs.pipe(f"{other}/only-here", b"x")
-        assert not fs.exists(f"{s3_uri}/only-here")
-    with pytest.raises(botocore.exceptions.ClientError, match="404|Not Found|NoSuchBucket"):
-        stores._s3_client().head_bucket(Bucket=_split(other)[0])  # gone, though it was not empty
-
-
 # -- Azure Blob (Azurite) -----------------------------------------------------------------------------------------------
 def test_azure_clients_reach_azurite_from_the_connection_string_alone(azure_uri):
     import fsspec
@@ -142,28 +122,54 @@ def test_azure_clients_reach_azurite_from_the_connection_string_alone(azure_uri)
         assert blob.download_blob().readall() == b"hello from adlfs"
 
 
-@pytest.mark.parametrize("run", [1, 2])
-def test_azure_container_is_new_and_empty_for_each_test(azure_uri, run):
-    import fsspec
+# -- S3 and Azure Blob: the same promises for a bucket and a container --------------------------------------------------
+def _assert_s3_bucket_gone(bucket: str) -> None:
+    import botocore.exceptions
 
-    assert _first_time(azure_uri)
-    fs = fsspec.filesystem("az", skip_instance_cache=True)
-    container, _ = _split(azure_uri)
-    assert fs.ls(container) == []
-    fs.pipe(f"{azure_uri}/marker", str(run).encode())
+    with pytest.raises(botocore.exceptions.ClientError, match="404|Not Found|NoSuchBucket"):
+        stores._s3_client().head_bucket(Bucket=bucket)  # in moto, asked with an explicit endpoint
 
 
-def test_azure_containers_are_distinct_and_deleted_afterwards(azure_uri):
-    import fsspec
+def _assert_azure_container_gone(container: str) -> None:
     from azure.storage.blob import BlobServiceClient
 
-    fs = fsspec.filesystem("az", skip_instance_cache=True)
-    with fresh_azure_container() as other:
-        assert _split(other)[0] != _split(azure_uri)[0]
-        fs.pipe(f"{other}/only-here", b"x")
-        assert not fs.exists(f"{azure_uri}/only-here")
     with BlobServiceClient.from_connection_string(stores.AZURE_CONNECTION_STRING) as service:
-        assert not service.get_container_client(_split(other)[0]).exists()  # gone, though it was not empty
+        assert not service.get_container_client(container).exists()
+
+
+# kind -> (its fixture, its fsspec protocol, its fresh_* context manager, the check that a bucket or container is gone)
+_OBJECT_STORES = {
+    "s3": ("s3_uri", "s3", fresh_s3_bucket, _assert_s3_bucket_gone),
+    "azure": ("azure_uri", "az", fresh_azure_container, _assert_azure_container_gone),
+}
+
+
+@pytest.fixture(params=sorted(_OBJECT_STORES))
+def object_store(request):
+    """s3_uri, then azure_uri: (the URI, an fsspec filesystem configured from the environment alone, the kind's fresh_*
+    context manager, the kind's check that a bucket or container is gone)."""
+    import fsspec
+
+    fixture, protocol, fresh, assert_gone = _OBJECT_STORES[request.param]
+    uri = request.getfixturevalue(fixture)
+    return uri, fsspec.filesystem(protocol, skip_instance_cache=True), fresh, assert_gone
+
+
+@pytest.mark.parametrize("run", [1, 2])
+def test_bucket_or_container_is_new_and_empty_for_each_test(object_store, run):
+    uri, fs, _, _ = object_store
+    assert _first_time(uri)
+    assert fs.ls(_split(uri)[0]) == []
+    fs.pipe(f"{uri}/marker", str(run).encode())  # the next test would see it, were the store shared
+
+
+def test_buckets_or_containers_are_distinct_and_deleted_afterwards(object_store):
+    uri, fs, fresh, assert_gone = object_store
+    with fresh() as other:
+        assert _split(other)[0] != _split(uri)[0]
+        fs.pipe(f"{other}/only-here", b"x")
+        assert not fs.exists(f"{uri}/only-here")
+    assert_gone(_split(other)[0])  # though it was not empty
 
 
 # -- a server that is not answering -------------------------------------------------------------------------------------
