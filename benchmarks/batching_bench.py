@@ -25,10 +25,7 @@ import concurrent.futures
 import datetime as dt
 import json
 import os
-import platform
 import secrets
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -36,31 +33,24 @@ import time
 from pathlib import Path
 from typing import Any
 
+import benchkit
 from batchbench import apps, load
 from batchbench import report as batch_report
 from batchbench import servers as batch_servers
 from batchbench.report import BatchResult
 from batchbench.servers import Server
+from benchkit import BENCH_DIR, REPO_ROOT, BenchError
 from servebench import probe, procs, servers
 from servebench.report import Case
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_ROOT = BENCH_DIR.parent
 FIXTURE = BENCH_DIR / "servebench" / "fixture.py"
 INPROC = BENCH_DIR / "batchbench" / "inproc.py"
 PLOT = BENCH_DIR / "batchbench" / "plot.py"
 CONNECTIONS = (1, 8, 16, 32, 64)
 CASES = [Case("sklearn", 1, c) for c in CONNECTIONS] + [Case("sklearn", 100, 8)]
-SERVER_KEYS = ("reference", "mlmagics-before", "mlmagics-off", "mlmagics-batch", "bentoml-1000", "bentoml-10")
+SERVER_KEYS = tuple(batch_report.LABELS)
 
-
-class BenchError(RuntimeError):
-    """A precondition failed; the message is one line telling what to do."""
-
-
-def log(message: str) -> None:
-    """Progress on stderr, so stdout carries only the report."""
-    print(f"[batching_bench] {message}", file=sys.stderr, flush=True)
+log = benchkit.logger("batching_bench")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -68,72 +58,41 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="1 run of 2 s per case and server (default: 3 runs of 5 s)")
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results" / "batching.md", help="Markdown report")
     parser.add_argument("--plot", type=Path, help="PNG plot (default: --out with .png)")
-    parser.add_argument("--workers", type=int, default=2, help="worker processes of every server (default 2)")
-    parser.add_argument("--duration", type=float, help="seconds per measured run (overrides --quick/default)")
-    parser.add_argument("--repeat", type=int, help="measured runs per case and server (default 3, --quick 1)")
-    parser.add_argument("--conns", type=int, nargs="+", help="only these 1-row connection counts (default: all, and 100 rows)")
+    parser.add_argument(
+        "--conns",
+        type=int,
+        nargs="+",
+        choices=CONNECTIONS,
+        help="only these 1-row connection counts (default: all, and 100 rows)",
+    )
     parser.add_argument("--servers", nargs="+", choices=SERVER_KEYS, help="only these servers (default: all six)")
     parser.add_argument("--before", help="revision of the runtime before batching (default: found with git log)")
-    parser.add_argument(
-        "--no-pin", dest="pin", action="store_false", help="do not pin wrk (taskset -c 0) and the servers (taskset -c 1)"
-    )
+    benchkit.add_load_options(parser, workers=2)
     parser.add_argument(
         "--python",
         type=Path,
-        default=REPO_ROOT / ".venv" / "bin" / "python",
+        default=benchkit.PROJECT_PYTHON,
         help="the project venv's python (trains the model, draws the plot)",
     )
     args = parser.parse_args(argv)
-    if args.workers < 1 or (args.repeat is not None and args.repeat < 1):
-        parser.error("--workers and --repeat must be at least 1")
+    benchkit.check_load_options(parser, args)
     args.plot = args.plot or args.out.with_suffix(".png")
     return args
-
-
-def timings(args: argparse.Namespace) -> dict[str, Any]:
-    # Full: 6 cases x 6 servers x (1 s warm-up + 3 x 5 s + settling) ~ 10 min of wrk, ~11.5 min in all.
-    return {
-        "seconds": args.duration or (2 if args.quick else 5),
-        "warmup": 1,
-        "repeat": args.repeat or (1 if args.quick else 3),
-        "inprocess_s": 1.0 if args.quick else 3.0,
-    }
-
-
-def preflight(args: argparse.Namespace) -> None:
-    if not shutil.which("wrk"):
-        raise BenchError("wrk not found on PATH (apt-get install wrk)")
-    if not args.python.exists():
-        raise BenchError(f"project python {args.python} not found (create the venv or pass --python)")
-    if args.pin and not shutil.which("taskset"):
-        raise BenchError("taskset not found on PATH (apt-get install util-linux) or pass --no-pin")
 
 
 def prepare_envs(args: argparse.Namespace, out_dir: Path) -> tuple[dict[str, Any], dict[str, Path]]:
     """The three servers' venvs (created once) and the package versions in each."""
     project = servers.versions(args.python, servers.PROJECT_PACKAGES)
-    base = project["base"]
     pythons = {
-        "reference": servers.ensure_venv(
-            BENCH_DIR / ".venv-reference",
-            servers.reference_requirements(project),
-            base,
-            out_dir / "batching-reference-pip.log",
-            "the reference server",
-        ),
-        "mlmagics": servers.ensure_venv(
-            BENCH_DIR / ".venv-mlmagics",
-            servers.runtime_requirements(project, REPO_ROOT / "mlmagics" / "serving" / "requirements.txt"),
-            base,
-            out_dir / "batching-mlmagics-pip.log",
-            "the mlmagics runtime's requirements",
-        ),
-        "bentoml": servers.ensure_venv(
+        "reference": servers.reference_venv(project, out_dir / "batching-reference-pip.log", log),
+        "mlmagics": servers.runtime_venv(project, out_dir / "batching-mlmagics-pip.log", log),
+        "bentoml": benchkit.ensure_venv(
             BENCH_DIR / ".venv-bentoml",
             batch_servers.bentoml_requirements(project),
-            base,
+            project["base"],
             out_dir / "batching-bentoml-pip.log",
             "BentoML",
+            log,
         ),
     }
     missing = servers.mlmagics_missing(pythons["mlmagics"], REPO_ROOT)
@@ -148,40 +107,25 @@ def prepare_envs(args: argparse.Namespace, out_dir: Path) -> tuple[dict[str, Any
     return envs, pythons
 
 
-def run_json(cmd: list[str], what: str, timeout: float = 300) -> Any:
-    done = subprocess.run(cmd, capture_output=True, text=True, env=servers.clean_env(), timeout=timeout, check=False)
-    if done.returncode != 0:
-        raise BenchError(f"{what} failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
-    return json.loads(done.stdout)
-
-
 def inprocess(python: Path, app_json: Path, seconds: float, pinning: procs.Pinning) -> dict[str, Any]:
     log("measuring the in-process run() loop")
     cmd = [*pinning.server, str(python), str(INPROC), "--app", str(app_json), "--seconds", str(seconds)]
-    return run_json(cmd, "the in-process loop")
+    return benchkit.run_json(cmd, "the in-process loop")
 
 
-def wait_ready(registry_entry: procs.Spawned, server: Server, body: bytes, expected: Any, timeout: float = 120) -> float:
+def wait_ready(spawned: procs.Spawned, server: Server, body: bytes, expected: Any, timeout: float = 120) -> float:
     """Poll the ready path for 200, then POST until the expected answer; seconds since spawn."""
-    deadline = time.monotonic() + timeout
-    last = "no answer yet"
-    while time.monotonic() < deadline:
-        code = registry_entry.exited()
-        if code is not None:
-            raise probe.ServerFailed(
-                f"{server.key} exited with code {code}; log {server.log_path}:\n{procs.log_tail(server.log_path)}"
-            )
-        try:
-            status, _ = probe.request(server.port, "GET", server.ready_path, headers=server.headers)
-            if status == 200 and post(server, body) == expected:
-                return time.monotonic() - registry_entry.started
-            last = f"GET {server.ready_path} {status}"
-        except (OSError, probe.ServerFailed, ValueError) as err:
-            last = f"{type(err).__name__}: {err}"
-        time.sleep(0.05)
-    raise probe.ServerFailed(
-        f"{server.key} not ready within {timeout:.0f} s ({last}); log {server.log_path}:\n{procs.log_tail(server.log_path)}"
-    )
+
+    def ready() -> bool:
+        status, _ = probe.request(server.port, "GET", server.ready_path, headers=server.headers)
+        if status != 200:
+            raise probe.ServerFailed(f"GET {server.ready_path} {status}")
+        answer = post(server, body)
+        if answer != expected:
+            raise probe.ServerFailed(f"wrong answer {str(answer)[:80]}, expected {str(expected)[:80]}")
+        return True
+
+    return probe.poll(spawned, ready, f"200 on GET {server.ready_path} and the right answer", timeout)
 
 
 def post(server: Server, body: bytes, shed_ok: bool = False) -> Any:
@@ -270,42 +214,31 @@ def run_matrix(
                 run = measured(server, lua, case, pid, timing, pinning)
                 settle(pid)
                 result.runs.setdefault(server.key, {}).setdefault(case, []).append(run)
-                with wrk_log.open("a") as out:
-                    out.write(
-                        f"\n### {server.key}, {case.name}, run {attempt + 1} (other {run.other_cpu:.2f} CPU, "
-                        f"steal {run.steal_cpu:.2f} CPU)\n{run.result.raw}"
-                    )
-                extra = f", non-2xx {run.non_2xx}" if run.non_2xx else ""
-                if run.batch:
-                    extra += f", {run.batch['rows_per_call']:.1f} rows/batched call"
-                log(
-                    f"{server.key:15} {case.name:>18} run {attempt + 1}: {run.good_rps:7.0f} good req/s, "
-                    f"p50 {run.result.p50_ms:.2f} ms, p99 {run.result.p99_ms:.2f} ms{extra}; "
-                    f"server {run.server_cpu:.2f} CPU, other {run.other_cpu:.2f} CPU"
-                )
+                note(run, server.key, case, attempt, wrk_log)
 
 
-def machine_info(envs: dict[str, Any]) -> dict[str, Any]:
-    cpu_model = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu_model = line.split(":", 1)[1].strip()
-            break
-    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False).stdout.split()
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpu_model": cpu_model,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "wrk": wrk_version[1] if len(wrk_version) > 1 else "?",
-        "envs": envs,
-    }
+def note(run: load.Run, key: str, case: Case, attempt: int, wrk_log: Path) -> None:
+    """A measured run: wrk's own output into the wrk log, one line of progress."""
+    with wrk_log.open("a") as out:
+        out.write(
+            f"\n### {key}, {case.name}, run {attempt + 1} (other {run.other_cpu:.2f} CPU, "
+            f"steal {run.steal_cpu:.2f} CPU)\n{run.result.raw}"
+        )
+    extra = f", non-2xx {run.non_2xx}" if run.non_2xx else ""
+    if run.batch:
+        extra += f", {run.batch['rows_per_call']:.1f} rows/batched call"
+    log(
+        f"{key:15} {case.name:>18} run {attempt + 1}: {run.good_rps:7.0f} good req/s, "
+        f"p50 {run.result.p50_ms:.2f} ms, p99 {run.result.p99_ms:.2f} ms{extra}; "
+        f"server {run.server_cpu:.2f} CPU, other {run.other_cpu:.2f} CPU"
+    )
 
 
 def run(args: argparse.Namespace) -> BatchResult:
     started, load_before = time.monotonic(), os.getloadavg()[0]
-    preflight(args)
-    timing = timings(args)
+    benchkit.preflight(args)
+    # Full: 6 cases x 6 servers x (1 s warm-up + 3 x 5 s + settling) ~ 10 min of wrk, ~11.5 min in all.
+    timing = benchkit.load_timings(args)
     pinning = procs.plan_pinning(args.pin, args.workers)
     log(f"CPU pinning: {pinning.description}")
     out_dir = args.out.resolve().parent
@@ -315,14 +248,14 @@ def run(args: argparse.Namespace) -> BatchResult:
     with tempfile.TemporaryDirectory(prefix="batching-bench-") as tmp_name, procs.Registry() as registry:
         tmp = Path(tmp_name)
         log(f"training the model and writing the apps under {tmp}")
-        fixture_app = run_json([str(args.python), str(FIXTURE), "prepare", "--root", str(tmp)], "the fixture")
+        fixture_app = benchkit.run_json([str(args.python), str(FIXTURE), "prepare", "--root", str(tmp)], "the fixture")
         app = apps.write_apps(fixture_app, tmp)
         app_json = tmp / "batch-app.json"
         app_json.write_text(json.dumps(app))
         inproc = inprocess(pythons["mlmagics"], app_json, timing["inprocess_s"], pinning)
         runtimes = {
             "now": (apps.snapshot_worktree(REPO_ROOT, tmp / "runtime-now"), apps.describe_worktree(REPO_ROOT)),
-            "before": (apps.snapshot_revision(REPO_ROOT, before_rev, tmp / "runtime-before"), before_rev[:7]),
+            "before": (benchkit.export_package(REPO_ROOT, before_rev, tmp / "runtime-before"), before_rev[:7]),
         }
         key = secrets.token_urlsafe(24)
         configs = {
@@ -347,7 +280,7 @@ def run(args: argparse.Namespace) -> BatchResult:
                 "partial": bool(args.conns or args.servers),
                 **timing,
             },
-            machine={**machine_info(envs), "train_accuracy": round(fixture_app["train_accuracy"], 4)},
+            machine={**benchkit.wrk_machine(envs), "train_accuracy": round(fixture_app["train_accuracy"], 4)},
             servers=specs,
             cases=cases,
         )
@@ -371,8 +304,8 @@ def run(args: argparse.Namespace) -> BatchResult:
         for server in specs:
             registry.stop(running[server.key])
         again = inprocess(pythons["mlmagics"], app_json, timing["inprocess_s"], pinning)
-        for rows in ("1", "64", "100"):
-            best = inproc[rows] if inproc[rows]["calls_per_s"] >= again[rows]["calls_per_s"] else again[rows]
+        for rows in map(str, apps.BODY_ROWS):  # a limit is the best achievable: the better of the two runs
+            best = max(inproc[rows], again[rows], key=lambda figures: figures["calls_per_s"])
             result.inprocess[rows] = {"calls_per_s": best["calls_per_s"], "rows_per_s": best["rows_per_s"]}
     result.machine["load_before"], result.machine["load_after"] = load_before, os.getloadavg()[0]
     result.total_s = time.monotonic() - started
@@ -387,7 +320,7 @@ def draw(args: argparse.Namespace, result: BatchResult) -> None:
             [str(args.python), str(PLOT), data.name, str(args.plot)],
             capture_output=True,
             text=True,
-            env=servers.clean_env(),
+            env=benchkit.clean_env(),
             timeout=120,
             check=False,
         )
@@ -399,30 +332,12 @@ def draw(args: argparse.Namespace, result: BatchResult) -> None:
         log(f"plot written to {args.plot}")
 
 
-def _exit_on_signal(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: list[str] | None = None) -> int:
+    """Run, print the report and write it to --out, then draw the plot; one-line errors, never stray servers."""
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _exit_on_signal)
-    signal.signal(signal.SIGHUP, _exit_on_signal)
-    try:
+    with benchkit.ends_in_one_line("batching_bench", "every server it started has been stopped", probe.FAILURES):
         result = run(args)
-    except BenchError as err:
-        print(f"batching_bench: {err}", file=sys.stderr)
-        return 2
-    except probe.ServerFailed as err:
-        print(f"batching_bench: server failed: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("batching_bench: interrupted; every server it started has been stopped", file=sys.stderr)
-        return 130
-    markdown = batch_report.render(result, args.plot.name)
-    print(markdown)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(markdown + "\n")
-    log(f"report written to {args.out}")
+    benchkit.publish(batch_report.render(result, args.plot.name), args.out, log)
     draw(args, result)
     return 0
 

@@ -29,8 +29,10 @@ import tempfile
 import time
 from pathlib import Path
 
-BENCH_DIR = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH_DIR.parent))
+import benchkit
+from benchkit import BENCH_DIR, REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT))
 
 SEED_IMAGE_S = 3 * 60  # "Szacowany czas: Około 3 minuty" (image creation)
 SEED_ACI_S = 5 * 60  # "Mniej więcej 5 minut" (ACI deployment)
@@ -57,8 +59,7 @@ TRIVIAL_SCRIPT = "def init():\n    pass\n\n\ndef run(raw_data):\n    return raw_
 SAMPLE = json.dumps({"data": [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]]})
 
 
-def log(message: str) -> None:
-    print(f"[docker_bench] {message}", file=sys.stderr, flush=True)
+log = benchkit.logger("docker_bench")
 
 
 def create(ws, name: str, script: str, models: list):

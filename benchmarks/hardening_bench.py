@@ -40,10 +40,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import benchkit
+from benchkit import BENCH_DIR, REPO_ROOT
 from servebench import probe, procs, servers, wrk
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_ROOT = BENCH_DIR.parent
 FIXTURE = BENCH_DIR / "servebench" / "fixture.py"
 KEY = "hardening-bench-key"
 DEFAULT_BEFORE = "58e2449"  # main just before the hardening (issue 11)
@@ -58,8 +58,7 @@ function delay() return {delay_ms} end
 """
 
 
-def log(message: str) -> None:
-    print(f"[hardening_bench] {message}", file=sys.stderr, flush=True)
+log = benchkit.logger("hardening_bench")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -76,14 +75,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def runtime_venv(python: Path, out_dir: Path) -> Path:
     """The venv the scoring runtime runs in, as an image holds it (shared with serving_bench.py)."""
-    project = servers.versions(python, servers.PROJECT_PACKAGES)
-    return servers.ensure_venv(
-        BENCH_DIR / ".venv-mlmagics",
-        servers.runtime_requirements(project, REPO_ROOT / "mlmagics" / "serving" / "requirements.txt"),
-        project["base"],
-        out_dir / "hardening-pip.log",
-        "the mlmagics runtime's requirements",
-    )
+    return servers.runtime_venv(servers.versions(python, servers.PROJECT_PACKAGES), out_dir / "hardening-pip.log", log)
 
 
 def worktree(revision: str, where: Path) -> Path:
@@ -158,7 +150,7 @@ PATHCOST = BENCH_DIR / "servebench" / "pathcost.py"
 
 def instructions(runtime: Path, code_root: Path, app: dict, count: int) -> int:
     """Instructions valgrind's callgrind counts for pathcost.py answering `count` requests (the whole process)."""
-    env = servers.clean_env(PYTHONPATH=str(code_root), AZUREML_MODEL_DIR=app["model_dir"])
+    env = benchkit.clean_env(PYTHONPATH=str(code_root), AZUREML_MODEL_DIR=app["model_dir"])
     done = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", str(runtime), str(PATHCOST), app["score_py"],
          str(count)],

@@ -23,7 +23,7 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
+import re
 import signal
 import socket
 import subprocess
@@ -36,14 +36,14 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
+import benchkit
+from benchkit import BENCH_DIR, REPO_ROOT, BenchError
 from registry import report
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_ROOT = BENCH_DIR.parent
 SIDES_DIR = BENCH_DIR / "registry"
 MLFLOW_VENV = BENCH_DIR / ".venvs" / "mlflow"
 MLFLOW_REQUIREMENTS = ["mlflow==3.17.2", "psycopg[binary]>=3.1", "boto3", "psutil"]
-SIDES = ("mlmagics", "mlflow")
+SIDES = tuple(report.LABELS)
 NAMES = {  # one registered name per figure, in both registries
     "small": "bench-1kb",
     "large": "bench-large",
@@ -51,15 +51,14 @@ NAMES = {  # one registered name per figure, in both registries
     "concurrent": "bench-concurrent",
     "huge": "bench-huge",
 }
+# The sizes and counts: option → (default, with --quick); an option given overrides both.
+SIZES = {
+    "small_n": (20, 5), "large_mb": (200, 20), "large_n": (3, 1), "versions": (10_000, 300),
+    "populate_procs": (4, 2), "lookup_n": (20, 5), "list_n": (3, 1), "procs": (8, 4), "per_proc": (50, 10),
+    "huge_mb": (2048, 256),
+}  # fmt: skip
 
-
-class BenchError(RuntimeError):
-    """A precondition or a worker failed; the message is one line telling what."""
-
-
-def log(message: str) -> None:
-    """Progress on stderr, so stdout carries only the report."""
-    print(f"[registry_bench] {message}", file=sys.stderr, flush=True)
+log = benchkit.logger("registry_bench")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -104,19 +103,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--only", choices=["both", *SIDES], default="both", help="registries to run")
     parser.add_argument("--keep", action="store_true", help="keep the databases and buckets (default: dropped at the end)")
-    parser.add_argument("--python", type=Path, default=REPO_ROOT / ".venv" / "bin" / "python", help="the project venv's python")
+    parser.add_argument("--python", type=Path, default=benchkit.PROJECT_PYTHON, help="the project venv's python")
     args = parser.parse_args(argv)
-    quick = args.quick
-    defaults = {
-        "small_n": (20, 5), "large_mb": (200, 20), "large_n": (3, 1), "versions": (10_000, 300),
-        "populate_procs": (4, 2), "lookup_n": (20, 5), "list_n": (3, 1), "procs": (8, 4), "per_proc": (50, 10),
-        "huge_mb": (2048, 256),
-    }  # fmt: skip
-    for key, (full, small) in defaults.items():
+    for key, (full, quick) in SIZES.items():
         if getattr(args, key) is None:
-            setattr(args, key, small if quick else full)
-        if getattr(args, key) < (0 if key == "huge_mb" else 1):
-            parser.error(f"--{key.replace('_', '-')} must be at least {0 if key == 'huge_mb' else 1}")
+            setattr(args, key, quick if args.quick else full)
+        least = 0 if key == "huge_mb" else 1
+        if getattr(args, key) < least:
+            parser.error(f"--{key.replace('_', '-')} must be at least {least}")
     return args
 
 
@@ -169,25 +163,6 @@ class Services:
             env["PYTHONPATH"] = str(self.mlmagics_src)
             env["MLMAGICS_HOME"] = str(self.home)  # this machine's workspace folders (artifact caches): the run's own
         return env
-
-
-def ensure_mlflow_venv(log_path: Path) -> Path:
-    """``benchmarks/.venvs/mlflow`` holding MLFLOW_REQUIREMENTS (created once: a stamp file records what it holds)."""
-    python = MLFLOW_VENV / "bin" / "python"
-    stamp = MLFLOW_VENV / "bench-requirements.txt"
-    wanted = "\n".join(MLFLOW_REQUIREMENTS) + "\n"
-    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
-        return python
-    log(f"installing {' '.join(MLFLOW_REQUIREMENTS)} into {MLFLOW_VENV} (once, 1–2 minutes; pip log {log_path})")
-    with log_path.open("w") as out:
-        if not python.exists():
-            subprocess.run([sys.executable, "-m", "venv", str(MLFLOW_VENV)], check=True, stdout=out, stderr=out)
-        pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check", *MLFLOW_REQUIREMENTS]
-        done = subprocess.run(pip, check=False, stdout=out, stderr=subprocess.STDOUT, timeout=1800)
-    if done.returncode != 0:
-        raise BenchError(f"pip install into {MLFLOW_VENV} failed ({done.returncode}); see {log_path}")
-    stamp.write_text(wanted)
-    return python
 
 
 # -- workers ---------------------------------------------------------------------------------------------
@@ -313,6 +288,11 @@ def fig_large(run: Run, sides: list[str], args: argparse.Namespace) -> dict[str,
     return results
 
 
+def _errors(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The failed calls of all the workers of one figure, and the first three of their messages."""
+    return {"errors": sum(p["errors"] for p in parts), "error_samples": [s for p in parts for s in p["error_samples"]][:3]}
+
+
 def fig_populate(run: Run, sides: list[str], args: argparse.Namespace) -> dict[str, Any]:
     procs = args.populate_procs
     log(f"3. populate {args.versions:,} versions of {NAMES['many']} with {procs} processes in parallel")
@@ -330,8 +310,7 @@ def fig_populate(run: Run, sides: list[str], args: argparse.Namespace) -> dict[s
             "seconds": wall,
             "procs": len(workers),
             "ok": sum(p["ok"] for p in parts),
-            "errors": sum(p["errors"] for p in parts),
-            "error_samples": [s for p in parts for s in p["error_samples"]][:3],
+            **_errors(parts),
             # all workers together, fifth by fifth of each one's share
             "rates": [sum(rates) for rates in zip(*(p["rates"] for p in parts), strict=False)],
         }
@@ -376,11 +355,7 @@ def fig_concurrent(run: Run, sides: list[str], args: argparse.Namespace) -> dict
         wall = max(p["ended_at"] for p in parts) - min(p["started_at"] for p in parts)
         stored = run.call(side, "versions", "--name", NAMES["concurrent"])["versions"]
         results[side] = report.concurrency_check([p["versions"] for p in parts], stored, total)
-        results[side].update(
-            seconds=wall,
-            errors=sum(p["errors"] for p in parts),
-            error_samples=[s for p in parts for s in p["error_samples"]][:3],
-        )
+        results[side].update(seconds=wall, **_errors(parts))
         c = results[side]
         log(f"   {side}: {c['returned']} versions returned, {c['errors']} calls failed, {c['stored']} stored; "
             f"lost {c['lost']}, repeated {c['repeated']}, missing from 1..{total}: {c['missing']} ({wall:.1f} s)")  # fmt: skip
@@ -394,23 +369,12 @@ def fig_huge(run: Run, args: argparse.Namespace) -> dict[str, Any]:
 
 # -- the run ---------------------------------------------------------------------------------------------
 def machine_info() -> dict[str, Any]:
-    cpu_model = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu_model = line.split(":", 1)[1].strip()
-            break
     memory = next((int(l.split()[1]) for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")), 0)  # noqa: E741
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpu_model": cpu_model,
-        "memory_gib": memory / 2**20,
-        "platform": platform.platform(),
-        "disk_tmp": _filesystem(tempfile.gettempdir()),
-    }
+    return {**benchkit.machine(), "memory_gib": memory / 2**20, "disk_tmp": _filesystem(tempfile.gettempdir())}
 
 
 def _filesystem(path: str) -> str:
-    done = subprocess.run(["df", "-hT", path], capture_output=True, text=True, check=False)
+    done = subprocess.run(["df", "-hT", path], capture_output=True, text=True, timeout=30, check=False)
     lines = done.stdout.splitlines()
     return " ".join(lines[1].split()[:3]) if len(lines) > 1 else "?"
 
@@ -419,16 +383,13 @@ def export_commit(revision: str, target: Path) -> tuple[Path, str]:
     """``mlmagics/`` as committed at ``revision``, extracted into ``target`` (for the workers' PYTHONPATH); returns
     the folder and the commit it came from (resolved now: others may commit while the benchmark runs)."""
     resolved = subprocess.run(
-        ["git", "rev-parse", "--verify", f"{revision}^{{commit}}"], capture_output=True, text=True, cwd=REPO_ROOT, check=False
-    )
+        ["git", "rev-parse", "--verify", f"{revision}^{{commit}}"],
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=60, check=False,
+    )  # fmt: skip
     if resolved.returncode != 0:
         raise BenchError(f"--mlmagics-commit {revision}: not a commit of {REPO_ROOT}")
     commit = resolved.stdout.strip()
-    target.mkdir(parents=True)
-    archive = subprocess.run(["git", "archive", commit, "mlmagics"], capture_output=True, cwd=REPO_ROOT, check=False)
-    if archive.returncode != 0:
-        raise BenchError(f"git archive {commit} failed: {archive.stderr.decode(errors='replace').strip()[-200:]}")
-    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    benchkit.export_package(REPO_ROOT, commit, target)
     log(f"mlmagics as committed at {commit[:10]} ({revision}), from {target}")
     return target, commit
 
@@ -437,7 +398,7 @@ def checkout(revision: str | None, commit: str | None) -> str:
     """The commit mlmagics ran from, and whether its package had uncommitted changes (the workers import the work tree)."""
 
     def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], capture_output=True, text=True, cwd=REPO_ROOT, check=False)
+        done = subprocess.run(["git", *args], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60, check=False)
         return done.stdout.strip()
 
     if revision and commit:
@@ -496,7 +457,8 @@ def run(args: argparse.Namespace) -> str:
     out_dir.mkdir(parents=True, exist_ok=True)
     pythons = {"mlmagics": args.python}
     if "mlflow" in sides:
-        pythons["mlflow"] = ensure_mlflow_venv(out_dir / "registry-mlflow-pip.log")
+        pip_log, what = out_dir / "registry-mlflow-pip.log", f"{' '.join(MLFLOW_REQUIREMENTS)} (1–2 minutes)"
+        pythons["mlflow"] = benchkit.ensure_venv(MLFLOW_VENV, MLFLOW_REQUIREMENTS, sys.executable, pip_log, what, log)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d%H%M%S")
     worker_log_path = out_dir / "registry-workers.log"
     with (
@@ -547,26 +509,11 @@ def run(args: argparse.Namespace) -> str:
         settings={
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "quick": args.quick,
-            **{
-                k: getattr(args, k)
-                for k in (
-                    "small_n",
-                    "large_mb",
-                    "large_n",
-                    "versions",
-                    "populate_procs",
-                    "lookup_n",
-                    "list_n",
-                    "procs",
-                    "per_proc",
-                    "huge_mb",
-                    "rss_limit_mb",
-                )
-            },
+            **{k: getattr(args, k) for k in (*SIZES, "rss_limit_mb")},
             "postgres": f"{services.pg['user']}@{services.pg['host']}:{services.pg['port']}",
             "s3_endpoint": services.s3_endpoint,
             "checkout": ran_from,
-            "command": "python benchmarks/registry_bench.py" + "".join(f" {a}" for a in sys.argv[1:]),
+            "command": "python benchmarks/registry_bench.py" + "".join(f" {without_password(a)}" for a in sys.argv[1:]),
         },  # fmt: skip
         machine={
             **machine_info(),
@@ -583,28 +530,17 @@ def run(args: argparse.Namespace) -> str:
     return report.render(result)
 
 
-def _exit_on_signal(signum: int, _frame: object) -> None:
-    """Turn SIGTERM/SIGHUP into SystemExit so every ``finally`` stops the workers and drops the databases."""
-    raise SystemExit(128 + signum)
+def without_password(arg: str) -> str:
+    """``arg`` with the password of any URL in it replaced by ``***`` (the report shows the command line)."""
+    return re.sub(r"(://[^/@\s:]*):[^/\s]*@", r"\1:***@", arg)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run, print the report and write it to --out; one-line errors, never stray workers."""
+    """Run, print the report and write it to --out; one-line errors, never stray workers or databases left."""
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _exit_on_signal)
-    signal.signal(signal.SIGHUP, _exit_on_signal)
-    try:
+    with benchkit.ends_in_one_line("registry_bench", "its workers have been stopped", {BenchError: (1, "")}):
         markdown = run(args)
-    except BenchError as err:
-        print(f"registry_bench: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("registry_bench: interrupted; its workers have been stopped", file=sys.stderr)
-        return 130
-    print(markdown)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(markdown + "\n")
-    log(f"report written to {args.out}")
+    benchkit.publish(markdown, args.out, log)
     return 0
 
 

@@ -27,11 +27,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
-import platform
 import secrets
-import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,11 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import benchkit
+from benchkit import BENCH_DIR, REPO_ROOT, BenchError
 from servebench import probe, procs, report, servers, wrk
 from servebench.report import BenchResult, Case, ServerRun
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_ROOT = BENCH_DIR.parent
 FIXTURE = BENCH_DIR / "servebench" / "fixture.py"
 ROW_COUNTS = (1, 100)
 CONNECTIONS = (1, 8, 64)
@@ -53,13 +49,7 @@ SKLEARN_CASES = [Case("sklearn", rows, conns) for rows in ROW_COUNTS for conns i
 ECHO_CASES = [Case("trivial", 1, conns) for conns in ECHO_CONNECTIONS]
 
 
-class BenchError(RuntimeError):
-    """A precondition failed; the message is one line telling what to do."""
-
-
-def log(message: str) -> None:
-    """Progress on stderr, so stdout carries only the report."""
-    print(f"[serving_bench] {message}", file=sys.stderr, flush=True)
+log = benchkit.logger("serving_bench")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -77,106 +67,38 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="Markdown report",
     )
     parser.add_argument(
-        "--workers",
-        type=int,
-        default=1,
-        help="worker processes for both servers (default 1)",
-    )
-    parser.add_argument(
         "--only",
         choices=["both", *report.SERVERS],
         default="both",
         help="servers to run",
     )
-    parser.add_argument(
-        "--duration",
-        type=float,
-        help="seconds per measured load run (overrides --quick/default)",
-    )
-    parser.add_argument(
-        "--repeat",
-        type=int,
-        help="measured runs per case and server, servers alternating; the report shows medians (default 3, --quick 1)",
-    )
-    parser.add_argument(
-        "--no-pin",
-        dest="pin",
-        action="store_false",
-        help="do not pin wrk (taskset -c 0) and the servers (taskset -c 1) to separate CPUs",
-    )
+    benchkit.add_load_options(parser, workers=1)
     parser.add_argument(
         "--python",
         type=Path,
-        default=REPO_ROOT / ".venv" / "bin" / "python",
+        default=benchkit.PROJECT_PYTHON,
         help="the project venv's python (trains the model; each server runs in a venv of its own)",
     )
     args = parser.parse_args(argv)
-    if args.workers < 1:
-        parser.error("--workers must be at least 1")
-    if args.repeat is not None and args.repeat < 1:
-        parser.error("--repeat must be at least 1")
+    benchkit.check_load_options(parser, args)
     return args
 
 
 def timings(args: argparse.Namespace) -> dict[str, Any]:
     """Seconds per measured run, warm-up, repeats, cold-start spawns and in-process loop length."""
-    return {
-        # Full: 8 cases x 2 servers x (1 s warm-up + 3 x 5 s) ~ 4.5 min of wrk, ~5.5 min in all.
-        "seconds": args.duration or (2 if args.quick else 5),
-        "warmup": 1,
-        "repeat": args.repeat or (1 if args.quick else 3),
-        "cold_starts": 1 if args.quick else 3,
-        "inprocess_s": 1.0 if args.quick else 3.0,
-    }
-
-
-def preflight(args: argparse.Namespace, wanted: list[str]) -> None:
-    """Fail early, in one line, on anything missing."""
-    if not shutil.which("wrk"):
-        raise BenchError("wrk not found on PATH (apt-get install wrk)")
-    if not args.python.exists():
-        raise BenchError(f"project python {args.python} not found (create the venv or pass --python)")
-    if args.pin and not shutil.which("taskset"):
-        raise BenchError("taskset not found on PATH (apt-get install util-linux) or pass --no-pin")
+    # Full: 8 cases x 2 servers x (1 s warm-up + 3 x 5 s) ~ 4.5 min of wrk, ~5.5 min in all.
+    return {**benchkit.load_timings(args), "cold_starts": 1 if args.quick else 3}
 
 
 def run_fixture(python: Path, *args: str, prefix: list[str] | None = None) -> dict[str, Any]:
     """Run ``servebench/fixture.py`` with ``python`` (under ``prefix``, e.g. taskset) and return its JSON."""
-    done = subprocess.run(
-        [*(prefix or []), str(python), str(FIXTURE), *args],
-        capture_output=True,
-        text=True,
-        env=servers.clean_env(),
-        timeout=300,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise BenchError(f"fixture {args[0]} failed: {done.stderr.strip().splitlines()[-1:]}")
-    return json.loads(done.stdout)
+    return benchkit.run_json([*(prefix or []), str(python), str(FIXTURE), *args], f"fixture {args[0]}")
 
 
 def measure_inprocess(python: Path, tmp: Path, seconds: float, pinning: procs.Pinning) -> dict[str, Any]:
     """The in-process run() limit and answers per payload (fixture ``inprocess``), on the servers' CPU."""
     log("measuring the in-process run() limit")
     return run_fixture(python, "inprocess", "--root", str(tmp), "--seconds", str(seconds), prefix=pinning.server)
-
-
-def machine_info(envs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """CPU, OS, Python and package versions for the report."""
-    cpu_model = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu_model = line.split(":", 1)[1].strip()
-            break
-    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False).stdout.split()
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpu_model": cpu_model,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "wrk": wrk_version[1] if len(wrk_version) > 1 else "?",
-        "envs": envs,
-    }
 
 
 @dataclass
@@ -384,27 +306,14 @@ def prepare_envs(args: argparse.Namespace, wanted: list[str], out_dir: Path) -> 
     with the same model stack, as their images would; the project venv only trains the model.
     """
     project = servers.versions(args.python, servers.PROJECT_PACKAGES)
-    base = project["base"]
     envs = {"project venv (trains the model)": project}
     pythons = {}
     if "reference" in wanted:
-        pythons["reference"] = servers.ensure_venv(
-            BENCH_DIR / ".venv-reference",
-            servers.reference_requirements(project),
-            base,
-            out_dir / "serving-reference-pip.log",
-            "the reference server",
-        )
+        pythons["reference"] = servers.reference_venv(project, out_dir / "serving-reference-pip.log", log)
         envs["reference venv"] = servers.versions(pythons["reference"], servers.REFERENCE_PACKAGES)
     # The in-process loop runs in the mlmagics venv even with --only reference: the script's own speed
     # is measured where no server's packages are loaded.
-    pythons["mlmagics"] = servers.ensure_venv(
-        BENCH_DIR / ".venv-mlmagics",
-        servers.runtime_requirements(project, REPO_ROOT / "mlmagics" / "serving" / "requirements.txt"),
-        base,
-        out_dir / "serving-mlmagics-pip.log",
-        "the mlmagics runtime's requirements",
-    )
+    pythons["mlmagics"] = servers.runtime_venv(project, out_dir / "serving-mlmagics-pip.log", log)
     envs["mlmagics venv (what an image holds; the runtime from this checkout)"] = servers.versions(
         pythons["mlmagics"], servers.RUNTIME_PACKAGES
     )
@@ -455,7 +364,7 @@ def new_result(
             "pinning": pinning.description,
             **timing,
         },
-        machine=machine_info(envs),
+        machine=benchkit.wrk_machine(envs),
         servers={s.name: ServerRun(command=s.command, notes=s.notes, log_path=s.log_path) for s in specs},
         cases={},
         inprocess={r: inproc[str(r)]["calls_per_s"] for r in ROW_COUNTS},
@@ -469,7 +378,7 @@ def run(args: argparse.Namespace) -> str:
     """The whole benchmark; returns the Markdown report."""
     started, load_before = time.monotonic(), os.getloadavg()[0]
     wanted = list(report.SERVERS) if args.only == "both" else [args.only]
-    preflight(args, wanted)
+    benchkit.preflight(args)
     timing = timings(args)
     pinning = procs.plan_pinning(args.pin, args.workers)
     log(f"CPU pinning: {pinning.description}")
@@ -508,34 +417,12 @@ def run(args: argparse.Namespace) -> str:
     return report.render(result)
 
 
-def _exit_on_signal(signum: int, _frame: object) -> None:
-    """Turn SIGTERM/SIGHUP into SystemExit so every ``finally`` stops the servers."""
-    raise SystemExit(128 + signum)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run, print the report and write it to --out; one-line errors, never stray servers."""
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _exit_on_signal)
-    signal.signal(signal.SIGHUP, _exit_on_signal)
-    try:
+    with benchkit.ends_in_one_line("serving_bench", "every server it started has been stopped", probe.FAILURES):
         markdown = run(args)
-    except BenchError as err:
-        print(f"serving_bench: {err}", file=sys.stderr)
-        return 2
-    except probe.ServerFailed as err:
-        print(f"serving_bench: server failed: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(
-            "serving_bench: interrupted; every server it started has been stopped",
-            file=sys.stderr,
-        )
-        return 130
-    print(markdown)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(markdown + "\n")
-    log(f"report written to {args.out}")
+    benchkit.publish(markdown, args.out, log)
     return 0
 
 

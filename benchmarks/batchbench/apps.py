@@ -132,11 +132,3 @@ def snapshot_worktree(repo: Path, dest: Path) -> Path:
     """Copy the checkout's ``mlmagics`` package (as it is now) to ``dest/mlmagics``; return ``dest``."""
     shutil.copytree(repo / "mlmagics", dest / "mlmagics", ignore=shutil.ignore_patterns("__pycache__", "labextension"))
     return dest
-
-
-def snapshot_revision(repo: Path, rev: str, dest: Path) -> Path:
-    """Extract ``mlmagics`` at ``rev`` into ``dest`` (git archive: the repository is only read)."""
-    dest.mkdir(parents=True)
-    archive = subprocess.run(["git", "archive", rev, "mlmagics"], cwd=repo, capture_output=True, check=True, timeout=60).stdout
-    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True, timeout=60)
-    return dest

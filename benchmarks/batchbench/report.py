@@ -7,12 +7,11 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from servebench.report import DISTURBED_CPU, Case
+from servebench.report import DASH, DISTURBED_CPU, Case, Noise, disturbed, fmt, noise_warning, worst
 
 from batchbench.load import Run, Summary, summarize
 from batchbench.servers import Server
 
-DASH = "—"
 TARGET_CONNS = 64
 TARGET_SPEEDUP = 1.5  # batched ÷ unbatched at 64 conns
 TARGET_P99_MS = 20.0
@@ -46,10 +45,6 @@ class BatchResult:
 
     def one_row(self) -> list[Case]:
         return [c for c in self.cases if c.rows == 1]
-
-
-def _fmt(value: float | None, digits: int = 0, unit: str = "") -> str:
-    return DASH if value is None or math.isnan(value) else f"{value:,.{digits}f}{unit}"
 
 
 def _div(a: float | None, b: float | None) -> float | None:
@@ -93,7 +88,7 @@ def targets(result: BatchResult) -> list[str]:
         over_loop = _div(batch.good_rps, loop)
         lines.append(
             f"| batching answers more good req/s than the in-process per-call `run()` loop of one process "
-            f"| {_fmt(batch.good_rps)} vs {_fmt(loop)} calls/s: **{_fmt(over_loop, 2, '×')}** "
+            f"| {fmt(batch.good_rps)} vs {fmt(loop)} calls/s: **{fmt(over_loop, '×', 2)}** "
             f"| {_verdict(None if over_loop is None else over_loop > 1)} |"
         )
         lines.append(
@@ -102,13 +97,13 @@ def targets(result: BatchResult) -> list[str]:
         )
         speedup = _div(batch.good_rps, off.good_rps if off else None)
         lines.append(
-            f"| batching ≥ {TARGET_SPEEDUP}× its own throughput without batching | {_fmt(batch.good_rps)} ÷ "
-            f"{_fmt(off.good_rps if off else None)} = **{_fmt(speedup, 2, '×')}** "
+            f"| batching ≥ {TARGET_SPEEDUP}× its own throughput without batching | {fmt(batch.good_rps)} ÷ "
+            f"{fmt(off.good_rps if off else None)} = **{fmt(speedup, '×', 2)}** "
             f"| {_verdict(None if speedup is None else speedup >= TARGET_SPEEDUP)} |"
         )
         lines.append(
-            f"| p99 with batching under {TARGET_P99_MS:g} ms | **{_fmt(batch.p99_ms, 2, ' ms')}** "
-            f"(p50 {_fmt(batch.p50_ms, 2, ' ms')}) | {_verdict(batch.p99_ms < TARGET_P99_MS)} |"
+            f"| p99 with batching under {TARGET_P99_MS:g} ms | **{fmt(batch.p99_ms, ' ms', 2)}** "
+            f"(p50 {fmt(batch.p50_ms, ' ms', 2)}) | {_verdict(batch.p99_ms < TARGET_P99_MS)} |"
         )
     ratios = [(case, _div(_rps(result, "mlmagics-off", case), _rps(result, "mlmagics-before", case))) for case in result.cases]
     ratios = [(c, r) for c, r in ratios if r is not None]
@@ -150,10 +145,10 @@ def ratio_table(result: BatchResult) -> list[str]:
         "| --- |" + " ---: |" * (len(pairs) + 1),
     ]
     for case in result.cases:
-        cells = [_fmt(_div(_rps(result, a, case), _rps(result, b, case)), 2, "×") for a, b, _ in pairs]
-        over_loop = _fmt(_div(_rps(result, "mlmagics-batch", case), loop), 2, "×") if case.rows == 1 else DASH
+        cells = [fmt(_div(_rps(result, a, case), _rps(result, b, case)), "×", 2) for a, b, _ in pairs]
+        over_loop = fmt(_div(_rps(result, "mlmagics-batch", case), loop), "×", 2) if case.rows == 1 else DASH
         lines.append(f"| {case.name} | " + " | ".join(cells) + f" | {over_loop} |")
-    lines += ["", f"In-process loop: {_fmt(loop)} calls/s of 1 row (see Setup).", ""]
+    lines += ["", f"In-process loop: {fmt(loop)} calls/s of 1 row (see Setup).", ""]
     return lines
 
 
@@ -176,9 +171,9 @@ def load_table(result: BatchResult) -> list[str]:
                 batch = f"{s.batch['rows_per_call']:.1f} · {100 * s.batch['batched_share']:.0f} % · {s.batch['wait_ms']:.2f} ms"
             spread = DASH if s.spread is None else f"{100 * s.spread:.0f}%"
             lines.append(
-                f"| {server.server} | {server.setting} | {case.conns} | {case.rows} | **{_fmt(s.good_rps)}** "
-                f"| {_non2xx(s)} | {_fmt(s.p50_ms, 2)} | {_fmt(s.p99_ms, 2)} | {spread} "
-                f"| {_fmt(s.server_cpu, 2)} · {_fmt(s.cpu_us)} | {batch} |"
+                f"| {server.server} | {server.setting} | {case.conns} | {case.rows} | **{fmt(s.good_rps)}** "
+                f"| {_non2xx(s)} | {fmt(s.p50_ms, digits=2)} | {fmt(s.p99_ms, digits=2)} | {spread} "
+                f"| {fmt(s.server_cpu, digits=2)} · {fmt(s.cpu_us)} | {batch} |"
             )
     lines += [
         "",
@@ -197,28 +192,13 @@ def load_table(result: BatchResult) -> list[str]:
     return lines
 
 
-def _noise(result: BatchResult) -> list[tuple[float, float, str]]:
+def _noise(result: BatchResult) -> list[Noise]:
     return [
         (run.other_cpu, run.steal_cpu, f"{key}, {case.name}, run {i + 1}")
         for key, by_case in result.runs.items()
         for case, runs in by_case.items()
         for i, run in enumerate(runs)
         if not math.isnan(run.other_cpu)
-    ]
-
-
-def noise_warning(result: BatchResult) -> list[str]:
-    """A warning at the top when other processes or the hypervisor took CPU during measured runs."""
-    noise = _noise(result)
-    disturbed = [n for n in noise if max(n[0], n[1]) > DISTURBED_CPU]
-    if not disturbed:
-        return []
-    worst = max(disturbed, key=lambda n: max(n[0], n[1]))
-    return [
-        f"⚠ In {len(disturbed)} of {len(noise)} measured runs other processes or the hypervisor took more than "
-        f"{DISTURBED_CPU:.2f} of a CPU (worst: {worst[2]}, other {worst[0]:.2f} CPU, steal {worst[1]:.2f} CPU): "
-        "those numbers are noisier than the machine allows. Rerun on a quiet machine to be sure.",
-        "",
     ]
 
 
@@ -246,9 +226,9 @@ def setup(result: BatchResult) -> list[str]:
         "max_latency_ms=…)` — the same request body, the same answer",
         f"- in-process loop (mlmagics venv, on the servers' CPU, best of a run before and one after the load): "
         f"`run(**json.loads(body))` — JSON decoding, inference-schema's conversion and the prediction, no HTTP: "
-        f"1 row {_fmt(ip.get('1', {}).get('calls_per_s'))} calls/s; 64 rows per call "
-        f"{_fmt(ip.get('64', {}).get('calls_per_s'))} calls/s = {_fmt(ip.get('64', {}).get('rows_per_s'))} rows/s "
-        f"(what batching could reach at best); 100 rows {_fmt(ip.get('100', {}).get('calls_per_s'))} calls/s",
+        f"1 row {fmt(ip.get('1', {}).get('calls_per_s'))} calls/s; 64 rows per call "
+        f"{fmt(ip.get('64', {}).get('calls_per_s'))} calls/s = {fmt(ip.get('64', {}).get('rows_per_s'))} rows/s "
+        f"(what batching could reach at best); 100 rows {fmt(ip.get('100', {}).get('calls_per_s'))} calls/s",
         f"- mlmagics runtimes: this checkout = {st['worktree']} (copied at the start of the run); before batching = "
         f"`git archive {st['before']}` ({st['before_why']}); both from the same venv (`benchmarks/.venv-mlmagics`), "
         "key auth on (Bearer primary key on every request), metrics and request logging at their defaults",
@@ -256,13 +236,11 @@ def setup(result: BatchResult) -> list[str]:
     noise = _noise(result)
     if noise:
         other = [n[0] for n in noise]
-        disturbed = [n for n in noise if max(n[0], n[1]) > DISTURBED_CPU]
-        worst = max(noise, key=lambda n: max(n[0], n[1]))
         lines.append(
             f"- interference during the {len(noise)} measured runs (CPU used by neither wrk, the server under test nor "
             f"the driver; the idle servers count here): median {statistics.median(other):.2f}, max {max(other):.2f} CPU "
-            f"({worst[2]}); hypervisor steal max {max(n[1] for n in noise):.2f} CPU; {len(disturbed)} run(s) above "
-            f"{DISTURBED_CPU:.2f}"
+            f"({worst(noise)[2]}); hypervisor steal max {max(n[1] for n in noise):.2f} CPU; {len(disturbed(noise))} run(s) "
+            f"above {DISTURBED_CPU:.2f}"
         )
     lines += ["", "Checks before any load:", ""] + [f"- {c}" for c in result.checks] + [""]
     lines += ["| server | setting | command | notes |", "| --- | --- | --- | --- |"]
@@ -300,7 +278,7 @@ def render(result: BatchResult, plot_name: str) -> str:
             "",
             intro,
             "",
-            *noise_warning(result),
+            *noise_warning(_noise(result), ": those numbers are noisier than the machine allows."),
             *targets(result),
             *ratio_table(result),
             f"![good req/s against connections]({plot_name})",

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchkit import clean_env
 from servebench import procs, servers
 
 BENTOML_PIN = "bentoml==1.4.40"
@@ -108,7 +109,7 @@ def build(
 def bentoml_server(python: Path, app: dict[str, Any], max_latency_ms: int, workers: int, log_path: Path) -> Server:
     """``bentoml serve service:Digits`` from the service's folder; its own BENTOML_HOME, no tracking."""
     port = procs.free_port()
-    env = servers.clean_env(
+    env = clean_env(
         BENCH_MAX_LATENCY_MS=str(max_latency_ms),
         BENCH_MODEL_PATH=app["model_file"],
         BENCH_WORKERS=str(workers),

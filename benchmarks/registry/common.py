@@ -96,21 +96,23 @@ def big_file(path: Path, size: int, *, sparse: bool) -> Path:
 
 
 # -- services (each side makes its own fresh database and bucket) ----------------------------------------
-def create_database(config: dict[str, Any]) -> None:
-    """CREATE DATABASE ``config['database']`` on the shared server (the role needs CREATEDB)."""
+def _server(config: dict[str, Any]) -> Any:
+    """A connection to the shared server's ``postgres`` database (the password from PGPASSWORD)."""
     import psycopg
 
     pg = config["pg"]
-    with psycopg.connect(host=pg["host"], port=pg["port"], user=pg["user"], dbname="postgres", autocommit=True) as db:
+    return psycopg.connect(host=pg["host"], port=pg["port"], user=pg["user"], dbname="postgres", autocommit=True)
+
+
+def create_database(config: dict[str, Any]) -> None:
+    """CREATE DATABASE ``config['database']`` on the shared server (the role needs CREATEDB)."""
+    with _server(config) as db:
         db.execute(f'DROP DATABASE IF EXISTS "{config["database"]}"')
         db.execute(f'CREATE DATABASE "{config["database"]}"')
 
 
 def drop_database(config: dict[str, Any]) -> None:
-    import psycopg
-
-    pg = config["pg"]
-    with psycopg.connect(host=pg["host"], port=pg["port"], user=pg["user"], dbname="postgres", autocommit=True) as db:
+    with _server(config) as db:
         db.execute(f'DROP DATABASE IF EXISTS "{config["database"]}" WITH (FORCE)')
 
 
@@ -162,6 +164,16 @@ def wait_for_go(barrier: Path, worker: int, timeout: float = 300.0) -> None:
 # -- operations -------------------------------------------------------------------------------------------
 def summary(times: list[float]) -> dict[str, Any]:
     return {"times": times, "median": statistics.median(times), "min": min(times), "max": max(times)}
+
+
+def timed(call: Callable[[], Any], n: int) -> tuple[list[float], Any]:
+    """``call()`` ``n`` times (``n`` ≥ 1): the seconds each call took, and what the last one returned."""
+    times = []
+    for _ in range(n):
+        started = time.perf_counter()
+        value = call()
+        times.append(time.perf_counter() - started)
+    return times, value
 
 
 def op_small(side: Side, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
@@ -253,23 +265,15 @@ def op_list(side: Side, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
 def op_latest(side: Side, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     """The latest version of ``--name``, ``--n`` times; then the side's other way, if it has one; then a download."""
-    version = side.latest(args.name)
-    times = []
-    for _ in range(args.n):
-        started = time.perf_counter()
-        version = side.latest(args.name)
-        times.append(time.perf_counter() - started)
+    side.latest(args.name)
+    times, version = timed(lambda: side.latest(args.name), args.n)
     log(side.label, f"latest of {args.name}: version {version}, median {statistics.median(times) * 1000:.1f} ms")
     result: dict[str, Any] = {**summary(times), "version": version}
     extra = side.extra_latest(args.name)
     if extra:
         how, call = extra
         call()
-        extra_times = []
-        for _ in range(args.n):
-            started = time.perf_counter()
-            extra_version = call()
-            extra_times.append(time.perf_counter() - started)
+        extra_times, extra_version = timed(call, args.n)
         result["extra"] = {"how": how, **summary(extra_times), "version": extra_version}
         log(side.label, f"latest by {how}: version {extra_version}, median {statistics.median(extra_times) * 1000:.1f} ms")
     # As a machine with no copy of the model would: a side that keeps local copies forgets them before each
@@ -378,7 +382,7 @@ def main(side: Side, argv: list[str] | None = None) -> int:
             result = side.describe() if args.operation == "describe" else OPERATIONS[args.operation](side, args, tmp)
     except Exception as err:  # noqa: BLE001 -- the driver shows this one line and the log keeps the traceback
         traceback.print_exc()
-        print(f"[{side.label}] FAILED {args.operation}: {_one_line(err)}", file=sys.stderr, flush=True)
+        log(side.label, f"FAILED {args.operation}: {_one_line(err)}")
         return 1
     finally:
         remove_tree(tmp)

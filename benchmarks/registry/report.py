@@ -87,6 +87,12 @@ def _get(figures: dict[str, Any], figure: str, side: str) -> Any:
     return figures.get(figure, {}).get(side)
 
 
+def _ran(by_side: dict[str, Any] | None) -> list[tuple[str, Any]]:
+    """(label, result) of each side, in LABELS' order, that has a result in ``by_side``."""
+    by_side = by_side or {}
+    return [(label, by_side[side]) for side, label in LABELS.items() if by_side.get(side)]
+
+
 # -- the report ------------------------------------------------------------------------------------------
 def headline(result: Result) -> list[str]:
     s, f = result.settings, result.figures
@@ -183,65 +189,49 @@ def headline(result: Result) -> list[str]:
 def details(result: Result) -> list[str]:
     f, s = result.figures, result.settings
     out = ["## Details", ""]
-    for side, label in LABELS.items():
-        small = _get(f, "small", side)
-        if small:
-            parts = ", ".join(f"{k} {duration(v)}" for k, v in small["parts_median"].items())
-            out.append(f"- **1 KB, {label}**: median {duration(small['median'])}, min {duration(small['min'])}, "
-                       f"max {duration(small['max'])}" + (f"; of which (medians) {parts}" if parts else ""))  # fmt: skip
-    for side, label in LABELS.items():
-        runs = _get(f, "large", side)
-        if runs:
-            each = "; ".join(
-                f"{duration(r['seconds'])} ({r['mib_per_s']:.0f} MiB/s), peak RSS {megabytes(r['peak_rss_mib'])} "
-                f"(RSS before the call {megabytes(r['rss_before_mib'])})"
-                for r in runs
-            )
-            parts = runs[0].get("parts") or {}
-            split = ("; first run's parts: " + ", ".join(f"{k} {duration(v)}" for k, v in parts.items())) if parts else ""
-            out.append(f"- **{s['large_mb']} MiB, {label}**: {each}{split}")
-    for side, label in LABELS.items():
-        pop = _get(f, "populate", side)
-        if pop:
-            samples = f" (e.g. {pop['error_samples'][0]})" if pop["error_samples"] else ""
-            out.append(
-                f"- **populating, {label}**: {pop['ok']:,} versions by {pop['procs']} processes in "
-                f"{duration(pop['seconds'])} = {pop['ok'] / pop['seconds']:,.0f} registrations/s; "
-                f"{pop['errors']} attempts failed and were retried{samples}"
-                + (
-                    f"; registrations/s fifth by fifth: {' → '.join(f'{r:.0f}' for r in pop['rates'])}"
-                    if pop.get("rates")
-                    else ""
-                )
-            )
-    for side, label in LABELS.items():
-        listed = _get(f, "list", side)
-        if listed:
-            out.append(f"- **list, {label}**: {listed['count']:,} versions; {', '.join(duration(t) for t in listed['times'])}")
-    for side, label in LABELS.items():
-        latest = _get(f, "latest", side)
-        if latest:
-            text = (f"- **latest, {label}**: version {latest['version']}, median {duration(latest['median'])} "
-                    f"(min {duration(latest['min'])}, max {duration(latest['max'])})")  # fmt: skip
-            if "extra" in latest:
-                extra = latest["extra"]
-                text += f"; by {extra['how']}: median {duration(extra['median'])} (version {extra['version']})"
-            text += f"; latest + download, no local copy: median {duration(latest['download']['median'])}"
-            if "download_elsewhere" in latest:
-                text += f"; {latest['download_elsewhere']['how']}: median {duration(latest['download_elsewhere']['median'])}"
-            if "download_cached" in latest:
-                text += f"; again with this machine's copy (its cache): median {duration(latest['download_cached']['median'])}"
-            out.append(text)
-    for side, label in LABELS.items():
-        c = _get(f, "concurrent", side)
-        if c:
-            samples = f"; e.g. {c['error_samples'][0]}" if c["error_samples"] else ""
-            out.append(
-                f"- **concurrent, {label}**: {c['returned']} versions returned to the callers, {c['errors']} calls "
-                f"raised{samples}; {c['stored']} versions in the registry; lost {c['lost']}, repeated "
-                f"{c['repeated']}, missing from 1..{s['procs'] * s['per_proc']} {c['missing']}, outside it "
-                f"{c['unexpected']}; {duration(c['seconds'])} = {c['returned'] / c['seconds']:.0f} registrations/s"
-            )
+    for label, small in _ran(f.get("small")):
+        parts = ", ".join(f"{k} {duration(v)}" for k, v in small["parts_median"].items())
+        out.append(f"- **1 KB, {label}**: median {duration(small['median'])}, min {duration(small['min'])}, "
+                   f"max {duration(small['max'])}" + (f"; of which (medians) {parts}" if parts else ""))  # fmt: skip
+    for label, runs in _ran(f.get("large")):
+        each = "; ".join(
+            f"{duration(r['seconds'])} ({r['mib_per_s']:.0f} MiB/s), peak RSS {megabytes(r['peak_rss_mib'])} "
+            f"(RSS before the call {megabytes(r['rss_before_mib'])})"
+            for r in runs
+        )
+        parts = runs[0].get("parts") or {}
+        split = ("; first run's parts: " + ", ".join(f"{k} {duration(v)}" for k, v in parts.items())) if parts else ""
+        out.append(f"- **{s['large_mb']} MiB, {label}**: {each}{split}")
+    for label, pop in _ran(f.get("populate")):
+        samples = f" (e.g. {pop['error_samples'][0]})" if pop["error_samples"] else ""
+        out.append(
+            f"- **populating, {label}**: {pop['ok']:,} versions by {pop['procs']} processes in "
+            f"{duration(pop['seconds'])} = {pop['ok'] / pop['seconds']:,.0f} registrations/s; "
+            f"{pop['errors']} attempts failed and were retried{samples}"
+            + (f"; registrations/s fifth by fifth: {' → '.join(f'{r:.0f}' for r in pop['rates'])}" if pop.get("rates") else "")
+        )
+    for label, listed in _ran(f.get("list")):
+        out.append(f"- **list, {label}**: {listed['count']:,} versions; {', '.join(duration(t) for t in listed['times'])}")
+    for label, latest in _ran(f.get("latest")):
+        text = (f"- **latest, {label}**: version {latest['version']}, median {duration(latest['median'])} "
+                f"(min {duration(latest['min'])}, max {duration(latest['max'])})")  # fmt: skip
+        if "extra" in latest:
+            extra = latest["extra"]
+            text += f"; by {extra['how']}: median {duration(extra['median'])} (version {extra['version']})"
+        text += f"; latest + download, no local copy: median {duration(latest['download']['median'])}"
+        if "download_elsewhere" in latest:
+            text += f"; {latest['download_elsewhere']['how']}: median {duration(latest['download_elsewhere']['median'])}"
+        if "download_cached" in latest:
+            text += f"; again with this machine's copy (its cache): median {duration(latest['download_cached']['median'])}"
+        out.append(text)
+    for label, c in _ran(f.get("concurrent")):
+        samples = f"; e.g. {c['error_samples'][0]}" if c["error_samples"] else ""
+        out.append(
+            f"- **concurrent, {label}**: {c['returned']} versions returned to the callers, {c['errors']} calls "
+            f"raised{samples}; {c['stored']} versions in the registry; lost {c['lost']}, repeated "
+            f"{c['repeated']}, missing from 1..{s['procs'] * s['per_proc']} {c['missing']}, outside it "
+            f"{c['unexpected']}; {duration(c['seconds'])} = {c['returned'] / c['seconds']:.0f} registrations/s"
+        )
     huge = f.get("huge")
     if huge:
         out.append(
@@ -249,10 +239,8 @@ def details(result: Result) -> list[str]:
             f"{megabytes(huge['peak_rss_mib'])}, RSS before the call {megabytes(huge['rss_before_mib'])} "
             f"(a sparse file: zeros but for its first and last MiB)"
         )
-    for side, label in LABELS.items():
-        stored = result.storage.get(side)
-        if stored:
-            out.append(f"- **bucket at the end, {label}**: {stored['objects']:,} objects, {stored['bytes'] / 1e6:,.1f} MB")
+    for label, stored in _ran(result.storage):
+        out.append(f"- **bucket at the end, {label}**: {stored['objects']:,} objects, {stored['bytes'] / 1e6:,.1f} MB")
     return out
 
 

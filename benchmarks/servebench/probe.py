@@ -8,11 +8,17 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from benchkit import BenchError
+
 from servebench.procs import Spawned, log_tail
 
 
 class ServerFailed(RuntimeError):
     """A server did not start or answered wrongly; the message says what and where to look."""
+
+
+# How serving_bench.py and batching_bench.py end on a failure (benchkit.ends_in_one_line): exit code, words before it.
+FAILURES = {BenchError: (2, ""), ServerFailed: (1, "server failed: ")}
 
 
 def request(
@@ -59,7 +65,7 @@ class ColdStart:
     score_s: float
 
 
-def _poll(spawned: Spawned, attempt: Any, what: str, timeout: float) -> float:
+def poll(spawned: Spawned, attempt: Any, what: str, timeout: float) -> float:
     """Call ``attempt()`` until it returns True; return seconds since spawn. Fails if the server dies."""
     deadline = time.monotonic() + timeout
     last_error = "no answer yet"
@@ -101,6 +107,6 @@ def wait_ready(
             raise ServerFailed(f"wrong answer {answer!r}, expected {expected!r}")
         return True
 
-    get_s = _poll(spawned, healthy, "200 on GET /", timeout)
-    score_s = _poll(spawned, scores, "correct answer on POST /score", timeout)
+    get_s = poll(spawned, healthy, "200 on GET /", timeout)
+    score_s = poll(spawned, scores, "correct answer on POST /score", timeout)
     return ColdStart(get_s=get_s, score_s=score_s)

@@ -107,7 +107,7 @@ def _geomean(values: list[float]) -> float | None:
     return math.exp(sum(map(math.log, values)) / len(values)) if values else None
 
 
-def _fmt(value: float | None, unit: str = "", digits: int = 0) -> str:
+def fmt(value: float | None, unit: str = "", digits: int = 0) -> str:
     return DASH if value is None or math.isnan(value) else f"{value:,.{digits}f}{unit}"
 
 
@@ -165,17 +165,17 @@ def _target_rows(result: BenchResult) -> list[str]:
     return [
         (
             f"| **1 row / 8 conns req/s ratio (target ≥ {TARGET_RPS_RATIO}×)** | {_cell_rps(ref)} | {_cell_rps(mlm)} "
-            f"| **{_fmt(rps, '×', 2)}** | {_verdict(rps, TARGET_RPS_RATIO, True, flagged)} |"
+            f"| **{fmt(rps, '×', 2)}** | {_verdict(rps, TARGET_RPS_RATIO, True, flagged)} |"
         ),
         (
             f"| **1 row / 8 conns p99 ratio mlmagics/reference (target ≤ {TARGET_P99_RATIO})** "
-            f"| {_fmt(_attr(ref, 'p99_ms'), ' ms', 2)} | {_fmt(_attr(mlm, 'p99_ms'), ' ms', 2)} "
-            f"| **{_fmt(p99, digits=2)}** | {_verdict(p99, TARGET_P99_RATIO, False, flagged)} |"
+            f"| {fmt(_attr(ref, 'p99_ms'), ' ms', 2)} | {fmt(_attr(mlm, 'p99_ms'), ' ms', 2)} "
+            f"| **{fmt(p99, digits=2)}** | {_verdict(p99, TARGET_P99_RATIO, False, flagged)} |"
         ),
         (
             f"| **cold start ratio mlmagics/reference (target ≤ {TARGET_COLD_RATIO})**: spawn → first correct "
-            f"POST /score, sklearn script | {_fmt(cold['reference'], ' s', 2)} | {_fmt(cold['mlmagics'], ' s', 2)} "
-            f"| **{_fmt(cold_ratio, digits=2)}** | {_verdict(cold_ratio, TARGET_COLD_RATIO, False)} |"
+            f"POST /score, sklearn script | {fmt(cold['reference'], ' s', 2)} | {fmt(cold['mlmagics'], ' s', 2)} "
+            f"| **{fmt(cold_ratio, digits=2)}** | {_verdict(cold_ratio, TARGET_COLD_RATIO, False)} |"
         ),
     ]
 
@@ -199,30 +199,61 @@ def _summary_rows(result: BenchResult) -> list[str]:
     rss = {s: _memory(result.servers.get(s), "idle", "rss_mib") for s in SERVERS}
     return [
         (
-            f"| throughput, geometric mean of {len(sklearn)} sklearn cases (req/s) | {_fmt(rps['reference'])} | "
-            f"{_fmt(rps['mlmagics'])} | {_ratio(rps['mlmagics'], rps['reference'])}{spread} | |"
+            f"| throughput, geometric mean of {len(sklearn)} sklearn cases (req/s) | {fmt(rps['reference'])} | "
+            f"{fmt(rps['mlmagics'])} | {_ratio(rps['mlmagics'], rps['reference'])}{spread} | |"
         ),
         (
             f"| p99 latency, geometric mean of {len(sklearn)} sklearn cases (ms; ratio ref/mlm) "
-            f"| {_fmt(p99['reference'], digits=2)} | {_fmt(p99['mlmagics'], digits=2)} "
+            f"| {fmt(p99['reference'], digits=2)} | {fmt(p99['mlmagics'], digits=2)} "
             f"| {_ratio(p99['reference'], p99['mlmagics'])} | |"
         ),
         (
-            f"| cold start, trivial script (s; ratio ref/mlm) | {_fmt(trivial_cold['reference'], digits=2)} | "
-            f"{_fmt(trivial_cold['mlmagics'], digits=2)} | {_ratio(trivial_cold['reference'], trivial_cold['mlmagics'])} | |"
+            f"| cold start, trivial script (s; ratio ref/mlm) | {fmt(trivial_cold['reference'], digits=2)} | "
+            f"{fmt(trivial_cold['mlmagics'], digits=2)} | {_ratio(trivial_cold['reference'], trivial_cold['mlmagics'])} | |"
         ),
         (
             f"| echo / 8 conns req/s, server overhead only | {_cell_rps(echo['reference'])} | {_cell_rps(echo['mlmagics'])} "
             f"| {_ratio(_attr(echo['mlmagics'], 'requests_per_s'), _attr(echo['reference'], 'requests_per_s'))} | |"
         ),
         (
-            f"| idle RSS, whole process tree (MiB; ratio ref/mlm) | {_fmt(rss['reference'])} | {_fmt(rss['mlmagics'])} | "
+            f"| idle RSS, whole process tree (MiB; ratio ref/mlm) | {fmt(rss['reference'])} | {fmt(rss['mlmagics'])} | "
             f"{_ratio(rss['reference'], rss['mlmagics'])} | |"
         ),
     ]
 
 
-def _noise(result: BenchResult) -> list[tuple[float, float, str]]:
+# (CPUs other processes took, CPUs the hypervisor stole, which run) during one measured run
+Noise = tuple[float, float, str]
+
+
+def disturbed(noise: list[Noise]) -> list[Noise]:
+    """The runs during which other processes or the hypervisor took more than DISTURBED_CPU."""
+    return [n for n in noise if max(n[0], n[1]) > DISTURBED_CPU]
+
+
+def worst(noise: list[Noise]) -> Noise:
+    """The most disturbed run."""
+    return max(noise, key=lambda n: max(n[0], n[1]))
+
+
+def noise_warning(noise: list[Noise], then: str) -> list[str]:
+    """A warning when other processes or the hypervisor took CPU during some measured runs; ``then`` ends its
+    sentence."""
+    runs = disturbed(noise)
+    if not runs:
+        return []
+    other, steal, which = worst(runs)
+    return [
+        (
+            f"⚠ In {len(runs)} of {len(noise)} measured runs other processes or the hypervisor took more than "
+            f"{DISTURBED_CPU:.2f} of a CPU (worst: {which}, other {other:.2f} CPU, steal {steal:.2f} CPU){then} "
+            "Rerun on a quiet machine to be sure."
+        ),
+        "",
+    ]
+
+
+def _noise(result: BenchResult) -> list[Noise]:
     """(other processes' CPU, hypervisor steal, which run) for every measured run that recorded them."""
     return [
         (run.other_cpu, run.steal_cpu, f"{server}, {case.name}, run {index + 1}")
@@ -230,26 +261,6 @@ def _noise(result: BenchResult) -> list[tuple[float, float, str]]:
         for server, runs in by_server.items()
         for index, run in enumerate(runs)
         if not math.isnan(run.other_cpu)
-    ]
-
-
-def _disturbed(result: BenchResult) -> list[tuple[float, float, str]]:
-    return [n for n in _noise(result) if max(n[0], n[1]) > DISTURBED_CPU]
-
-
-def noise_lines(result: BenchResult) -> list[str]:
-    """A warning when other processes or the hypervisor took CPU during some measured runs."""
-    disturbed = _disturbed(result)
-    if not disturbed:
-        return []
-    worst = max(disturbed, key=lambda n: max(n[0], n[1]))
-    return [
-        (
-            f"⚠ In {len(disturbed)} of {len(_noise(result))} measured runs other processes or the hypervisor took more "
-            f"than {DISTURBED_CPU:.2f} of a CPU (worst: {worst[2]}, other {worst[0]:.2f} CPU, steal {worst[1]:.2f} CPU); "
-            "those numbers are noisier. Rerun on a quiet machine to be sure."
-        ),
-        "",
     ]
 
 
@@ -262,7 +273,7 @@ def _noise_setup_line(result: BenchResult) -> str:
     return (
         f"- interference during the {len(noise)} measured runs (CPU time not used by wrk, the server tree or the "
         f"driver, per second): other processes median {statistics.median(other):.2f}, max {max(other):.2f} CPU; "
-        f"hypervisor steal max {max(steal):.2f} CPU; {len(_disturbed(result))} run(s) above {DISTURBED_CPU:.2f}"
+        f"hypervisor steal max {max(steal):.2f} CPU; {len(disturbed(noise))} run(s) above {DISTURBED_CPU:.2f}"
     )
 
 
@@ -285,8 +296,8 @@ def where_time_goes(result: BenchResult) -> list[str]:
     for server in SERVERS:
         cells = [result.summary(c, server) for c in echo_cases]
         if any(cells):
-            rates = " / ".join(_fmt(_attr(c, "requests_per_s")) for c in cells)
-            per_ms = _fmt(_per_request_ms(cells[0]), " ms", 2)
+            rates = " / ".join(fmt(_attr(c, "requests_per_s")) for c in cells)
+            per_ms = fmt(_per_request_ms(cells[0]), " ms", 2)
             echo.append(f"{server} {rates} req/s ({per_ms} per request at {echo_cases[0].conns} conns)")
     conns = " / ".join(str(c.conns) for c in echo_cases)
     line = "**Where the time goes** (time per request = 1 / req/s): "
@@ -316,7 +327,7 @@ def headline(result: BenchResult) -> list[str]:
         *_summary_rows(result),
         "",
         *where_time_goes(result),
-        *noise_lines(result),
+        *noise_warning(_noise(result), "; those numbers are noisier."),
     ]
     if flagged:
         lines += [f"⚠ {flagged} load case(s) had errors; see the list under the load table.", ""]
@@ -407,8 +418,8 @@ def startup_table(result: BenchResult) -> list[str]:
     ]
     for label, values, digits in rows:
         ref, mlm = values["reference"], values["mlmagics"]
-        lines.append(f"| {label} | {_fmt(ref, digits=digits)} | {_fmt(mlm, digits=digits)} | {_ratio(ref, mlm)} |")
-    lines.append(f"| processes in the tree | {_fmt(procs['reference'])} | {_fmt(procs['mlmagics'])} | |")
+        lines.append(f"| {label} | {fmt(ref, digits=digits)} | {fmt(mlm, digits=digits)} | {_ratio(ref, mlm)} |")
+    lines.append(f"| processes in the tree | {fmt(procs['reference'])} | {fmt(procs['mlmagics'])} | |")
     return [*lines, ""]
 
 

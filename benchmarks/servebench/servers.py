@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchkit import BENCH_DIR, REPO_ROOT, clean_env, ensure_venv
+
 REFERENCE_PIN = "azureml-inference-server-http==1.5.1"
 SCHEMA_PIN = "inference-schema[numpy-support]==1.8"
+RUNTIME_REQUIREMENTS = REPO_ROOT / "mlmagics" / "serving" / "requirements.txt"
 # Versions shown in the report, per environment.
 REFERENCE_PACKAGES = (
     "azureml-inference-server-http",
@@ -49,13 +51,6 @@ print(json.dumps(out))
 """
 
 
-def clean_env(**extra: str) -> dict[str, str]:
-    """This process's environment without venv/PYTHONPATH leftovers, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"}}
-    env.update(extra)
-    return env
-
-
 def versions(python: Path, packages: tuple[str, ...]) -> dict[str, Any]:
     """Python version, base interpreter and installed versions of ``packages`` for ``python``."""
     done = subprocess.run(
@@ -74,47 +69,23 @@ def model_stack(project: dict[str, Any]) -> list[str]:
     return [SCHEMA_PIN] + [f"{name}=={project[name]}" for name in ("scikit-learn", "numpy", "joblib")]
 
 
-def reference_requirements(project: dict[str, Any]) -> list[str]:
-    """The reference venv: the server and the shared model stack."""
-    return [REFERENCE_PIN, *model_stack(project)]
+def reference_venv(project: dict[str, Any], log_path: Path, log: Callable[[str], None]) -> Path:
+    """``benchmarks/.venv-reference`` (created once): the reference server and the shared model stack."""
+    requirements = [REFERENCE_PIN, *model_stack(project)]
+    return ensure_venv(BENCH_DIR / ".venv-reference", requirements, project["base"], log_path, "the reference server", log)
 
 
-def runtime_requirements(project: dict[str, Any], requirements_txt: Path) -> list[str]:
-    """The mlmagics venv, as a deployed image has it: the runtime's own requirements and the shared model stack.
+def runtime_venv(project: dict[str, Any], log_path: Path, log: Callable[[str], None]) -> Path:
+    """``benchmarks/.venv-mlmagics`` (created once), as a deployed image has it: the runtime's own requirements and
+    the shared model stack; the runtime itself comes from a checkout on PYTHONPATH.
 
     Not the project venv: that one holds Jupyter, pandas and the rest, and scikit-learn imports
     pandas whenever it is installed (0.2-0.4 s of cold start here) — a cost neither server's image has.
     """
-    return ["-r", str(requirements_txt), *model_stack(project)]
-
-
-def ensure_venv(venv: Path, requirements: list[str], base_python: str, log_path: Path, what: str) -> Path:
-    """Create ``venv`` from ``base_python`` holding ``requirements`` (once: a stamp file records what it holds).
-
-    Returns its python; pip's output goes to ``log_path``.
-    """
-    python = venv / "bin" / "python"
-    stamp = venv / "bench-requirements.txt"
-    wanted = "\n".join(requirements) + _file_text(requirements) + "\n"
-    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
-        return python
-    print(f"serving_bench: installing {what} into {venv} (once; pip log {log_path})", file=sys.stderr)
-    with log_path.open("w") as log:
-        if not python.exists():
-            # Same interpreter as the project venv, so the pickled model loads the same way.
-            subprocess.run([base_python, "-m", "venv", str(venv)], check=True, stdout=log, stderr=log)
-        pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check", *requirements]
-        done = subprocess.run(pip, check=False, stdout=log, stderr=subprocess.STDOUT, env=clean_env(), timeout=1800)
-    if done.returncode != 0:
-        raise RuntimeError(f"pip install into {venv} failed ({done.returncode}); see {log_path}")
-    stamp.write_text(wanted)
-    return python
-
-
-def _file_text(requirements: list[str]) -> str:
-    """The content of the requirement files named with ``-r``, so an edit to them triggers a reinstall."""
-    files = [requirements[i + 1] for i, arg in enumerate(requirements[:-1]) if arg == "-r"]
-    return "".join(Path(f).read_text() for f in files)
+    requirements = ["-r", str(RUNTIME_REQUIREMENTS), *model_stack(project)]
+    return ensure_venv(
+        BENCH_DIR / ".venv-mlmagics", requirements, project["base"], log_path, "the mlmagics runtime's requirements", log
+    )
 
 
 def mlmagics_missing(python: Path, repo_root: Path) -> str | None:
