@@ -5,6 +5,7 @@ against `/invocations` — on real servers over HTTP on 127.0.0.1, next to v1's 
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pandas as pd
@@ -41,6 +42,19 @@ def init():
 def run(raw_data):
     rows = json.loads(raw_data)["data"]
     return json.dumps([sum(r) for r in rows])  # v1's double encoding
+"""
+
+ECHO_SCRIPT = """
+import json
+from inference_schema.schema_decorators import input_schema
+from inference_schema.parameter_types.standard_py_parameter_type import StandardPythonParameterType
+
+def init():
+    pass
+
+@input_schema("data", StandardPythonParameterType([1]))
+def run(data):
+    return {"echo": json.dumps(data)}  # what run() got, as one BYTES output
 """
 
 FAILING_INIT = """
@@ -220,3 +234,81 @@ def test_requests_the_fuzzer_found_are_answered_and_end_no_worker(server_of):
         answer = requests.post(schema.url + "/v2/models/iris/infer", json=body, timeout=10)
         assert answer.status_code == 400 and "error" in answer.json(), answer.text
     assert server.worker_pids() == pids
+
+
+def _binary(inputs: list[dict], raw: bytes) -> tuple[bytes, dict[str, str]]:
+    """A v2 request in the binary tensor extension: the JSON header, then `raw`."""
+    header = json.dumps({"inputs": inputs}).encode()
+    return header + raw, {"Inference-Header-Content-Length": str(len(header))}
+
+
+def _data(**tensor) -> dict:
+    return {"name": "data", "datatype": "FP64", **tensor}
+
+
+def test_hostile_tensors_and_csv_get_a_clear_400_at_once(server_of):
+    """Each once cost the worker minutes of CPU or gigabytes (a shape multiplied out, a binary tensor unpacked before
+    its size was checked), ended in an unexpected exception logged CRITICAL, or was taken for what it was not."""
+    server = server_of(SCHEMA_SCRIPT)
+    pids = server.worker_pids()
+    length = {"Inference-Header-Content-Length": "1"}
+    v2 = [
+        # 10**6 dimensions: multiplied out, a number of 10**6 bits — ~50 s of the worker's CPU, then a ValueError
+        (json.dumps({"inputs": [_data(shape=[2] * 10**6, data=[1])]}), {}, "dimensions is too many (at most 32)"),
+        (json.dumps({"inputs": [_data(shape=[10**9, 0], data=[])]}), {}, "the shape is too large"),  # 10**9 empty lists
+        # 30 MB of UINT8 for a shape of one: checked before 30 million ints are made
+        _binary([_data(shape=[1], datatype="UINT8", parameters={"binary_data_size": 30_000_000})], b"\0" * 30_000_000)
+        + ("the shape's 1 UINT8 elements are 1",),
+        _binary([_data(shape=[1, 2], parameters={"binary_data_size": 16})], b"\0" * 40) + ("24 bytes of the body follow",),
+        _binary([_data(shape=[1, 2], parameters={"binary_data_size": True})], b"\0" * 16)
+        + ("binary_data_size does not match",),
+        _binary([_data(shape=[1], datatype="BYTES", parameters={"binary_data_size": 8})], b"\xe8\x03\0\0abcd")
+        + ("BYTES element 0 runs past binary_data_size",),  # an element that claims 1000 bytes
+        _binary([_data(shape=[1], datatype="BYTES", parameters={"binary_data_size": 7})], b"\1\0\0\0abc")
+        + ("holds more than the shape's 1 BYTES elements",),
+        (json.dumps({"inputs": [_data(shape=[1, 2], data=[1, 2])] * 2}), {}, "input 'data' is given twice"),
+        # Inference-Header-Content-Length: '²' passes str.isdigit(), 5000 digits pass it too; int() refused both
+        ('{"inputs": []}', {"Inference-Header-Content-Length": "\xb2"}, "Inference-Header-Content-Length does not match"),
+        ('{"inputs": []}', {"Inference-Header-Content-Length": "9" * 5000}, "Inference-Header-Content-Length does not"),
+        ('{"inputs": []}', {**length, "Inference-Header-Content-Length": "-1"}, "Inference-Header-Content-Length does not"),
+    ]
+    for body, headers, message in v2:
+        started = time.monotonic()
+        answer = requests.post(server.url + "/v2/models/iris/infer", data=body, headers=headers, timeout=60)
+        assert (answer.status_code, message in answer.json().get("error", "")) == (400, True), (message, answer.text[:300])
+        assert time.monotonic() - started < 5, message
+    csv_errors = {
+        b"": "the body is empty (it needs a header row)",
+        b"a,b\n\xff,1\n": "'utf-8' codec can't decode",
+        b"a,b\n" + b"1" * 200_000 + b",2\n": "field larger than field limit",
+    }
+    for body, message in csv_errors.items():
+        answer = requests.post(server.url + "/invocations", data=body, headers={"Content-Type": "text/csv"}, timeout=10)
+        assert answer.status_code == 400 and answer.json()["error_code"] == "BAD_REQUEST", answer.text[:300]
+        assert answer.json()["message"].startswith("Failed to parse input as CSV: ") and message in answer.json()["message"]
+    assert server.worker_pids() == pids
+    assert not [r for r in server.log_records() if r["level"] == "CRITICAL"], "nothing unforeseen"
+
+
+def test_shapes_with_zeros_and_csv_cells_are_read_as_written(server_of):
+    server = server_of(ECHO_SCRIPT)
+    url = server.url + "/v2/models/iris/infer"
+
+    def echoed(shape: list[int], data: list) -> object:
+        answer = requests.post(url, json={"inputs": [{"name": "data", "shape": shape, "datatype": "BYTES", "data": data}]},
+                               timeout=10)  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        return json.loads(answer.json()["outputs"][0]["data"][0])
+
+    assert echoed([2, 0], []) == [[], []], "it was [], which lost the 2"
+    assert echoed([0, 2], []) == []
+    assert echoed([1, 2, 3, 0], []) == [[[[], [], []], [[], [], []]]]
+    assert echoed([2, 2], [1, 2, 3, 4]) == [[1, 2], [3, 4]]
+    binary = _binary([{"name": "data", "shape": [2], "datatype": "BYTES", "parameters": {"binary_data_size": 11}}],
+                     b"\1\0\0\0a\2\0\0\0bc")  # fmt: skip
+    answer = requests.post(url, data=binary[0], headers=binary[1], timeout=10)
+    assert json.loads(answer.json()["outputs"][0]["data"][0]) == ["a", "bc"]
+    cells = b"i,f,e,n,t,u,s\n1, 2.5 ,1e3,nan,text,1_000,-7\n"
+    answer = requests.post(server.url + "/invocations", data=cells, headers={"Content-Type": "text/csv"}, timeout=10)
+    row = json.loads(answer.json()["predictions"]["echo"])[0]
+    assert row[:3] == [1, 2.5, 1000.0] and row[3] != row[3] and row[4:] == ["text", "1_000", -7], "as pandas reads them"
