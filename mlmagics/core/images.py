@@ -340,7 +340,8 @@ class Image(Versioned):
                 make_read_only(staging / "app")
                 with contextlib.ExitStack() as stack:
                     if not workspace.is_folder:  # a shared workspace: other machines build from the stored copy
-                        tx, _, snapshot, _ = stack.enter_context(workspace.storing_artifact(staging / "app"))
+                        stored = workspace.storing_artifact(staging / "app", what=f"image {name}")
+                        tx, _, snapshot, _ = stack.enter_context(stored)
                     else:
                         tx, snapshot = stack.enter_context(workspace.transaction()), None
                     version = tx.next_version("image", name)

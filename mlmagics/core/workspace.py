@@ -93,7 +93,7 @@ class Workspace:
 
     def _open(self, metadata: str | None, artifacts: str | None, local: Any) -> Path:
         """Open (and create where missing) the two stores and this machine's folder."""
-        if (metadata is None) != (artifacts is None) and not (metadata is None and local is not None and artifacts is None):
+        if (metadata is None) != (artifacts is None):
             raise UserError(_BOTH_STORES)
         if metadata is None:  # a folder workspace: the database and the artifacts inside it
             folder = Path(local)
@@ -209,17 +209,14 @@ class Workspace:
         return hash(self._stores)
 
     def _make_private(self) -> None:
-        """0700 for the folder, 0600 for a SQLite database in it. SQLite gives its -wal and -shm files the
-        database file's mode, so the database is created 0600 before SQLite opens it. A folder owned by
-        someone else (a team's, set up by its owner) is left as its owner made it."""
+        """0700 for the folder, 0600 for a SQLite database in it and its -wal and -shm files (an older folder's
+        are tightened; a new database is created 0600 by store/metadata.py). A folder owned by someone else (a
+        team's, set up by its owner) is left as its owner made it."""
         if self.path.stat().st_uid != os.getuid():
             return
         _restrict(self.path, 0o700)
         if not self.is_folder:
             return
-        database = self.path / "workspace.db"
-        with contextlib.suppress(FileExistsError):
-            os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         for name in _DATABASE_FILES:
             with contextlib.suppress(FileNotFoundError):
                 _restrict(self.path / name, 0o600)
@@ -250,10 +247,11 @@ class Workspace:
 
     # -- artifacts -------------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def storing_artifact(self, source: str | os.PathLike) -> Iterator[tuple[Transaction, str, str, int]]:
+    def storing_artifact(self, source: str | os.PathLike, what: str = "") -> Iterator[tuple[Transaction, str, str, int]]:
         """Store a file or folder once per content; yields (tx, digest, relative path, bytes) inside the write
-        transaction in which the caller records the row that uses it (store/artifacts.py)."""
-        with self.space_for(f"the model {Path(source).name}"), self.artifacts.storing(Path(source)) as stored:
+        transaction in which the caller records the row that uses it (store/artifacts.py). `what` names it in
+        the one line a full disk gives (default: the model <its name>)."""
+        with self.space_for(what or f"the model {Path(source).name}"), self.artifacts.storing(Path(source)) as stored:
             yield stored
 
     def artifact_path(self, relative: str) -> Path:
@@ -284,7 +282,10 @@ class Workspace:
 
     def _sweep_staging(self) -> None:
         """Put right what processes killed while registering, deleting or creating images left behind."""
-        self.artifacts.sweep() if isinstance(self.artifacts, FolderStore) else self.artifacts.cache.sweep(is_cache=True)
+        if isinstance(self.artifacts, FolderStore):
+            self.artifacts.sweep()
+        else:  # the shared store is swept on demand (sweep_artifacts): listing a bucket at every open costs too much
+            self.artifacts.cache.sweep(is_cache=True)
         for entry in self.path.joinpath("images").glob(".staging-*"):
             if owner_dead(entry.name.removeprefix(".staging-")):
                 remove_tree(entry)

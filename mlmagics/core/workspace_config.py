@@ -90,7 +90,7 @@ def write(workspace: Any, path: Path, file_name: str | None = None) -> Path:
     if workspace.is_folder:
         stores = {"path": str(workspace.path)}
     else:  # the masked form would not open: the password is left out, to come from the environment
-        stores = {"metadata": _without_password(workspace.metadata_uri), "artifacts": _without_password(workspace.artifacts_uri)}
+        stores = {key: uris.without_secrets(uri) for key, uri in zip(("metadata", "artifacts"), workspace._stores, strict=True)}
     if workspace.is_folder or workspace._name:
         folder = path / "aml_config" if (path / "aml_config").is_dir() else path / ".azureml"
         values = {
@@ -115,11 +115,6 @@ def write(workspace: Any, path: Path, file_name: str | None = None) -> Path:
     except OSError as e:
         raise UserError(f"Could not write the config file to: {folder / name}\n{e}") from None
     return target
-
-
-def _without_password(uri: str) -> str:
-    """The URI without its password and secret query values; the other query values (sslmode=require) stay."""
-    return uris.without_secrets(uri)
 
 
 def details(workspace: Any) -> dict[str, Any]:

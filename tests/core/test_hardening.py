@@ -120,6 +120,18 @@ def test_link_loops_fifos_and_sockets_are_refused_at_once(ws, tmp_path, model_fo
     assert Model.list(ws) == [] and not any((ws.path / "artifacts" / ".staging").iterdir())
 
 
+def test_a_model_folder_nested_too_deep_is_one_line_and_stores_nothing(ws, tmp_path):
+    deep = tmp_path / "bundle"  # copying, hashing and chmod-ing recurse: at ~1000 levels a RecursionError's traceback
+    deep.mkdir()
+    for _ in range(200):  # past the bound, yet shallow enough for pytest to clean up
+        deep = deep / "d"
+        deep.mkdir()
+    (deep / "weights.bin").write_bytes(b"w")
+    with pytest.raises(UserError, match=r"folders nested more than 128 deep; flatten the model folder"):
+        Model.register(ws, tmp_path / "bundle", "deep")
+    assert Model.list(ws) == [] and not any((ws.path / "artifacts" / ".staging").iterdir())
+
+
 def test_a_device_is_refused(ws, tmp_path, model_folder):
     folder = model_folder(tmp_path / "bundle")
     (folder / "zeros").symlink_to("/dev/zero")  # outside, and endless

@@ -587,7 +587,7 @@ def test_a_manifest_naming_paths_outside_the_artifact_writes_nothing_outside(mac
 
 @pytest.mark.parametrize("stores_of", ["postgresql+s3"], indirect=True)
 @pytest.mark.parametrize("hostile", ["not JSON", "too large", "too many files", "a part larger than said", "__pycache__",
-                                     "a file as a folder", "more than the disk"])  # fmt: skip
+                                     "a file as a folder", "more than the disk", "too deep"])  # fmt: skip
 def test_a_hostile_manifest_is_refused_in_one_line_before_it_costs_memory_or_disk(machine, stores_of, tmp_path, monkeypatch,
                                                                                  hostile):  # fmt: skip
     write_file(tmp_path / "model" / "pkg" / "score.py", "print('the real one')")
@@ -613,6 +613,9 @@ def test_a_hostile_manifest_is_refused_in_one_line_before_it_costs_memory_or_dis
         manifest = {"files": {**real, "pkg/score.py/x": 1}}
     elif hostile == "more than the disk":
         manifest, said = {"files": {"pkg/score.py": 1 << 60}}, "MiB are free"
+    elif hostile == "too deep":  # fetching and checking recurse over folders: at ~1000 levels a RecursionError
+        deep = "pkg/" + "d/" * 200 + "x"
+        manifest, objects = {"files": {**real, deep: 1}}, {deep: b"x"}
     _hostile_manifest(stores_of, model.digest, manifest, objects)
     with pytest.raises(UserError, match=said) as caught:
         _ = Model(machine("b"), "m").path

@@ -54,6 +54,7 @@ _SKIPPED = ("__pycache__", ".ipynb_checkpoints")
 PART_BYTES = 8 << 20  # what one upload or download holds in memory at a time
 PROGRESS_FROM_BYTES = 64 << 20  # transfers at least this large print progress lines
 MAX_COPIED_ENTRIES = 200_000  # files and folders, counting those reached through links
+MAX_DEPTH = 128  # folders within folders: deeper would end in a RecursionError (copies, hashes and chmods recurse)
 MAX_MANIFEST_BYTES = 64 << 20  # a manifest of MAX_COPIED_ENTRIES long names fits well within this
 MAX_NAME_BYTES = 255  # a file name, as Linux file systems allow
 UPLOAD_ATTEMPTS = 4  # a part whose upload failed (and that no one else wrote meanwhile) is tried again
@@ -528,6 +529,7 @@ def _relative_path(path: object) -> bool:
     return (
         isinstance(path, str)
         and 0 < len(path) <= 4096
+        and path.count("/") < MAX_DEPTH
         and all(_safe_name(name) and name not in _SKIPPED for name in path.split("/"))
     )
 
@@ -679,6 +681,8 @@ class _Copy:
         self.entries += 1
         if self.entries > MAX_COPIED_ENTRIES:  # links can make a small folder look endless
             raise UserError(f"{source}: more than {MAX_COPIED_ENTRIES} files and folders to copy (counting links)")
+        if len(ancestors) >= MAX_DEPTH:
+            raise UserError(f"{source}: folders nested more than {MAX_DEPTH} deep; flatten the model folder")
         real, mode = self.checked(source, ancestors)
         if not stat.S_ISDIR(mode):
             return self.file(source, real, target)

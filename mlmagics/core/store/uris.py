@@ -52,10 +52,6 @@ def scheme(uri: str) -> str:
     return found.group(1).lower() if found else ""
 
 
-def is_database(uri: str) -> bool:
-    return scheme(uri) in DATABASE_SCHEMES
-
-
 def is_object_store(uri: str) -> bool:
     return scheme(uri) in OBJECT_SCHEMES
 
