@@ -36,7 +36,7 @@ from .http import Answer, Connection, HttpRequest, Job, error
 from .inputs import InputError, query_params
 from .logs import log
 from .metrics import Metrics
-from .protocols import MLFLOW_PROTOCOL, OpenInference, model_metadata
+from .protocols import MLFLOW_PROTOCOL, OpenInference, model_metadata, server_metadata
 from .scorer import FAILED, READY, Scorer
 from .settings import Settings
 from .swagger import Swagger, SwaggerError
@@ -234,8 +234,7 @@ class App:
         if route in ("/v2/health/ready", "/v2/model/ready"):
             return (200 if ready else 503), [outputs.JSON], b'{"ready": true}' if ready else b'{"ready": false}'
         if route == "/v2":
-            body = {"name": "mlmagics", "version": __version__, "extensions": ["binary_tensor_data"]}
-            return 200, [outputs.JSON], json.dumps(body).encode()
+            return 200, [outputs.JSON], json.dumps(server_metadata(__version__)).encode()
         if route == "/v2/model":
             if not ready:
                 return self.v2.error(503, "the scoring script is not ready: GET /ready says why")

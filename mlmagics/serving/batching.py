@@ -60,6 +60,7 @@ class Item:
     kwargs: dict[str, Any]
     rows: int
     key: str  # requests share a call only with equal keys (the arguments that are not rows)
+    echo: Any = None  # what its protocol's answer needs of the request (protocols.py)
     answer: Any = None
     exec_ms: float | None = None
 
@@ -104,7 +105,7 @@ class Plan:
         if isinstance(value, str):  # v1's `return json.dumps(predictions)`: split the list, encode each part
             try:
                 decoded = json.loads(value)
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise Unsplittable("run() returned a string that is not a JSON list") from None
             return [json.dumps(part) for part in self.split(decoded, counts)]
         if isinstance(value, dict) and value and not self.listwise:
@@ -136,10 +137,7 @@ def plan_for(script: Any) -> tuple[Plan | None, str]:
         return None, "run() is neither inference-schema decorated nor @batched: each request is served alone"
     if script.wants_headers:
         return None, "run() takes request_headers, which differ per request: each request is served alone"
-    from inference_schema.schema_util import get_input_schema
-
-    properties = (get_input_schema(script.run) or {}).get("properties", {})
-    rows = [p.name for p in script.params if properties.get(p.name, {}).get("type") == "array"]
+    rows = script.row_params()
     if not rows:
         return None, "no parameter of run()'s input schema holds rows (an array): each request is served alone"
     return Plan(rows, listwise=False), ""

@@ -36,6 +36,7 @@ see settings.py and the table in docs/reference/scoring-server.md, "Limits"):
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 import threading
 import time
@@ -83,9 +84,11 @@ class HttpRequest:
         return default
 
 
-def error(status: int, message: str, failed: bool = False) -> Answer:
-    """v1's error answer: `{"message": ...}` as JSON, flagged as a failure of `run()` or not."""
-    return status, [outputs.JSON, outputs.RUN_FAILED if failed else outputs.RUN_OK], outputs.error_body(message)
+def error(status: int, message: str, failed: bool = False, body: dict[str, Any] | None = None) -> Answer:
+    """v1's error answer: `{"message": ...}` as JSON (another protocol's own `body` instead, protocols.py), flagged
+    as a failure of `run()` or not."""
+    encoded = outputs.error_body(message) if body is None else json.dumps(body).encode()
+    return status, [outputs.JSON, outputs.RUN_FAILED if failed else outputs.RUN_OK], encoded
 
 
 class Job:

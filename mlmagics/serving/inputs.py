@@ -82,13 +82,7 @@ def run_arguments(script: ScoringScript, request: HttpRequest) -> dict[str, Any]
                 raise InputError(400, "POST body is empty. Expecting a JSON dictionary.") from None
             if not isinstance(body, dict):
                 raise InputError(400, "POST body should be a JSON dictionary.")
-        arguments = {}
-        for param in script.params:
-            value = body.get(param.name, param.default)
-            if value is param.empty:
-                raise InputError(400, f"A value is not provided for the {param.name!r} parameter.")
-            arguments[param.name] = value
-        return arguments
+        return schema_arguments(script, body)
     if request.method == "GET":
         params = query_params(request.query_string)
         try:
@@ -101,6 +95,20 @@ def run_arguments(script: ScoringScript, request: HttpRequest) -> dict[str, Any]
         raise InputError(400, f"Input cannot be decoded as UTF-8: {e}") from None
     except MemoryError:
         raise InputError(413, "The body is too large to decode in this worker's memory") from None
+
+
+def schema_arguments(
+    script: ScoringScript, given: dict[str, Any], missing: str = "A value is not provided for the {!r} parameter."
+) -> dict[str, Any]:
+    """run()'s keyword arguments taken from `given` by name, its defaults for the rest (as v1 fills them); a required
+    one missing is a 400 (`missing`, formatted with its name). Other names in `given` are left out."""
+    arguments = {}
+    for param in script.params:
+        value = given.get(param.name, param.default)
+        if value is param.empty:
+            raise InputError(400, missing.format(param.name))
+        arguments[param.name] = value
+    return arguments
 
 
 def raw_request(request: HttpRequest):

@@ -33,10 +33,12 @@ import json
 import math
 import re
 import struct
+from dataclasses import dataclass
 from typing import Any
 
 from . import outputs
-from .inputs import InputError, decode_json, run_arguments
+from .http import error
+from .inputs import InputError, decode_json, run_arguments, schema_arguments
 from .outputs import Answer
 
 NAME = "mlmagics"
@@ -44,24 +46,30 @@ _JSON = outputs.JSON
 
 
 class V1:
-    """v1's /score: the default of every request. Each protocol turns a request into run()'s arguments, run()'s
-    value into an answer, and an error into its own error body."""
+    """v1's /score: the default of every request. Each protocol turns a request into run()'s arguments (and what its
+    answer echoes of the request), run()'s value into an answer, and an error into its own error body."""
 
     name = "v1"
 
-    def arguments(self, script: Any, request: Any) -> dict[str, Any]:
-        return run_arguments(script, request)
+    def arguments(self, script: Any, request: Any) -> tuple[dict[str, Any], Any]:
+        """run()'s keyword arguments, and what answer() needs of the request (None: nothing)."""
+        return run_arguments(script, request), None
 
-    def answer(self, value: Any) -> Answer:
+    def answer(self, value: Any, echo: Any = None) -> Answer:
         return outputs.answer(value)
 
     def error(self, status: int, message: str, failed: bool = False) -> Answer:
-        flag = outputs.RUN_FAILED if failed else outputs.RUN_OK
-        return status, [_JSON, flag], outputs.error_body(message)
+        return error(status, message, failed)
 
-    def finish(self, answer: Answer, request: Any) -> Answer:
-        """What the answer echoes of its request (the v2 protocol's id, model and version)."""
-        return answer
+
+def _decoded(value: Any) -> Any:
+    """What a string answer encodes (v1's `return json.dumps(...)`); a string that is not JSON stays a string."""
+    if isinstance(value, str):
+        try:
+            return decode_json(value, "run()'s answer")
+        except (ValueError, InputError):
+            pass
+    return value
 
 
 # -- the Open Inference Protocol (KServe v2) ---------------------------------------------------------------------------
@@ -73,6 +81,15 @@ MAX_ELEMENTS = 50_000_000  # a tensor's shape may not claim more elements (and n
 MAX_DIMS = 32
 
 
+@dataclass
+class _Asked:
+    """What a v2 answer echoes of its request: the id, the outputs asked for (name -> binary or not; none: all)."""
+
+    id: str | None
+    outputs: dict[str, bool]
+    binary: bool  # the request's binary_data_output: the default of every output
+
+
 class OpenInference(V1):
     """KServe v2 / Triton HTTP: named tensors."""
 
@@ -81,14 +98,14 @@ class OpenInference(V1):
     def __init__(self, model: str, version: str) -> None:
         self.model, self.version = model, version
 
-    def arguments(self, script: Any, request: Any) -> dict[str, Any]:
+    def arguments(self, script: Any, request: Any) -> tuple[dict[str, Any], _Asked]:
         header, binary = _v2_body(request)
         inputs = header.get("inputs")
         if not isinstance(inputs, list) or not inputs:
             raise InputError(400, "an inference request needs 'inputs': a list of tensors (name, shape, datatype, data)")
         if script.style != "schema":
             raise InputError(400, "this service's run() takes v1 text or raw input, not named tensors: POST it to /score")
-        _check_outputs_and_parameters(header)
+        asked = _asked(header)
         known = {p.name for p in script.params}
         arguments: dict[str, Any] = {}
         offset = 0
@@ -107,70 +124,49 @@ class OpenInference(V1):
                     raise InputError(400, f"input {name!r}: binary_data_size does not match the body")
                 flat = _unpack(binary[offset : offset + size], datatype, name, math.prod(shape))
                 offset += size
+            elif isinstance(tensor.get("data"), list):
+                flat, _ = _elements(tensor["data"])  # flat, or nested lists (row-major)
             else:
-                flat = _flat(tensor.get("data"), name)
+                raise InputError(400, f"input {name!r}: 'data' must be a list")
             arguments[name] = _reshape(flat, shape, name)
         if offset != len(binary):
             raise InputError(400, f"{len(binary) - offset} bytes of the body follow the inputs' binary_data_size in all")
-        return _with_defaults(script, arguments, "missing inference input {!r}")
+        return schema_arguments(script, arguments, "missing inference input {!r}"), asked
 
-    def answer(self, value: Any) -> Answer:
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)  # v1's `return json.dumps(...)`: the tensor is what it encodes
-            except ValueError:
-                pass
+    def answer(self, value: Any, echo: Any = None) -> Answer:
+        """run()'s answer as output tensors — a dict of arrays (one per key) or one array (`output0`) — those the
+        request asked for (all by default), binary when it asked."""
+        asked = echo or _Asked(None, {}, False)
+        value = _decoded(value)  # v1's `return json.dumps(...)`: the tensor is what it encodes
         tensors = value if isinstance(value, dict) else {"output0": value}
-        outputs_ = []
+        described, chunks = [], []
         try:
-            for name, data in tensors.items():
-                data = data.tolist() if hasattr(data, "tolist") else data
-                shape, flat = _measure(data)
-                outputs_.append({"name": str(name), "shape": shape, "datatype": _datatype(flat), "data": flat})
-        except (TypeError, ValueError) as e:
+            for key, data in tensors.items():
+                name = str(key)
+                if asked.outputs and name not in asked.outputs:
+                    continue
+                shape, flat = _tensor(data.tolist() if hasattr(data, "tolist") else data)
+                tensor: dict[str, Any] = {"name": name, "shape": shape, "datatype": _datatype(flat)}
+                if asked.outputs.get(name, asked.binary) and tensor["datatype"] in _DTYPES:
+                    chunks.append(struct.pack(f"<{len(flat)}{_DTYPES[tensor['datatype']]}", *flat))
+                    tensor["parameters"] = {"binary_data_size": len(chunks[-1])}
+                else:
+                    tensor["data"] = flat
+                described.append(tensor)
+            body = {"model_name": self.model, "model_version": self.version, "outputs": described}
+            if asked.id is not None:
+                body["id"] = asked.id[:256]
+            text = json.dumps(body).encode()
+        except (TypeError, ValueError, struct.error) as e:
             return self.error(500, f"run()'s answer is not a tensor or a dict of tensors: {e}")
-        body: dict[str, Any] = {"model_name": "", "outputs": outputs_}
-        return 200, [_JSON, outputs.RUN_OK], json.dumps(body).encode()
+        if not chunks:
+            return 200, [_JSON, outputs.RUN_OK], text
+        binary_headers = [(b"content-type", b"application/octet-stream"), outputs.RUN_OK,
+                          (b"inference-header-content-length", b"%d" % len(text))]  # fmt: skip
+        return 200, binary_headers, text + b"".join(chunks)
 
     def error(self, status: int, message: str, failed: bool = False) -> Answer:
-        flag = outputs.RUN_FAILED if failed else outputs.RUN_OK
-        return status, [_JSON, flag], json.dumps({"error": message}).encode()
-
-    def finish(self, answer: Answer, request: Any) -> Answer:
-        return _finish_v2(answer, request, self.model, self.version)
-
-
-def _finish_v2(answer: Answer, request: Any, model: str, version: str) -> Answer:
-    """Fill in what the answer echoes (model, version, the request's id); binary outputs when asked for."""
-    status, headers, body = answer
-    if status != 200:
-        return answer
-    data = json.loads(body)
-    data["model_name"], data["model_version"] = model, version
-    try:
-        header, _ = _v2_body(request)
-    except InputError:
-        header = {}
-    if isinstance(header.get("id"), str):
-        data["id"] = header["id"][:256]
-    wanted = {o.get("name"): o for o in header.get("outputs") or [] if isinstance(o, dict)}
-    if wanted:
-        data["outputs"] = [o for o in data["outputs"] if o["name"] in wanted]
-    binary_default = bool((header.get("parameters") or {}).get("binary_data_output"))
-    chunks = []
-    for tensor in data["outputs"]:
-        asked = (wanted.get(tensor["name"], {}).get("parameters") or {}).get("binary_data", binary_default)
-        if asked and tensor["datatype"] in _DTYPES:
-            raw = struct.pack(f"<{len(tensor['data'])}{_DTYPES[tensor['datatype']]}", *tensor["data"])
-            tensor.pop("data")
-            tensor["parameters"] = {"binary_data_size": len(raw)}
-            chunks.append(raw)
-    text = json.dumps(data).encode()
-    if not chunks:
-        return status, headers, text
-    extra = [(b"inference-header-content-length", b"%d" % len(text))]
-    kept = [h for h in headers if h[0] != b"content-type"]
-    return status, [(b"content-type", b"application/octet-stream"), *kept, *extra], text + b"".join(chunks)
+        return error(status, message, failed, {"error": message})
 
 
 def _parameters(holder: dict[str, Any], what: str) -> dict[str, Any]:
@@ -182,18 +178,19 @@ def _parameters(holder: dict[str, Any], what: str) -> dict[str, Any]:
     return parameters
 
 
-def _check_outputs_and_parameters(header: dict[str, Any]) -> None:
-    """What the answer will read of the request, checked before run() is called."""
-    _parameters(header, "the inference request")
-    if header.get("id") is not None and not isinstance(header["id"], str):
+def _asked(header: dict[str, Any]) -> _Asked:
+    """What the answer will echo of the request, checked before run() is called."""
+    binary = bool(_parameters(header, "the inference request").get("binary_data_output"))
+    request_id = header.get("id")
+    if request_id is not None and not isinstance(request_id, str):
         raise InputError(400, "the inference request's 'id' must be a string")
-    outputs_ = header.get("outputs")
-    if outputs_ is None:
-        return
-    if not isinstance(outputs_, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs_):
+    wanted = header.get("outputs")
+    if wanted is None:
+        return _Asked(request_id, {}, binary)
+    if not isinstance(wanted, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in wanted):
         raise InputError(400, "'outputs' must be a list of objects with a 'name'")
-    for output in outputs_:
-        _parameters(output, f"output {output['name']!r}")
+    binary_of = {o["name"]: bool(_parameters(o, f"output {o['name']!r}").get("binary_data", binary)) for o in wanted}
+    return _Asked(request_id, binary_of, binary)
 
 
 _DIGITS = re.compile(r"[0-9]{1,18}")
@@ -236,22 +233,6 @@ def _shape(tensor: dict[str, Any]) -> list[int]:
     return shape
 
 
-def _flat(data: Any, name: str) -> list[Any]:
-    if not isinstance(data, list):
-        raise InputError(400, f"input {name!r}: 'data' must be a list")
-    flat: list[Any] = []
-    stack = [iter(data)]
-    while stack:  # nested lists are accepted too (row-major), without recursion
-        for item in stack[-1]:
-            if isinstance(item, list):
-                stack.append(iter(item))
-                break
-            flat.append(item)
-        else:
-            stack.pop()
-    return flat
-
-
 def _unpack(raw: bytes, datatype: Any, name: str, elements: int) -> list[Any]:
     """The `elements` elements of a binary tensor; its size is checked before a Python object is made of it."""
     if datatype == "BYTES":  # each element: its length (4 bytes, little-endian), then its bytes
@@ -289,21 +270,40 @@ def _reshape(flat: list[Any], shape: list[int], name: str) -> Any:
     return out
 
 
-def _measure(data: Any) -> tuple[list[int], list[Any]]:
-    """(shape, flat row-major data) of nested lists; ragged lists are a ValueError."""
-    shape: list[int] = []
-    level = data
-    while isinstance(level, list | tuple):
-        shape.append(len(level))
-        if not level:
-            break
-        level = level[0]
-    flat = _flat(list(data) if isinstance(data, tuple) else data, "output") if shape else [data]
-    expected = 1
-    for d in shape:
-        expected *= d
-    if expected != len(flat):
-        raise ValueError("ragged lists")
+def _elements(data: list | tuple) -> tuple[list[Any], list[int] | None]:
+    """The row-major elements of nested lists (or tuples), walked without recursion, and their shape: None when the
+    lists are ragged (a list of another length than its siblings, an element beside a list)."""
+    flat: list[Any] = []
+    shape: list[int] | None = [len(data)]
+    element_seen = False
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            depth = len(stack)
+            if isinstance(item, list | tuple):
+                if shape is not None:
+                    if depth == len(shape) and not element_seen:
+                        shape.append(len(item))  # the first list this deep: its length is the dimension's
+                    elif depth >= len(shape) or len(item) != shape[depth]:
+                        shape = None
+                stack.append(iter(item))
+                break
+            if shape is not None and depth != len(shape):
+                shape = None
+            element_seen = True
+            flat.append(item)
+        else:
+            stack.pop()
+    return flat, shape
+
+
+def _tensor(data: Any) -> tuple[list[int], list[Any]]:
+    """(shape, row-major elements) of an answer's value: a number or string is a tensor of shape []."""
+    if not isinstance(data, list | tuple):
+        return [], [data]
+    flat, shape = _elements(data)
+    if shape is None:
+        raise ValueError("its lists are ragged")
     return shape, flat
 
 
@@ -321,15 +321,18 @@ def model_metadata(script: Any, model: str, version: str) -> dict[str, Any]:
     """The script's inference schema as named tensors (the shapes of its samples, -1 for rows)."""
     inputs, outputs_ = [], []
     if script.style == "schema":
-        from inference_schema.schema_util import get_input_schema, get_output_schema
+        from inference_schema.schema_util import get_output_schema
 
-        properties = (get_input_schema(script.run) or {}).get("properties", {})
-        for param in script.params:
-            inputs.append(_tensor_metadata(param.name, properties.get(param.name, {})))
+        properties = script.input_properties()
+        inputs = [_tensor_metadata(param.name, properties.get(param.name, {})) for param in script.params]
         output = get_output_schema(script.run) or {}
         if output:
             outputs_.append(_tensor_metadata("output0", output))
     return {"name": model, "versions": [version], "platform": f"{NAME}_v1_score", "inputs": inputs, "outputs": outputs_}
+
+
+def server_metadata(version: str) -> dict[str, Any]:
+    return {"name": NAME, "version": version, "extensions": ["binary_tensor_data"]}
 
 
 def _tensor_metadata(name: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -349,11 +352,11 @@ _MLFLOW_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 class MLflow(V1):
     name = "mlflow"
 
-    def arguments(self, script: Any, request: Any) -> dict[str, Any]:
+    def arguments(self, script: Any, request: Any) -> tuple[dict[str, Any], None]:
         content_type = request.header(b"content-type").split(";", 1)[0].strip().lower()
         if content_type == "text/csv":
             columns, rows = _csv(request.body)
-            data, params = {"dataframe_split": {"columns": columns, "data": rows}}, {}
+            frame, params = _Frame(rows=rows, columns=columns), {}
         elif content_type == "application/json":
             try:
                 data = decode_json(request.body, "The request body")
@@ -366,22 +369,18 @@ class MLflow(V1):
             params = data.get("params") or {}
             if not isinstance(params, dict):
                 raise InputError(400, "'params' must be a JSON dictionary")
+            frame = _frame(data)
         else:
             raise InputError(415, f"This predictor only supports the following content types: ['application/json', "
                                   f"'text/csv']. Got '{content_type}'.")  # fmt: skip
-        named, rows, records = _mlflow_rows(data)
         if script.style == "schema":
-            return _schema_arguments(script, named, rows, records, params)
+            return _schema_arguments(script, frame, params), None
         if script.style == "text":
-            return {script.first_param: json.dumps({"data": rows if rows is not None else named})}
+            return {script.first_param: json.dumps({"data": frame.named if frame.named is not None else frame.as_rows()})}, None
         raise InputError(400, "this service's run() takes the raw HTTP request (@rawhttp): POST it to /score")
 
-    def answer(self, value: Any) -> Answer:
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except ValueError:
-                pass
+    def answer(self, value: Any, echo: Any = None) -> Answer:
+        value = _decoded(value)
         if outputs.is_response(value):
             return self.error(500, "run() returned an HTTP response, which /invocations cannot pass on: use /score")
         value = value.tolist() if hasattr(value, "tolist") else value
@@ -392,14 +391,33 @@ class MLflow(V1):
         return 200, [_JSON, outputs.RUN_OK], body.encode()
 
     def error(self, status: int, message: str, failed: bool = False) -> Answer:
-        code = {400: "BAD_REQUEST", 404: "RESOURCE_DOES_NOT_EXIST", 413: "BAD_REQUEST", 415: "BAD_REQUEST",
-                503: "TEMPORARILY_UNAVAILABLE"}.get(status, "INTERNAL_ERROR")  # fmt: skip
-        flag = outputs.RUN_FAILED if failed else outputs.RUN_OK
-        return status, [_JSON, flag], json.dumps({"error_code": code, "message": message}).encode()
+        return error(status, message, failed, {"error_code": _MLFLOW_CODES.get(status, "INTERNAL_ERROR"), "message": message})
 
 
-def _mlflow_rows(data: dict[str, Any]) -> tuple[dict[str, Any] | None, list | None, list | None]:
-    """(named tensors, rows as lists, rows as records) of an MLflow request: what its format gives."""
+_MLFLOW_CODES = {400: "BAD_REQUEST", 404: "RESOURCE_DOES_NOT_EXIST", 413: "BAD_REQUEST", 415: "BAD_REQUEST",
+                 503: "TEMPORARILY_UNAVAILABLE"}  # fmt: skip
+
+
+@dataclass
+class _Frame:
+    """An MLflow request's input as its format gives it: named tensors, or rows — lists (named by `columns` or not)
+    or records. The other form of the rows is made only when run() wants it."""
+
+    named: dict[str, Any] | None = None
+    rows: list | None = None
+    columns: list | None = None
+    records: list | None = None
+
+    def as_rows(self) -> list:
+        return self.rows if self.rows is not None else [list(r.values()) for r in self.records or []]
+
+    def as_records(self) -> list | None:
+        if self.records is not None or self.columns is None:
+            return self.records
+        return [dict(zip(self.columns, row, strict=False)) for row in self.rows or []]
+
+
+def _frame(data: dict[str, Any]) -> _Frame:
     if "dataframe_split" in data:
         split = data["dataframe_split"]
         if not isinstance(split, dict) or not isinstance(split.get("data"), list):
@@ -410,57 +428,45 @@ def _mlflow_rows(data: dict[str, Any]) -> tuple[dict[str, Any] | None, list | No
             raise InputError(400, "dataframe_split's 'columns' must be a list of column names")
         if columns is not None and not all(isinstance(row, list) for row in rows):
             raise InputError(400, "dataframe_split's 'data' must be a list of rows, each a list of values")
-        records = [dict(zip(columns, row, strict=False)) for row in rows] if columns is not None else None
-        return None, rows, records
+        return _Frame(rows=rows, columns=columns)
     if "dataframe_records" in data:
         records = data["dataframe_records"]
         if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
             raise InputError(400, "dataframe_records must be a list of records (dictionaries)")
-        return None, [list(r.values()) for r in records], records
+        return _Frame(records=records)
     value = data.get("instances", data.get("inputs"))
     if isinstance(value, dict):
-        return value, None, None
+        return _Frame(named=value)
     if not isinstance(value, list):
         raise InputError(400, "instances / inputs must be a list of rows or a dictionary of named tensors")
     if value and all(isinstance(r, dict) for r in value):
-        return None, [list(r.values()) for r in value], value
-    return None, value, None
+        return _Frame(records=value)
+    return _Frame(rows=value)
 
 
-def _schema_arguments(script: Any, named: dict | None, rows: list | None, records: list | None,
-                      params: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
-    from inference_schema.schema_util import get_input_schema
-
-    properties = (get_input_schema(script.run) or {}).get("properties", {})
+def _schema_arguments(script: Any, frame: _Frame, params: dict[str, Any]) -> dict[str, Any]:
     known = {p.name for p in script.params}
-    if named is not None:
-        unknown = [k for k in named if k not in known]
+    if frame.named is not None:
+        unknown = [k for k in frame.named if k not in known]
         if unknown:
             raise InputError(400, f"unexpected input {unknown[0]!r} (run() takes {', '.join(sorted(known))})")
-        arguments = dict(named)
+        arguments = dict(frame.named)
     else:
-        row_params = [p.name for p in script.params if properties.get(p.name, {}).get("type") == "array"]
+        row_params = script.row_params()
         if not row_params:
             raise InputError(400, "run()'s schema has no parameter that takes rows")
-        items = properties[row_params[0]].get("items", {})
-        wants_records = items.get("type") == "object"
-        if wants_records and records is None:
-            raise InputError(400, "run() takes records (named columns): send dataframe_split with columns, or dataframe_records")
-        arguments = {row_params[0]: records if wants_records else rows}
+        if script.input_properties()[row_params[0]].get("items", {}).get("type") == "object":
+            records = frame.as_records()
+            if records is None:
+                raise InputError(400, "run() takes records (named columns): send dataframe_split with columns, or "
+                                      "dataframe_records")  # fmt: skip
+            arguments = {row_params[0]: records}
+        else:
+            arguments = {row_params[0]: frame.as_rows()}
     for key, value in params.items():
         if key in known and key not in arguments:
             arguments[key] = value
-    return _with_defaults(script, arguments, "A value is not provided for the {!r} parameter.")
-
-
-def _with_defaults(script: Any, arguments: dict[str, Any], missing: str) -> dict[str, Any]:
-    """run()'s arguments with its defaults for those not given (as v1 fills them); a required one missing is a 400."""
-    for param in script.params:
-        if param.name not in arguments:
-            if param.default is param.empty:
-                raise InputError(400, missing.format(param.name))
-            arguments[param.name] = param.default
-    return arguments
+    return schema_arguments(script, arguments)
 
 
 def _csv(body: bytes) -> tuple[list[str], list[list[Any]]]:

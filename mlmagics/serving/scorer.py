@@ -27,7 +27,7 @@ from typing import Any
 from . import datacollection, outputs
 from .batching import BATCHED, Batcher, Item, Unsplittable, plan_for
 from .debugger import wait_for_debugger
-from .http import Answer, Job
+from .http import INTERNAL_ERROR, Answer, Job
 from .inputs import InputError, headers_dict
 from .logs import log
 from .metrics import Metrics
@@ -184,19 +184,12 @@ class Scorer:
                      traceback=user_traceback(e), request_id=items[0].job.request_id)  # fmt: skip
             for item in items:
                 if item.answer is None:
-                    self._finish(item, _protocol(item.job).error(500, INTERNAL))
+                    self._finish(item, _protocol(item.job).error(500, INTERNAL_ERROR))
         finally:
             self.current = None
 
     def _finish(self, item: Item, answer: Answer, exec_ms: float | None = None) -> None:
         """Hand the answer to the event loop: one wake-up per burst of finished requests."""
-        protocol = _protocol(item.job)
-        try:
-            answer = protocol.finish(answer, item.job.request)
-        except Exception as e:  # noqa: BLE001 - as in _parse: this request fails, the worker goes on
-            log.emit("CRITICAL", "server", f"unexpected {type(e).__name__} answering a {protocol.name} request: {e}",
-                     traceback=user_traceback(e), request_id=item.job.request_id)  # fmt: skip
-            answer = protocol.error(500, INTERNAL)
         item.answer, item.exec_ms = answer, exec_ms
         self._done.append((item.job, answer, exec_ms))
         if not self._wakeup_pending:
@@ -229,7 +222,7 @@ class Scorer:
         self.current = job
         protocol = _protocol(job)
         try:
-            kwargs = protocol.arguments(self.script, job.request)
+            kwargs, echo = protocol.arguments(self.script, job.request)
         except InputError as e:
             self._finish(Item(job, {}, 0, ""), protocol.error(e.status, e.message))
             return None
@@ -239,18 +232,18 @@ class Scorer:
             self._finish(Item(job, {}, 0, ""), protocol.error(400, f"the request could not be read ({type(e).__name__})"))
             return None
         if self.batcher is None:
-            return Item(job, kwargs, 1, "")
+            return Item(job, kwargs, 1, "", echo)
         shape = self.batcher.plan.rows(kwargs)
         if shape is None:  # cannot share a call (not rows, rows of unequal length): served alone
-            return Item(job, kwargs, self.batcher.max_rows, f"alone {job.request_id}")
-        return Item(job, kwargs, *shape)
+            return Item(job, kwargs, self.batcher.max_rows, f"alone {job.request_id}", echo)
+        return Item(job, kwargs, *shape, echo)
 
     def _run_alone(self, item: Item) -> None:
         headers = headers_dict(item.job.request.headers) if self.script.wants_headers else None
         outcome, value, exec_ms = self._call(item.kwargs, headers, item.job)
         if self.batcher is not None and exec_ms is not None and not item.key.startswith("alone "):  # teaches the model too
             self.batcher.cost.observe(item.rows, exec_ms / 1000)
-        self._finish(item, *self._answer(outcome, value, exec_ms, item.job))
+        self._finish(item, *self._answer(outcome, value, exec_ms, item))
 
     def _run_batch(self, items: list[Item]) -> None:
         batcher = self.batcher
@@ -269,7 +262,7 @@ class Scorer:
                     log.error("user_script", f"@batched run() must return one answer per input: {e}",
                               request_id=items[0].job.request_id)  # fmt: skip
                     for item in items:
-                        self._finish(item, _protocol(item.job).error(500, INTERNAL))
+                        self._finish(item, _protocol(item.job).error(500, INTERNAL_ERROR))
                     return
                 batcher.splittable = False
                 log.warning("user_script", f"batching turned off for this worker: {e}; each request is served alone")
@@ -280,14 +273,14 @@ class Scorer:
             self.metrics.batch_done(sum(counts), waited)
             shared = (b"x-mlmagics-batch-rows", b"%d" % sum(counts))  # what clients (%test_service --bench) can see
             for item, part in zip(items, parts, strict=True):
-                (status, headers, body), ms = self._answer("ok", part, exec_ms, item.job)
+                (status, headers, body), ms = self._answer("ok", part, exec_ms, item)
                 self._finish(item, (status, [*headers, shared], body), ms)
         elif outcome == "error" and len(items) > 1:  # one bad input fails its own request only
             for item in items:
                 self._run_batch([item]) if plan.listwise else self._run_alone(item)
         else:
             for item in items:
-                self._finish(item, *self._answer(outcome, value, exec_ms, item.job))
+                self._finish(item, *self._answer(outcome, value, exec_ms, item))
 
     def _call(self, kwargs: dict[str, Any], headers: dict[str, str] | None, job: Job) -> tuple[str, Any, float | None]:
         """run() once, under scoring_timeout_ms: ("ok", value, ms), ("timeout", None, None) or ("error", exception, None)."""
@@ -309,8 +302,8 @@ class Scorer:
             return "error", e, None
         return "ok", value, (time.perf_counter() - started) * 1000
 
-    def _answer(self, outcome: str, value: Any, exec_ms: float | None, job: Job) -> tuple[Answer, float | None]:
-        protocol = _protocol(job)
+    def _answer(self, outcome: str, value: Any, exec_ms: float | None, item: Item) -> tuple[Answer, float | None]:
+        job, protocol = item.job, _protocol(item.job)
         if outcome == "timeout":
             log.error("user_script", f"run() did not finish within scoring_timeout_ms={self.timeout_ms}",
                       request_id=job.request_id)  # fmt: skip
@@ -320,10 +313,10 @@ class Scorer:
                      traceback=user_traceback(value), request_id=job.request_id)  # fmt: skip
             return protocol.error(500, SCRIPT_FAILED, True), None
         try:
-            return protocol.answer(value), exec_ms
+            return protocol.answer(value, item.echo), exec_ms
         except outputs.OutputError as e:
             log.error("user_script", str(e), request_id=job.request_id)
-            return protocol.error(500, INTERNAL), None
+            return protocol.error(500, INTERNAL_ERROR), None
 
     def check_stuck(self, grace_s: float = 5.0) -> None:
         """Called every second on the event loop: a run() that ignores SIGALRM (stuck in native code)
@@ -342,7 +335,6 @@ class Scorer:
         self.loop.call_later(0.2, _exit_stuck_worker)
 
 
-INTERNAL = "An unexpected internal error occurred. Check the logs for more info."
 SCRIPT_FAILED = "An unexpected error occurred in scoring script. Check the logs for more info."
 
 

@@ -86,6 +86,19 @@ class ScoringScript:
         else:
             self.style = TEXT
 
+    def input_properties(self) -> dict[str, Any]:
+        """The JSON schema of each of run()'s inputs, by name, as its inference-schema decorators declare them."""
+        if self.style != SCHEMA:
+            return {}
+        from inference_schema.schema_util import get_input_schema
+
+        return (get_input_schema(self.run) or {}).get("properties", {})
+
+    def row_params(self) -> list[str]:
+        """run()'s inputs whose schema is an array: those that take rows (an MLflow request's, a batch's)."""
+        properties = self.input_properties()
+        return [p.name for p in self.params if properties.get(p.name, {}).get("type") == "array"]
+
     def call(self, kwargs: dict[str, Any], headers: dict[str, str] | None) -> Any:
         if self.wants_headers:
             return self.run(**kwargs, request_headers=headers or {})

@@ -57,6 +57,20 @@ def run(data):
     return {"echo": json.dumps(data)}  # what run() got, as one BYTES output
 """
 
+SHAPES_SCRIPT = """
+from inference_schema.schema_decorators import input_schema
+from inference_schema.parameter_types.standard_py_parameter_type import StandardPythonParameterType
+
+ANSWERS = {"pairs": [(1, 2), (3, 4)], "ragged": [[1], [2, 3], []], "mixed": [[1, 2], 3], "scalar": 2.5}
+
+def init():
+    pass
+
+@input_schema("kind", StandardPythonParameterType("pairs"))
+def run(kind):
+    return {"out": ANSWERS[kind]}
+"""
+
 FAILING_INIT = """
 def init():
     raise RuntimeError("the model file is corrupt")
@@ -312,3 +326,17 @@ def test_shapes_with_zeros_and_csv_cells_are_read_as_written(server_of):
     answer = requests.post(server.url + "/invocations", data=cells, headers={"Content-Type": "text/csv"}, timeout=10)
     row = json.loads(answer.json()["predictions"]["echo"])[0]
     assert row[:3] == [1, 2.5, 1000.0] and row[3] != row[3] and row[4:] == ["text", "1_000", -7], "as pandas reads them"
+
+
+def test_a_v2_answer_says_its_real_shape_or_that_it_has_none(server_of):
+    url = server_of(SHAPES_SCRIPT).url + "/v2/models/iris/infer"
+
+    def infer(kind: str) -> requests.Response:
+        return requests.post(url, json={"inputs": [{"name": "kind", "shape": [], "datatype": "BYTES", "data": [kind]}]},
+                             timeout=10)  # fmt: skip
+
+    assert infer("pairs").json()["outputs"] == [{"name": "out", "shape": [2, 2], "datatype": "INT64", "data": [1, 2, 3, 4]}]
+    assert infer("scalar").json()["outputs"] == [{"name": "out", "shape": [], "datatype": "FP64", "data": [2.5]}]
+    for kind in ("ragged", "mixed"):  # ragged was answered as shape [3, 1] holding [1, 2, 3]
+        answer = infer(kind)
+        assert answer.status_code == 500 and "its lists are ragged" in answer.json()["error"], answer.text
