@@ -28,17 +28,19 @@ from mlmagics import arguments
 from mlmagics.core import DeploymentPlan, Image, Model, NullProgress, TextProgress, Webservice, Workspace
 from mlmagics.core.deploy import create_image, deploy, resolve_image, resolve_model
 from mlmagics.core.errors import MlmagicsError, UserError
-from mlmagics.core.provenance import describe
 from mlmagics.quickstart import run_quickstart
 from mlmagics.serving.__main__ import main as serve_main
+
+_TITLES = {"createdByText": "createdBy"}  # a column's key -> its title, where they differ
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     if not rows:
         return "(none)"
     cells = [[str(row.get(c, "") if row.get(c) is not None else "") for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
+    titles = [_TITLES.get(c, c).upper() for c in columns]
+    widths = [max(len(t), *(len(r[i]) for r in cells)) for i, t in enumerate(titles)]
+    lines = ["  ".join(t.ljust(w) for t, w in zip(titles, widths, strict=True))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
     return "\n".join(line.rstrip() for line in lines)
 
@@ -70,9 +72,9 @@ def model_register(args: argparse.Namespace) -> None:
 
 def model_list(args: argparse.Namespace) -> None:
     models = Model.list(_workspace(args), name=args.name, tags=arguments.key_values(args.tag) or None, latest=args.latest)
-    rows = [{**m.serialize(), "tags": ",".join(f"{k}={v}" for k, v in m.tags.items()), "createdBy": describe(m.created_by)}
-            for m in models]  # fmt: skip
-    _emit(args, [m.serialize() for m in models], _table(rows, ["id", "size", "tags", "createdTime", "createdBy"]))
+    data = [m.serialize() for m in models]
+    rows = [{**d, "tags": ",".join(f"{k}={v}" for k, v in d["tags"].items())} for d in data]
+    _emit(args, data, _table(rows, ["id", "size", "tags", "createdTime", "createdByText"]))
 
 
 def model_show(args: argparse.Namespace) -> None:
@@ -111,8 +113,9 @@ def image_create(args: argparse.Namespace) -> None:
 
 def image_list(args: argparse.Namespace) -> None:
     images = Image.list(_workspace(args), image_name=args.name)
-    rows = [{**i.serialize(), "models": ",".join(i.model_ids), "createdBy": describe(i.created_by)} for i in images]
-    _emit(args, [i.serialize() for i in images], _table(rows, ["id", "creationState", "models", "createdTime", "createdBy"]))
+    data = [i.serialize() for i in images]
+    rows = [{**d, "models": ",".join(d["modelIds"])} for d in data]
+    _emit(args, data, _table(rows, ["id", "creationState", "models", "createdTime", "createdByText"]))
 
 
 def image_show(args: argparse.Namespace) -> None:
@@ -145,9 +148,8 @@ def service_deploy(args: argparse.Namespace) -> None:
 
 def service_list(args: argparse.Namespace) -> None:
     services = Webservice.list(_workspace(args), compute_type=args.target, refresh=True)
-    rows = [{**s.serialize(), "createdBy": describe(s.created_by)} for s in services]
-    columns = ["name", "runsOn", "imageId", "state", "scoringUri", "createdBy"]
-    _emit(args, [s.serialize() for s in services], _table(rows, columns))
+    data = [s.serialize() for s in services]
+    _emit(args, data, _table(data, ["name", "runsOn", "imageId", "state", "scoringUri", "createdByText"]))
 
 
 def service_show(args: argparse.Namespace) -> None:

@@ -375,7 +375,8 @@ class DeployMagics(Magics):
             except MlmagicsError:
                 return None, 0
             ms = (time.perf_counter() - started) * 1000
-            return (ms if response.status_code == 200 else None), int(response.headers.get("x-mlmagics-batch-rows", 0))
+            rows = response.headers.get("x-mlmagics-batch-rows", "")  # a proxy may pass anything on: digits only
+            return (ms if response.status_code == 200 else None), int(rows) if rows.isdigit() and len(rows) < 9 else 0
 
         started = time.perf_counter()
         with ThreadPoolExecutor(max_workers=concurrency) as pool:

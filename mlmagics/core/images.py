@@ -40,7 +40,7 @@ from .environments import (
 from .errors import ConflictError, ImageException, UserError
 from .models import Model
 from .preflight import Problem, check_script
-from .provenance import created_by
+from .provenance import created_by, describe
 from .store.artifacts import copy_checked, digest_of, make_read_only, remove_tree
 from .store.metadata import Row
 from .versioned import Versioned, split_id
@@ -484,6 +484,7 @@ class Image(Versioned):
             "imageLocation": self.image_location,
             "services": self.services_using(),
             "createdBy": self.created_by,
+            "createdByText": describe(self.created_by),  # 'ana@ana-laptop (train.ipynb)': what faces show
         }
 
 

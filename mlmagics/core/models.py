@@ -22,7 +22,7 @@ from mlmagics.serving.compat.azureml.core.model import Model as ScoringModel
 
 from .errors import ConflictError, ModelNotFoundException, UserError, WebserviceException
 from .names import is_service_name
-from .provenance import created_by
+from .provenance import created_by, describe
 from .store.metadata import Row
 from .versioned import Versioned
 from .workspace import Workspace, dumps, loads, now
@@ -328,6 +328,7 @@ class Model(Versioned):
             "digest": self.digest,
             "source": self.source,
             "createdBy": self.created_by,
+            "createdByText": describe(self.created_by),  # 'ana@ana-laptop (train.ipynb)': what faces show
             "images": self.images_using(),
         }
 

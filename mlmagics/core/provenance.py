@@ -26,9 +26,13 @@ _CI_JOBS = (
 )
 
 
+MAX_FIELD = 500  # characters of each field: the environment and the caller's `source` are unbounded
+
+
 def created_by(source: str | None = None) -> dict[str, str]:
     """The user, the host, the notebook or file, and the CI job (if any) of what is being made now."""
-    return {"user": _user(), "host": socket.gethostname(), "source": source or detect_source(), "ci": ci_job()}
+    record = {"user": _user(), "host": socket.gethostname(), "source": source or detect_source(), "ci": ci_job()}
+    return {key: str(value)[:MAX_FIELD] for key, value in record.items()}
 
 
 def describe(record: dict[str, Any] | None) -> str:

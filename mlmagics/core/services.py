@@ -35,7 +35,7 @@ from .images import Image, ImageConfig
 from .models import Model
 from .names import is_service_name
 from .plans import DeploymentPlan
-from .provenance import created_by
+from .provenance import created_by, describe
 from .store.metadata import DuplicateRow, Row
 from .versioned import tag_filter_matches
 from .workspace import Workspace, dumps, loads, now
@@ -605,6 +605,7 @@ class Webservice:
             "authEnabled": self.auth_enabled,
             "config": self.config.to_dict(),
             "createdBy": self.created_by,
+            "createdByText": describe(self.created_by),  # 'ana@ana-laptop (train.ipynb)': what faces show
             "runsOn": self.runs_on(),
         }
 

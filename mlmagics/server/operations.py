@@ -13,18 +13,17 @@ import time
 from typing import Any
 
 from mlmagics.core import Image, Model, Webservice, Workspace
-from mlmagics.core.provenance import describe
 from mlmagics.display import LogView, mask
 
 MAX_LOG_LINES = 5000
 
 
 def model_json(model: Model) -> dict[str, Any]:
-    return {**model.serialize(), "createdByText": describe(model.created_by)}
+    return model.serialize()
 
 
 def image_json(image: Image) -> dict[str, Any]:
-    return {**image.serialize(), "createdByText": describe(image.created_by)}
+    return image.serialize()
 
 
 def service_json(service: Webservice) -> dict[str, Any]:
@@ -33,7 +32,7 @@ def service_json(service: Webservice) -> dict[str, Any]:
     if service.auth_enabled:
         primary, secondary = service.get_keys()
         keys = {"primary": mask(primary), "secondary": mask(secondary)}
-    return {**service.serialize(), "keys": keys, "createdByText": describe(service.created_by)}
+    return {**service.serialize(), "keys": keys}
 
 
 def list_models(ws: Workspace) -> list[dict[str, Any]]:

@@ -236,3 +236,14 @@ def test_names_are_validated(ws, tmp_path, write):
         Image(ws, id="nope:3")
     with pytest.raises(UserError, match="must look like name:version"):
         Model(ws, id="m:latest")
+
+
+def test_who_made_a_model_is_recorded_bounded_and_shown_as_one_line(ws, tmp_path, write, monkeypatch):
+    monkeypatch.setenv("MLMAGICS_SOURCE", "train.ipynb" + "x" * 1_000_000)  # the environment has no bound of its own
+    monkeypatch.setenv("MLMAGICS_CI_JOB", "nightly job 7")
+    model = Model.register(ws, write(tmp_path / "m.txt", "w"), "m")
+    again = Model(ws, "m")
+    assert again.created_by["source"].startswith("train.ipynb") and len(again.created_by["source"]) == 500
+    assert len(again.source) == 500
+    assert again.serialize()["createdByText"] == f"{again.created_by['user']}@{again.created_by['host']} (nightly job 7)"
+    assert model.created_by == again.created_by
