@@ -5,13 +5,14 @@ command puts the form in a notebook. Screenshots land in .artifacts/screenshots/
 from __future__ import annotations
 
 import re
+import socket
 import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from mlmagics.core import NotFoundError, Webservice
+from mlmagics.core import Model, NotFoundError, Webservice
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / ".artifacts" / "screenshots"
@@ -42,6 +43,12 @@ def test_panel_shows_a_healthy_service_tests_it_and_deletes_it(page, lab_ws):
     row.locator('.jp-mlmagics-badge[data-state="Healthy"]').wait_for()
     assert panel.locator('[data-section="Models"] [data-id="tiny:1"]').is_visible()
     assert panel.locator('[data-section="Images"] [data-id="echo:1"]').is_visible()
+    # who made what, where it runs, and which workspace the panel shows (a team's workspace needs all three)
+    who = service.serialize()["createdByText"]
+    assert who and f"local target of {socket.gethostname()}" in row.inner_text() and f"by {who}" in row.inner_text()
+    model_by = Model(lab_ws, id="tiny:1").serialize()["createdByText"]
+    assert f"by {model_by}" in panel.locator('[data-section="Models"] [data-id="tiny:1"]').inner_text()
+    assert panel.locator(".jp-mlmagics-workspace").inner_text() == lab_ws.display
 
     row.click()
     detail = panel.locator('[data-detail="lab-echo"]')
