@@ -36,7 +36,7 @@ from .http import Answer, Connection, HttpRequest, Job, error
 from .inputs import InputError, query_params
 from .logs import log
 from .metrics import Metrics
-from .protocols import MLFLOW_PROTOCOL, OpenInference, model_metadata, server_metadata
+from .protocols import MLFLOW_PROTOCOL, V1_PROTOCOL, OpenInference, model_metadata, server_metadata
 from .scorer import FAILED, READY, Scorer
 from .settings import Settings
 from .swagger import Swagger, SwaggerError
@@ -104,17 +104,16 @@ class App:
         request_id, id_headers, problem = request_ids(named)
         route = path if path in _METHODS else self.protocol_route(path)
         job = Job(conn, request, request_id, id_headers, route)
-        if route.startswith("/v2"):
+        if route.startswith("/v2") or route == UNKNOWN_MODEL:
             job.protocol = self.v2
         elif route in ("/invocations", "/ping", "/health", "/version"):
             job.protocol = MLFLOW_PROTOCOL
         if problem:
-            job.answer = error(431, problem)
+            job.answer = self.refusal(job, 431, problem)
         elif route == UNKNOWN_MODEL:
-            job.protocol = self.v2
-            job.answer = self.v2.error(404, f"Model {path.split('/')[3]!r} is not served here: this service serves "
-                                            f"{self.v2.model!r} (version {self.v2.version!r})")  # fmt: skip
-            job.hint = "the v2 protocol's model name is the service's name"
+            job.answer = self.refusal(job, 404, f"Model {path.split('/')[3]!r} is not served here: this service serves "
+                                                f"{self.v2.model!r} (version {self.v2.version!r})",
+                                      hint="the v2 protocol's model name is the service's name")  # fmt: skip
         elif self.health_only and route not in _HEALTH_PORT_ROUTES:
             job.answer = self.refusal(job, 404, NOT_FOUND, hint=f"this is the health port (GET /, /ready and /metrics "
                                                                f"only); score on port {self.settings.port}")  # fmt: skip
@@ -126,7 +125,7 @@ class App:
         elif request.method == "OPTIONS" or route in _PROBES or self.health_only:
             pass  # pre-flights carry no key; probes are open (/ready's details need the key, see ready())
         elif not self.auth.allows(named.get(b"authorization", b"")):
-            status, headers, body = error(401, UNAUTHORIZED)
+            status, headers, body = self.refusal(job, 401, UNAUTHORIZED)
             job.answer = status, headers + [(b"www-authenticate", b"Bearer")], body
         elif route in _SCORING and self.scorer.state == FAILED:
             job.answer = self.not_started(job)
@@ -150,9 +149,10 @@ class App:
         return f"/v2/model/{rest[0]}" if len(rest) == 1 and rest[0] in ("ready", "infer") else OTHER
 
     def refusal(self, job: Job, status: int, message: str, hint: str = "", retry_after: bool = False) -> Answer:
-        """An error answer for `job`; `hint` (for the person reading the log) goes to its access line."""
+        """An error answer for `job`, in its protocol's own form; `hint` (for the person reading the log) goes to its
+        access line."""
         job.hint = hint
-        status, headers, body = error(status, message)
+        status, headers, body = (job.protocol or V1_PROTOCOL).error(status, message)
         if retry_after:
             headers = headers + [(b"retry-after", b"1")]
         return status, headers, body
@@ -247,7 +247,7 @@ class App:
         failure = self.scorer.failure
         reason = failure.message if failure else "the scoring script failed to start"
         message = f"The scoring script could not start: {reason}. GET /ready or the logs show the traceback."
-        return job.protocol.error(503, message) if job is not None and job.protocol else error(503, message)
+        return (job.protocol if job is not None and job.protocol else V1_PROTOCOL).error(503, message)
 
     def ready(self, with_details: bool = True) -> Answer:
         """200 once init() succeeded, else 503 — for every prober; what the script is and why it failed

@@ -391,11 +391,12 @@ class MLflow(V1):
         return 200, [_JSON, outputs.RUN_OK], body.encode()
 
     def error(self, status: int, message: str, failed: bool = False) -> Answer:
-        return error(status, message, failed, {"error_code": _MLFLOW_CODES.get(status, "INTERNAL_ERROR"), "message": message})
+        code = _MLFLOW_CODES.get(status) or ("BAD_REQUEST" if status < 500 else "INTERNAL_ERROR")
+        return error(status, message, failed, {"error_code": code, "message": message})
 
 
-_MLFLOW_CODES = {400: "BAD_REQUEST", 404: "RESOURCE_DOES_NOT_EXIST", 413: "BAD_REQUEST", 415: "BAD_REQUEST",
-                 503: "TEMPORARILY_UNAVAILABLE"}  # fmt: skip
+# MLflow's own (mlflow.exceptions.HTTP_STATUS_TO_ERROR_CODE); any other 4xx is BAD_REQUEST, 5xx INTERNAL_ERROR
+_MLFLOW_CODES = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "ENDPOINT_NOT_FOUND", 503: "TEMPORARILY_UNAVAILABLE"}
 
 
 @dataclass

@@ -340,3 +340,25 @@ def test_a_v2_answer_says_its_real_shape_or_that_it_has_none(server_of):
     for kind in ("ragged", "mixed"):  # ragged was answered as shape [3, 1] holding [1, 2, 3]
         answer = infer(kind)
         assert answer.status_code == 500 and "its lists are ragged" in answer.json()["error"], answer.text
+
+
+def test_refusals_answer_in_each_protocols_own_form(server_of):
+    """A refusal before run() (key, method, size) is the protocol's error too, not v1's {"message": ...}."""
+    server = server_of(SCHEMA_SCRIPT, auth_enabled=True, primary_key="k-primary-1", max_body_bytes=1024 * 1024)
+    key = {"Authorization": "Bearer k-primary-1"}
+    infer, invocations = server.url + "/v2/models/iris/infer", server.url + "/invocations"
+    refused = requests.post(infer, json={}, timeout=5)
+    assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+    assert set(refused.json()) == {"error"} and refused.json()["error"].startswith("Unauthorized")
+    refused = requests.post(invocations, json={}, timeout=5)
+    assert (refused.status_code, refused.json()["error_code"]) == (401, "UNAUTHENTICATED")
+    wrong_method = requests.get(infer, headers=key, timeout=5)
+    assert wrong_method.status_code == 405 and "error" in wrong_method.json()
+    too_large = requests.post(invocations, data=b"x" * (2 * 1024 * 1024), headers={**key, "Content-Type": "text/csv"},
+                              timeout=10)  # fmt: skip
+    assert (too_large.status_code, too_large.json()["error_code"]) == (413, "BAD_REQUEST")
+    assert "larger than the service's limit" in too_large.json()["message"]
+    unknown = requests.post(server.url + "/v2/models/other/infer", json={}, headers=key, timeout=5)
+    assert unknown.status_code == 404 and "is not served here" in unknown.json()["error"]
+    v1 = requests.post(server.url + "/score", json={}, timeout=5)
+    assert v1.status_code == 401 and set(v1.json()) == {"message"}, "v1's own, unchanged"
