@@ -59,10 +59,10 @@ class Item:
     job: Any
     kwargs: dict[str, Any]
     rows: int
-    key: str  # requests share a call only with equal keys (the arguments that are not rows)
+    key: str = ""  # requests share a call only with equal keys (the arguments that are not rows)
     echo: Any = None  # what its protocol's answer needs of the request (protocols.py)
-    answer: Any = None
-    exec_ms: float | None = None
+    alone: bool = False  # it cannot share a call (its arguments are not rows of one length): served by itself
+    answered: bool = False
 
 
 class Unsplittable(Exception):
@@ -86,7 +86,7 @@ class Plan:
         others = {k: v for k, v in kwargs.items() if k not in self.rows_params}
         try:
             key = json.dumps(others, sort_keys=True) if others else ""
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):
             return None
         return counts.pop(), key
 
@@ -189,7 +189,7 @@ class Batcher:
         start = time.monotonic()
         self._arrived(item.job.request.received)
         items, rows = [item], item.rows
-        if item.rows >= self.max_rows or not self.splittable:
+        if item.alone or item.rows >= self.max_rows or not self.splittable:
             return items, False
         stop = False
         while rows < self.max_rows:
@@ -208,7 +208,7 @@ class Batcher:
             nxt = parse(job)
             if nxt is None:
                 continue
-            if nxt.key != item.key or rows + nxt.rows > self.max_rows:
+            if nxt.alone or nxt.key != item.key or rows + nxt.rows > self.max_rows:
                 self.carry = nxt
                 break
             items.append(nxt)

@@ -168,29 +168,33 @@ class Scorer:
                 if item is None:
                     continue
             if batcher is None:
-                self._guarded(self._run_alone, [item])
-                continue
-            items, stop = batcher.take(item, self.jobs, self._parse)
-            self._guarded(self._run_batch, items)
+                items, stop = [item], False
+            else:
+                items, stop = batcher.take(item, self.jobs, self._parse)
+            self._guarded(items)
             if stop:
                 return
 
-    def _guarded(self, run: Callable[[Any], None], items: list[Item]) -> None:
-        """The last resort: a failure of the server itself fails these requests, and the worker goes on."""
+    def _guarded(self, items: list[Item]) -> None:
+        """Run these requests; the last resort: a failure of the server itself fails those not answered yet, and the
+        worker goes on."""
         try:
-            run(items[0] if run == self._run_alone else items)
+            if self.batcher is None:
+                self._run_alone(items[0])
+            else:
+                self._run_batch(items)
         except BaseException as e:  # noqa: BLE001
             log.emit("CRITICAL", "server", f"unexpected {type(e).__name__} while scoring: {e}",
                      traceback=user_traceback(e), request_id=items[0].job.request_id)  # fmt: skip
             for item in items:
-                if item.answer is None:
+                if not item.answered:
                     self._finish(item, _protocol(item.job).error(500, INTERNAL_ERROR))
         finally:
             self.current = None
 
     def _finish(self, item: Item, answer: Answer, exec_ms: float | None = None) -> None:
         """Hand the answer to the event loop: one wake-up per burst of finished requests."""
-        item.answer, item.exec_ms = answer, exec_ms
+        item.answered = True
         self._done.append((item.job, answer, exec_ms))
         if not self._wakeup_pending:
             self._wakeup_pending = True
@@ -224,24 +228,25 @@ class Scorer:
         try:
             kwargs, echo = protocol.arguments(self.script, job.request)
         except InputError as e:
-            self._finish(Item(job, {}, 0, ""), protocol.error(e.status, e.message))
+            self._finish(Item(job, {}, 0), protocol.error(e.status, e.message))
             return None
         except Exception as e:  # noqa: BLE001 - a request the reader did not foresee fails alone; the worker goes on
             log.emit("CRITICAL", "server", f"unexpected {type(e).__name__} reading a {protocol.name} request: {e}",
                      traceback=user_traceback(e), request_id=job.request_id)  # fmt: skip
-            self._finish(Item(job, {}, 0, ""), protocol.error(400, f"the request could not be read ({type(e).__name__})"))
+            self._finish(Item(job, {}, 0), protocol.error(400, f"the request could not be read ({type(e).__name__})"))
             return None
         if self.batcher is None:
-            return Item(job, kwargs, 1, "", echo)
+            return Item(job, kwargs, 1, echo=echo)
         shape = self.batcher.plan.rows(kwargs)
         if shape is None:  # cannot share a call (not rows, rows of unequal length): served alone
-            return Item(job, kwargs, self.batcher.max_rows, f"alone {job.request_id}", echo)
-        return Item(job, kwargs, *shape, echo)
+            return Item(job, kwargs, 1, echo=echo, alone=True)
+        rows, key = shape
+        return Item(job, kwargs, rows, key, echo)
 
     def _run_alone(self, item: Item) -> None:
         headers = headers_dict(item.job.request.headers) if self.script.wants_headers else None
         outcome, value, exec_ms = self._call(item.kwargs, headers, item.job)
-        if self.batcher is not None and exec_ms is not None and not item.key.startswith("alone "):  # teaches the model too
+        if self.batcher is not None and exec_ms is not None and not item.alone:  # teaches the cost model too
             self.batcher.cost.observe(item.rows, exec_ms / 1000)
         self._finish(item, *self._answer(outcome, value, exec_ms, item))
 
