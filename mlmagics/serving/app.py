@@ -10,8 +10,9 @@ and, on the same port and queue, the Open Inference Protocol (KServe v2: /v2/...
 protocol (/invocations, /ping, /health, /version) — protocols.py.
 
 With a separate health port (v1's `SEPERATE_HEALTH_ENDPOINT`, or `--health-port`) a second,
-health-only App answers `GET /`, `GET /ready` and `GET /metrics` there, and only those: that
-port is the platform's (probes, Prometheus), never published, so it asks for no key.
+health-only App answers the probes there — `GET /`, `GET /ready`, the other protocols' (`/v2/health/live`,
+`/v2/health/ready`, `/ping`, `/health`) — and `GET /metrics`, and only those: that port is the
+platform's (probes, Prometheus), never published, so it asks for no key.
 
 With key auth on, `/` and `/ready`'s status code are open to every prober; `/score`,
 `/swagger.json`, `/metrics` and `/ready`'s details (what failed, its traceback) need the key.
@@ -115,7 +116,7 @@ class App:
                                                 f"{self.v2.model!r} (version {self.v2.version!r})",
                                       hint="the v2 protocol's model name is the service's name")  # fmt: skip
         elif self.health_only and route not in _HEALTH_PORT_ROUTES:
-            job.answer = self.refusal(job, 404, NOT_FOUND, hint=f"this is the health port (GET /, /ready and /metrics "
+            job.answer = self.refusal(job, 404, NOT_FOUND, hint=f"this is the health port (GET {', '.join(_HEALTH_PORT_ROUTES)} "
                                                                f"only); score on port {self.settings.port}")  # fmt: skip
         elif route == OTHER:
             job.answer = self.refusal(job, 404, NOT_FOUND, hint=f"no route {path}; the service answers {', '.join(_METHODS)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import socket
 from pathlib import Path
@@ -44,6 +45,18 @@ def read_responses():
         return out
 
     return read
+
+
+@pytest.fixture
+def server_of(serve, app_with, tmp_path):
+    """`server_of(source, ready=True, **config)`: a scoring server of the script `source`, in a folder of its own, with
+    `config` as its service.json (`serve`'s `ready`)."""
+    folders = itertools.count()
+
+    def start(source: str, ready: bool = True, **config):
+        return serve(app_with(tmp_path / f"s{next(folders)}", source), ready=ready, config=config)
+
+    return start
 
 
 @pytest.fixture(scope="session")

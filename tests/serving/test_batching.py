@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import json
+import queue
+import threading
+import time
+from types import SimpleNamespace
 
 import pytest
 import requests
 
 from mlmagics.core import LocalWebservice
 from mlmagics.core.configs import InvalidConfiguration
-from mlmagics.serving.batching import CostModel, Plan, Unsplittable
+from mlmagics.serving.batching import Batcher, CostModel, Item, Plan, Unsplittable
 
 # run() reports how many rows its call had, so a test sees the batching from the answers alone
 NUMPY_SCRIPT = """
@@ -87,6 +91,26 @@ def run(raw):
     return raw
 """
 
+# each answer says which run() call served it; `key` (not rows) must be equal to share a call, `sleep` holds the worker
+ORDER_SCRIPT = """
+import itertools, time
+from inference_schema.schema_decorators import input_schema
+from inference_schema.parameter_types.standard_py_parameter_type import StandardPythonParameterType
+
+CALLS = itertools.count()
+
+def init():
+    pass
+
+@input_schema("sleep", StandardPythonParameterType(0.0))
+@input_schema("key", StandardPythonParameterType("a"))
+@input_schema("data", StandardPythonParameterType([1]))
+def run(data, key="a", sleep=0.0):
+    time.sleep(sleep)
+    call = next(CALLS)
+    return [call] * len(data)
+"""
+
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 
@@ -95,17 +119,6 @@ def _post_many(url: str, bodies: list, workers: int = 32) -> list[requests.Respo
     with requests.Session() as session, cf.ThreadPoolExecutor(workers) as pool:
         return list(pool.map(lambda b: session.post(url + "/score", data=json.dumps(b), headers=JSON_HEADERS, timeout=30),
                              bodies))  # fmt: skip
-
-
-@pytest.fixture
-def server_of(serve, app_with, tmp_path):
-    """`server_of(script, **config)`: a scoring server of `script` (each in a folder of its own)."""
-    count = iter(range(100))
-
-    def start(script: str, **config):
-        return serve(app_with(tmp_path / f"s{next(count)}", script), config=config)
-
-    return start
 
 
 @pytest.fixture
@@ -193,6 +206,80 @@ def test_a_script_that_cannot_batch_says_so_and_serves_as_before(batching_server
     assert "max_batch_size=64 has no effect: run() is neither inference-schema decorated nor @batched" in server.log()
 
 
+def _send_in_order(calls: list) -> list[requests.Response]:
+    """Each call in a thread of its own, 30 ms after the one before: they reach the server in this order."""
+    answers: list = [None] * len(calls)
+
+    def send(i: int) -> None:
+        answers[i] = calls[i]()
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.03)
+    for thread in threads:
+        thread.join(60)
+    return answers
+
+
+def test_the_dispatcher_takes_requests_oldest_first_and_never_groups_past_one(server_of):
+    """Keys a a b a b b a a a queue behind a long call: FIFO gives the calls [a a] [b] [a] [b b] [a a] [a] (at most two
+    rows each), never all the a's first — the b behind them would wait for every a that came after it."""
+    server = server_of(ORDER_SCRIPT, max_batch_size=2, max_request_wait_time=30_000)
+    keys = "aababbaaa"
+
+    def score(body: dict):
+        return lambda: requests.post(server.url + "/score", json=body, timeout=60)
+
+    answers = _send_in_order([score({"data": [0], "key": "block", "sleep": 1.5})]
+                             + [score({"data": [i], "key": k}) for i, k in enumerate(keys)])  # fmt: skip
+    assert [a.status_code for a in answers] == [200] * 10
+    calls = [a.json()[0] for a in answers[1:]]
+    groups = [[i for i, c in enumerate(calls) if c == call] for call in sorted(set(calls))]
+    assert groups == [[0, 1], [2], [3], [4, 5], [6, 7], [8]], calls
+
+
+def test_under_batching_a_request_that_waits_too_long_gets_503_and_retry_after_in_its_protocol(server_of):
+    """max_request_wait_time bounds the queue with batching on as without: refused when the wait limit passes, not
+    when the worker frees up — on each protocol, in its own error form."""
+    server = server_of(ORDER_SCRIPT, max_batch_size=64, max_request_wait_time=300, service_name="iris")
+    url = server.url
+
+    def timed(method: str, route: str, body: dict):
+        def call():
+            started = time.monotonic()
+            answer = requests.request(method, url + route, json=body, timeout=30)
+            answer.waited = time.monotonic() - started
+            return answer
+
+        return call
+
+    v2 = {"inputs": [{"name": "data", "shape": [1], "datatype": "INT64", "data": [1]}]}
+    answers = _send_in_order([timed("POST", "/score", {"data": [0], "sleep": 2.0}), timed("POST", "/score", {"data": [1]}),
+                              timed("POST", "/invocations", {"instances": [1]}), timed("POST", "/v2/models/iris/infer", v2),
+                              timed("POST", "/score", {"data": [2]})])  # fmt: skip
+    blocker, *refused = answers
+    assert blocker.status_code == 200
+    for answer in refused:
+        assert (answer.status_code, answer.headers["retry-after"]) == (503, "1"), answer.text
+        assert 0.25 < answer.waited < 1.5, "refused when its wait limit passed, not when the worker freed up"
+    assert refused[0].json()["message"].startswith("Too many requests for service iris (overloaded)")
+    assert refused[1].json()["error_code"] == "TEMPORARILY_UNAVAILABLE" and "overloaded" in refused[1].json()["message"]
+    assert "overloaded" in refused[2].json()["error"]
+    assert requests.post(url + "/score", json={"data": [3]}, timeout=10).status_code == 200
+
+
+def test_requests_that_cannot_share_a_call_are_served_alone_and_answered_on_their_own(batching_server):
+    server = batching_server(NUMPY_SCRIPT)
+    bodies = [{"data": []} if i % 7 == 0 else {"data": [[i, 1.0]]} for i in range(70)]  # no rows: served alone
+    answers = _post_many(server.url, bodies)
+    for i, answer in enumerate(answers):
+        if i % 7 == 0:
+            assert answer.status_code == 500 and "x-mlmagics-batch-rows" not in answer.headers  # run() fails on no rows
+        else:
+            assert answer.json()["sum"] == [i + 1.0]
+
+
 # -- the pieces --------------------------------------------------------------------------------------------------
 def test_the_cost_model_learns_the_fixed_part_of_a_call():
     model = CostModel()
@@ -231,3 +318,49 @@ def test_the_bench_summary_says_which_batch_sizes_answered():
     result = BenchResult("svc", [1.0, 2.0, 3.0], 0, 1.0, 8, batch_rows=[4, 8, 8])
     assert result.summary().endswith("; batched: 3 answers from calls of 4–8 rows (median 8)")
     assert "batched" not in BenchResult("svc", [1.0], 0, 1.0, 1).summary()
+
+
+def _job(arrived: float | None = None):
+    """What the dispatcher reads of a job: when it arrived, its claim, its connection."""
+    return SimpleNamespace(request=SimpleNamespace(received=arrived or time.monotonic()), claim=threading.Lock(),
+                           conn=SimpleNamespace(transport=object()))  # fmt: skip
+
+
+def _taught(batcher: Batcher, fixed_s: float, gap_s: float) -> Batcher:
+    """A batcher that learned calls cost `fixed_s` whatever their rows, and requests arrive `gap_s` apart."""
+    for rows in (1, 2, 4):
+        batcher.cost.observe(rows, fixed_s)
+    batcher.gap_s = gap_s
+    return batcher
+
+
+def _take(batcher: Batcher, later: list[float]) -> tuple[list[Item], float]:
+    """batcher.take() of a first request, while another arrives after each delay in `later`; (items, seconds taken)."""
+    jobs: queue.SimpleQueue = queue.SimpleQueue()
+
+    def arrive() -> None:
+        for delay in later:
+            time.sleep(delay)
+            jobs.put(_job())
+
+    threading.Thread(target=arrive, daemon=True).start()
+    started = time.monotonic()
+    items, stop = batcher.take(Item(_job(), {"data": [1]}, 1), jobs, lambda job: Item(job, {"data": [1]}, 1))
+    assert not stop
+    return items, time.monotonic() - started
+
+
+def test_the_dispatcher_waits_for_the_next_request_only_while_that_saves_a_calls_fixed_cost():
+    plan = Plan(["data"], listwise=False)
+    # calls cost 200 ms whatever their rows, requests come 40 ms apart: waiting ~60 ms for the next one pays
+    items, _ = _take(_taught(Batcher(plan, max_rows=8, max_wait_s=1.0), 0.2, 0.04), [0.02])
+    assert len(items) == 2, "it waited, and the request 20 ms later shares the call"
+    # nothing learned yet: no wait
+    items, _ = _take(Batcher(plan, max_rows=8, max_wait_s=1.0), [0.02])
+    assert len(items) == 1
+    # max_batch_latency_ms=0: no wait, whatever waiting would save
+    items, _ = _take(_taught(Batcher(plan, max_rows=8, max_wait_s=0.0), 0.2, 0.04), [0.02])
+    assert len(items) == 1
+    # requests keep coming 20 ms apart: max_batch_latency_ms (150 ms) ends the wait, not the stream
+    items, took = _take(_taught(Batcher(plan, max_rows=100, max_wait_s=0.15), 1.0, 0.02), [0.02] * 50)
+    assert 2 <= len(items) < 50 and took < 0.15 + 0.1, (len(items), took)

@@ -81,14 +81,9 @@ def run(raw_data):
 
 
 @pytest.fixture
-def server_of(serve, app_with, tmp_path):
-    count = iter(range(100))
-
-    def start(script: str, ready: bool = True, **config):
-        return serve(app_with(tmp_path / f"s{next(count)}", script), ready=ready,
-                     config={"service_name": "iris", **config})  # fmt: skip
-
-    return start
+def server_of(server_of):
+    """conftest.py's, serving the model the v2 protocol calls "iris" (the service's name)."""
+    return lambda source, ready=True, **config: server_of(source, ready, **{"service_name": "iris", **config})
 
 
 def _triton(server) -> triton.InferenceServerClient:
@@ -362,3 +357,22 @@ def test_refusals_answer_in_each_protocols_own_form(server_of):
     assert unknown.status_code == 404 and "is not served here" in unknown.json()["error"]
     v1 = requests.post(server.url + "/score", json={}, timeout=5)
     assert v1.status_code == 401 and set(v1.json()) == {"message"}, "v1's own, unchanged"
+
+
+def test_the_health_port_answers_every_protocols_probes_and_nothing_else(server_of, free_port):
+    """The platform probes a KServe or MLflow client's service on the health port too, without a key."""
+    port = free_port()
+    server = server_of(SCHEMA_SCRIPT, auth_enabled=True, primary_key="k-primary-1", health_port=port)
+    health = f"http://127.0.0.1:{port}"
+    assert requests.get(health + "/v2/health/live", timeout=5).json() == {"live": True}
+    assert requests.get(health + "/v2/health/ready", timeout=5).json() == {"ready": True}
+    assert [requests.get(health + route, timeout=5).status_code for route in ("/ping", "/health", "/", "/ready")] == [200] * 4
+    key = {"Authorization": "Bearer k-primary-1"}
+    infer = requests.post(health + "/v2/models/iris/infer", json={"inputs": []}, headers=key, timeout=5)
+    assert infer.status_code == 404 and "error" in infer.json(), "scoring is on the main port only"
+    invocation = requests.post(health + "/invocations", json={"instances": [[1.0, 2.0]]}, headers=key, timeout=5)
+    assert (invocation.status_code, invocation.json()["error_code"]) == (404, "ENDPOINT_NOT_FOUND")
+    for route in ("/v2", "/v2/models/iris", "/v2/models/iris/ready", "/version"):  # metadata: the main port, with the key
+        assert requests.get(health + route, headers=key, timeout=5).status_code == 404, route
+    assert requests.get(server.url + "/v2/models/iris/ready", headers=key, timeout=5).status_code == 200
+    assert any("score on port" in r.get("hint", "") and "/v2/health/ready" in r["hint"] for r in server.log_records())
