@@ -33,6 +33,20 @@ def pytest_itemcollected(item: pytest.Item) -> None:
         item.add_marker(pytest.mark.docker)
 
 
+# -- the user's own workspace is never touched ------------------------------------------------------------------------
+@pytest.fixture(scope="session", autouse=True)
+def _run_home(tmp_path_factory):
+    """$MLMAGICS_HOME is a folder of this run's own, and $MLMAGICS_WORKSPACE unset, for every test and every process
+    it starts: the default workspace and the caches of workspaces of URIs never land in the user's ~/.mlmagics."""
+    saved = {name: os.environ.pop(name, None) for name in ("MLMAGICS_HOME", "MLMAGICS_WORKSPACE")}
+    os.environ["MLMAGICS_HOME"] = str(tmp_path_factory.mktemp("mlmagics-home"))
+    yield
+    for name, value in saved.items():
+        os.environ.pop(name, None)
+        if value is not None:
+            os.environ[name] = value
+
+
 # -- what is missing here ------------------------------------------------------------------------------------------
 def _unavailable(reason: str) -> None:
     """Skip: a service this test needs is missing here. Under CI=true it fails instead, since the CI machine

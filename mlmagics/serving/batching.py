@@ -42,7 +42,7 @@ def batched(run: Callable | None = None, *, max_batch_size: int | None = None, m
         def run(inputs):            # ['{"x": 1}', '{"x": 2}', ...]: each request's body, as run() would get it
             return [score(i) for i in inputs]
 
-    `max_batch_size` / `max_batch_latency_ms` here are the script's defaults; the service's settings win.
+    `max_batch_size` / `max_batch_latency_ms` here are the script's defaults; each one the service sets wins.
     Unbatched (batching off), the server still calls it with a list of one."""
 
     def mark(function: Callable) -> Callable:

@@ -43,7 +43,7 @@ class ScoringTimeout(BaseException):
 
 class Scorer:
     def __init__(self, script: ScoringScript, timeout_ms: int, wait_ms: int | None, service_name: str, metrics: Metrics,
-                 max_batch_size: int = 0, max_batch_latency_ms: float = 10.0) -> None:  # fmt: skip
+                 max_batch_size: int = 0, max_batch_latency_ms: float | None = None) -> None:  # fmt: skip
         self.script = script
         self.max_batch_size = max_batch_size
         self.max_batch_latency_ms = max_batch_latency_ms
@@ -101,12 +101,11 @@ class Scorer:
             )
 
     def _batcher(self) -> Batcher | None:
-        """How requests share run() calls: settings first, then a @batched script's own defaults."""
+        """How requests share run() calls: each setting the service's when it sets it, else a @batched script's own,
+        else the default (10 ms)."""
         own = getattr(self.script.run, BATCHED, None) or {}
         rows = self.max_batch_size or own.get("max_batch_size") or 0
-        latency = self.max_batch_latency_ms
-        if not self.max_batch_size and own.get("max_batch_latency_ms") is not None:
-            latency = own["max_batch_latency_ms"]
+        latency = next((v for v in (self.max_batch_latency_ms, own.get("max_batch_latency_ms")) if v is not None), 10.0)
         if rows <= 1 and not own:
             return None
         plan, why = plan_for(self.script)

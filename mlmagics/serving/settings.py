@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import ssl
 from collections.abc import Mapping
@@ -43,7 +44,8 @@ class Settings:
     max_request_wait_time: int | None = 500  # ms a request may queue for a worker, then 503 (as the deploy targets)
     # adaptive batching (batching.py): rows of concurrent requests in one run() call; 0 or 1 = off
     max_batch_size: int = 0
-    max_batch_latency_ms: float = 10.0  # the longest a request waits for others to share its call
+    max_batch_latency_ms: float | None = None  # the longest a request waits for others to share its call; None: 10 ms
+    # (or a @batched script's own), told apart from a service that sets 10
     max_body_bytes: int = 100 * 1024 * 1024  # -> 413, checked against Content-Length before the body is read
     # HTTP limits, enforced while bytes arrive (http.py; docs: reference/scoring-server "Limits"). Sizes as gunicorn and nginx.
     max_url_bytes: int = 8192  # the request line's URL -> 414
@@ -194,6 +196,10 @@ def _coerce(name: str, value: Any) -> Any:
             number = int(value)
         elif kind == "float":
             number = float(value)
+        elif kind == "float | None":
+            if value in (None, "", "none", "None"):
+                return None
+            number = float(value)
         elif kind == "tuple[str, ...]":
             items = value.split(",") if isinstance(value, str) else list(value)
             return tuple(str(i).strip() for i in items if str(i).strip())
@@ -201,6 +207,8 @@ def _coerce(name: str, value: Any) -> Any:
             return str(value)
     except (TypeError, ValueError):
         raise SettingsError(f"setting {name!r} has the invalid value {value!r}") from None
+    if not math.isfinite(number):
+        raise SettingsError(f"setting {name!r} must be a finite number, got {value!r}")
     if number < 0 or (number == 0 and name in _NOT_ZERO):
         raise SettingsError(f"setting {name!r} must be greater than zero, got {value!r}")
     return number

@@ -312,6 +312,27 @@ def test_the_deploy_configuration_carries_the_batching_settings():
         LocalWebservice.deploy_configuration(max_batch_size=10**9)
 
 
+def test_each_batching_setting_is_the_services_when_set_else_the_batched_scripts_own_else_10_ms():
+    from mlmagics.serving.batching import batched
+    from mlmagics.serving.scorer import Scorer
+
+    @batched(max_batch_size=8, max_batch_latency_ms=50)
+    def run(items):
+        return items
+
+    script = SimpleNamespace(run=run, params=["items"])
+
+    def batcher(**settings):
+        made = Scorer(script, 1000, None, "svc", metrics=None, **settings)._batcher()
+        return made.max_rows, round(made.max_wait_s * 1000, 6)
+
+    assert batcher() == (8, 50)
+    assert batcher(max_batch_size=4) == (4, 50)  # the service's rows, the script's wait
+    assert batcher(max_batch_latency_ms=0) == (8, 0)  # 0 is a setting, not "unset"
+    batched(run, max_batch_size=8)  # marked again, without a wait of its own
+    assert batcher() == (8, 10)
+
+
 def test_the_bench_summary_says_which_batch_sizes_answered():
     from mlmagics.display import BenchResult
 

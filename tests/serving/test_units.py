@@ -80,6 +80,9 @@ def test_settings_reject_bad_values_with_a_clear_message(tmp_path):
         resolve(environ={"WORKER_COUNT": "many"})
     with pytest.raises(SettingsError, match="'scoring_timeout_ms' must be greater than zero"):
         resolve({"scoring_timeout_ms": 0}, environ={})
+    for bad in ("nan", "inf"):
+        with pytest.raises(SettingsError, match=f"'max_batch_latency_ms' must be a finite number, got '{bad}'"):
+            resolve(environ={"MLMAGICS_MAX_BATCH_LATENCY_MS": bad})
     with pytest.raises(SettingsError, match="auth_enabled is true but no key is set"):
         resolve({"auth_enabled": True}, environ={})
     with pytest.raises(SettingsError, match="a log file needs log_max_bytes >= 4096 and log_backups >= 1, got 100 and 5"):
