@@ -166,8 +166,8 @@ class App:
         return job
 
     def dispatch(self, job: Job) -> None:
-        """The request is complete (or refused): queue its answer, or work it out."""
-        job.conn.pending.append(job)
+        """The request is complete (or refused; the connection holds it among its pending ones): queue its answer,
+        or work it out."""
         if job.answer is not None:
             job.conn.flush()
             return

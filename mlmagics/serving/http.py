@@ -142,6 +142,7 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.pending: deque[Job] = deque()  # requests received and not yet answered, oldest first
+        self.awaiting = False  # pending is not empty (counted in server.awaiting)
         self.waiting: deque[Job] = deque()  # requests parsed ahead (pipelined in one read) while the backlog is full
         self.held = 0  # body bytes of this connection's requests not yet answered (counted in server.buffered)
         self.last_active = time.monotonic()
@@ -196,6 +197,7 @@ class Connection(asyncio.Protocol):
         self.parser = None
         self._reset()
         self.pending.clear()
+        self._awaits(False)
         self.waiting.clear()
         for timer in self.timers:  # they hold this connection for LINGER_S more otherwise
             timer.cancel()
@@ -380,7 +382,19 @@ class Connection(asyncio.Protocol):
         if self.waiting or (job.answer is None and self.pending and self._backlog() > self.limits.max_pending_bytes):
             self.waiting.append(job)
         else:
-            self.app.dispatch(job)
+            self._dispatch(job)
+
+    def _dispatch(self, job: Job) -> None:
+        """The job joins this connection's unanswered ones (answered in order by flush) and goes to the app."""
+        self.pending.append(job)
+        self._awaits(True)
+        self.app.dispatch(job)
+
+    def _awaits(self, awaiting: bool) -> None:
+        """Keep the server's count of connections awaiting an answer (HttpServer.could_send)."""
+        if awaiting != self.awaiting:
+            self.awaiting = awaiting
+            self.server.awaiting += 1 if awaiting else -1
 
     def _stop(self, status: int, message: str) -> None:
         """Stop parsing: httptools wraps this exception, and data_received answers `status`."""
@@ -408,6 +422,8 @@ class Connection(asyncio.Protocol):
             self.server.buffered -= size
             self.app.write(job)
             job.request.body = b""  # answered: the memory is free now, whoever still holds the job
+        if not pending:
+            self._awaits(False)
         if self.transport is None:
             return
         if not pending and not self.waiting:
@@ -498,7 +514,7 @@ class Connection(asyncio.Protocol):
             return  # one request at a time, a small body: the common case costs one test
         limit = self.limits.max_pending_bytes
         while self.waiting and self._backlog() <= limit:
-            self.app.dispatch(self.waiting.popleft())
+            self._dispatch(self.waiting.popleft())
             if self.transport is None:
                 return
         backlog = self._backlog()
@@ -565,6 +581,7 @@ class HttpServer:
         self.settings = settings
         self.connections: set[Connection] = set()
         self.buffered = 0  # request body bytes held by all connections
+        self.awaiting = 0  # open connections with a request not yet answered (the rest could send one now)
         self.stopping = False
         self.date = b""
         self._server: asyncio.AbstractServer | None = None
@@ -574,6 +591,11 @@ class HttpServer:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: Connection(self), sock=sock, backlog=2048, ssl=tls)
         loop.call_later(1.0, self._every_second)
+
+    def could_send(self) -> int:
+        """Open connections with no request waiting for its answer: the clients that could send one now. Read by the
+        batching dispatcher on the main thread (two int reads; a moment stale at worst)."""
+        return len(self.connections) - self.awaiting
 
     def make_room(self) -> bool:
         """Whether one more connection may open; closes the longest-idle keep-alive connection when full."""

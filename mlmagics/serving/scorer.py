@@ -48,6 +48,7 @@ class Scorer:
         self.max_batch_size = max_batch_size
         self.max_batch_latency_ms = max_batch_latency_ms
         self.batcher: Batcher | None = None  # set once the script is loaded, when batching is on (or run is @batched)
+        self.could_send: Callable[[], int] = lambda: 1  # clients that could send a request now (set by the worker)
         self.timeout_ms = timeout_ms
         self.timeout_s = timeout_ms / 1000.0
         self.wait_s = None if wait_ms is None else wait_ms / 1000.0
@@ -114,7 +115,7 @@ class Scorer:
             return None
         log.info("user_script", f"batching up to {max(rows, 1)} rows, waiting at most {latency:g} ms"
                  + (f" (rows of {', '.join(plan.rows_params)})" if plan.rows_params else " (@batched run)"))  # fmt: skip
-        return Batcher(plan, max(int(rows), 1), latency / 1000)
+        return Batcher(plan, max(int(rows), 1), latency / 1000, could_send=lambda: self.could_send())
 
     # -- the queue (submit and _refuse_late run on the event loop; serve on the main thread) -------------
     def submit(self, job: Job) -> None:

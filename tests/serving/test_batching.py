@@ -382,6 +382,88 @@ def test_the_dispatcher_waits_for_the_next_request_only_while_that_saves_a_calls
     # max_batch_latency_ms=0: no wait, whatever waiting would save
     items, _ = _take(_taught(Batcher(plan, max_rows=8, max_wait_s=0.0), 0.2, 0.04), [0.02])
     assert len(items) == 1
+    # the same, but every client awaits its answer (no connection could send): no wait, the call goes at once
+    waiting = _taught(Batcher(plan, max_rows=8, max_wait_s=1.0, could_send=lambda: 0), 0.2, 0.04)
+    items, took = _take(waiting, [0.02])
+    assert len(items) == 1 and took < 0.02, (len(items), took)
     # requests keep coming 20 ms apart: max_batch_latency_ms (150 ms) ends the wait, not the stream
     items, took = _take(_taught(Batcher(plan, max_rows=100, max_wait_s=0.15), 1.0, 0.02), [0.02] * 50)
     assert 2 <= len(items) < 50 and took < 0.15 + 0.1, (len(items), took)
+
+
+class _HoldingApp:
+    """The app a connection talks to, reduced to what the count needs: /hold is answered only when the test says."""
+
+    def __init__(self) -> None:
+        self.held: list = []
+
+    def admit(self, conn, request, named):
+        from mlmagics.serving.http import Job
+
+        return Job(conn, request, "id", [], request.path)
+
+    def dispatch(self, job) -> None:
+        if job.route == "/hold":
+            self.held.append(job)
+        else:
+            job.answer = (200, [], b"now")
+            job.conn.flush()
+
+    def write(self, job) -> None:
+        job.conn.send(job.request, *job.answer)
+
+    def release(self) -> None:
+        for job in self.held:
+            job.answer = (200, [], b"held")
+            job.conn.flush()
+        self.held.clear()
+
+
+def test_the_server_counts_the_connections_that_could_send_a_request_now():
+    """The dispatcher waits for more requests only while some client could send one (HttpServer.could_send): open
+    connections minus those awaiting an answer — kept right through answers, pipelining and clients that leave."""
+    import asyncio
+    import socket
+
+    from mlmagics.serving.http import HttpServer
+    from mlmagics.serving.settings import Settings
+
+    async def scenario() -> list[int]:
+        app = _HoldingApp()
+        server = HttpServer(app, Settings())
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        sock.setblocking(False)
+        await server.start(sock)
+        port = sock.getsockname()[1]
+        seen: list[int] = []
+
+        async def settle() -> None:
+            for _ in range(50):
+                await asyncio.sleep(0.01)
+
+        clients = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+        await settle()
+        seen.append(server.could_send())  # 3 open, none awaiting
+        clients[0][1].write(b"GET /hold HTTP/1.1\r\nhost: x\r\n\r\n")
+        clients[1][1].write(b"GET /hold HTTP/1.1\r\nhost: x\r\n\r\nGET /hold HTTP/1.1\r\nhost: x\r\n\r\n")
+        clients[2][1].write(b"GET /now HTTP/1.1\r\nhost: x\r\n\r\n")
+        await settle()
+        seen.append(server.could_send())  # two await (one of them twice, pipelined); /now was answered
+        clients[0][1].close()
+        await settle()
+        seen.append(server.could_send())  # a client that left awaits nothing
+        app.release()
+        await settle()
+        seen.append(server.could_send())  # answered: the one left of those two could send again
+        for _, writer in clients[1:]:
+            writer.close()
+        await settle()
+        seen.append(server.could_send())
+        seen.append(server.awaiting)
+        server._server.close()
+        return seen
+
+    assert asyncio.run(scenario()) == [3, 1, 1, 2, 0, 0]
+
