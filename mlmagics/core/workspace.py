@@ -274,7 +274,10 @@ class Workspace:
 
     def sweep_artifacts(self, older_than_s: float = 3600) -> list[str]:
         """Remove, from a shared artifact store, objects no row uses that are older than `older_than_s`
-        (what registrations killed before their commit left). Returns their digests."""
+        (what registrations killed before their commit left). Returns their digests. The age protects registrations
+        in flight (they upload before they take the lock): it must be a number of seconds >= 0."""
+        if not isinstance(older_than_s, int | float) or not older_than_s >= 0 or older_than_s == float("inf"):
+            raise UserError(f"older_than_s must be a finite number of seconds >= 0, got {older_than_s!r:.50}")
         if isinstance(self.artifacts, ObjectStore):
             return self.artifacts.sweep(older_than_s)
         self.artifacts.sweep()
