@@ -166,10 +166,11 @@ class Model(Versioned):
         who = created_by(source)
         with workspace.storing_artifact(path) as (tx, digest, artifact, size):
             version = tx.next_version("model", model_name)
-            tx.execute(
+            row = tx.execute(
                 "INSERT INTO models (name, version, description, tags, properties, created_time, digest, artifact, size,"
                 " source, framework, framework_version, created_by) VALUES (:name, :version, :description, :tags,"
-                " :properties, :created_time, :digest, :artifact, :size, :source, :framework, :framework_version, :created_by)",
+                " :properties, :created_time, :digest, :artifact, :size, :source, :framework, :framework_version, :created_by)"
+                " RETURNING *",
                 {
                     "name": model_name,
                     "version": version,
@@ -185,8 +186,8 @@ class Model(Versioned):
                     "framework_version": model_framework_version,
                     "created_by": dumps(who),
                 },
-            )
-        return Model(workspace, model_name, version=version)
+            ).one()
+        return Model(workspace, _row=row)
 
     @staticmethod
     def list(

@@ -167,6 +167,90 @@ def test_a_registration_killed_before_its_commit_leaves_no_model_and_its_objects
     assert Model.register(ws, source, "half").path.read_text() == "uploaded, never recorded"
 
 
+KILLED_WHILE_REMOVING = """
+import os, sys
+from mlmagics.core import Model, Workspace
+from mlmagics.core.store.artifacts import ObjectStore
+
+def killed_half_way(self, tx, digest):
+    self.fs.rm_file(self._manifest(digest))
+    os._exit(9)  # the manifest removed, the parts still there, the removal's transaction never committed
+
+ObjectStore._remove = killed_half_way
+metadata, artifacts, local = sys.argv[1:4]
+Model(Workspace(metadata=metadata, artifacts=artifacts, local=local), "m").delete()
+"""
+
+
+@pytest.mark.parametrize("stores_of", ["postgresql+s3", "postgresql+azure"], indirect=True)
+def test_a_delete_killed_while_removing_makes_a_registration_that_found_the_objects_upload_again(
+    machine, stores_of, tmp_path, monkeypatch
+):
+    """A registration found the objects of its content in the store, before the lock; then a delete of their last
+    user removed some and was killed, its transaction rolled back. Under the lock, the registration sees the
+    removal the delete had recorded (committed with the delete) and uploads the objects again."""
+    metadata, artifacts_uri = stores_of
+    write_file(tmp_path / "model" / "a.txt", "a")
+    write_file(tmp_path / "model" / "b.txt", "b")  # two files: the store is looked at before uploading
+    Model.register(machine("a"), tmp_path / "model", "m")
+    complete, killed = ObjectStore._complete, []
+
+    def found_then_a_delete_is_killed(self, digest, expected=None):
+        found = complete(self, digest, expected)
+        if not killed:
+            deleting = [sys.executable, "-c", KILLED_WHILE_REMOVING, metadata, artifacts_uri, str(tmp_path / "machines" / "d")]
+            killed.append((found, subprocess.run(deleting, timeout=120).returncode))
+        return found
+
+    monkeypatch.setattr(ObjectStore, "_complete", found_then_a_delete_is_killed)
+    Model.register(machine("b"), tmp_path / "model", "n")
+    assert killed == [(True, 9)]
+    fetched = Model(machine("c"), "n").path
+    assert sorted((p.name, p.read_text()) for p in fetched.iterdir()) == [("a.txt", "a"), ("b.txt", "b")]
+    assert Model.list(machine("c"), name="m") == []
+
+
+@pytest.mark.parametrize("stores_of", ["postgresql+s3"], indirect=True)
+def test_under_the_write_lock_a_registration_reads_only_the_database(machine, tmp_path, monkeypatch, free_port):
+    """Registrations held the team's write lock across S3 round trips (a check of the parts), so they serialized
+    at ~20/s however many processes registered. The store is looked at, and written, before the lock is taken."""
+    a = machine("a")
+    unreachable = fsspec.filesystem("s3", endpoint_url=f"http://127.0.0.1:{free_port()}", skip_instance_cache=True,
+                                    config_kwargs={"retries": {"max_attempts": 1}})  # fmt: skip
+    transaction = a.transaction
+
+    @contextlib.contextmanager
+    def with_the_store_unreachable():
+        reachable, a.artifacts._fs = a.artifacts._fs, unreachable
+        try:
+            with transaction() as tx:
+                yield tx
+        finally:
+            a.artifacts._fs = reachable
+
+    monkeypatch.setattr(a, "transaction", with_the_store_unreachable)
+    write_file(tmp_path / "folder" / "x.txt", "x")
+    write_file(tmp_path / "folder" / "y.txt", "y")
+    registered = [
+        Model.register(a, write_file(tmp_path / "new.bin", "new content"), "new"),  # one file: uploaded at once
+        Model.register(a, tmp_path / "folder", "folder"),  # several: looked for, then uploaded
+        Model.register(a, tmp_path / "folder", "folder"),  # found there: not uploaded again
+        Model.register(a, tmp_path / "new.bin", "new"),
+    ]
+    assert [m.id for m in registered] == ["new:1", "folder:1", "folder:2", "new:2"]
+    assert Model(machine("b"), "new").path.read_text() == "new content"
+    assert (Model(machine("b"), "folder").path / "y.txt").read_text() == "y"
+
+
+@pytest.mark.parametrize("stores_of", ["postgresql+s3", "postgresql+azure"], indirect=True)
+def test_workspaces_of_one_process_share_a_storage_client_until_the_credentials_change(machine, monkeypatch):
+    """Every Workspace built a client of its own: ~0.3 s at its first call, in each notebook cell that opens one."""
+    a, b = machine("a"), machine("b")
+    assert a.artifacts.fs is b.artifacts.fs
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY" if a.artifacts.protocol == "s3" else "AZURE_STORAGE_KEY", "another")
+    assert machine("c").artifacts.fs is not a.artifacts.fs, "a client with the credentials of before"
+
+
 @pytest.mark.parametrize("stores_of", ["postgresql+s3", "postgresql+azure"], indirect=True)
 def test_an_artifact_changed_in_the_store_is_refused_at_download(machine, stores_of, tmp_path, write):
     model = Model.register(machine("a"), write(tmp_path / "m.bin", "the real weights"), "m")
@@ -493,12 +577,14 @@ def test_a_workspace_opened_before_a_fork_works_in_the_child(machine, tmp_path):
     """s3fs and adlfs refuse to run on their parent's event loop ('This class is not fork-safe')."""
     a = machine("a")
     Model.register(machine("b"), write_file(tmp_path / "m.bin", "from b"), "m")  # not in a's cache: a fetches it
+    parents = a.artifacts.fs
     pid = os.fork()
     if pid == 0:  # the child: report by exit code only
         code = 3
         try:
             fetched = Model(a, "m").path.read_text() == "from b"
-            code = 0 if fetched and Model.register(a, write_file(tmp_path / "n.bin", "from a"), "n").version == 1 else 4
+            own = a.artifacts.fs is not parents and machine("c").artifacts.fs is a.artifacts.fs  # shared in the child too
+            code = 0 if fetched and own and Model.register(a, write_file(tmp_path / "n.bin", "from a"), "n").version == 1 else 4
         finally:
             os._exit(code)
     _, status = os.waitpid(pid, 0)

@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from mlmagics.core.store.metadata import SCHEMA_HEAD
+
 
 @pytest.fixture
 def cli(tmp_path):
@@ -130,7 +132,7 @@ def test_the_workspace_commands_show_a_team_workspace_and_sweep_it(cli, tmp_path
     config.write_text(json.dumps({"metadata": "sqlite:///../db/ws.db", "artifacts": "../store"}))  # relative to the file
     shown = json.loads(cli("workspace", "show", "--json", "--workspace", str(config)).stdout)
     assert shown["metadata"] == f"sqlite:///{tmp_path / 'team' / 'db' / 'ws.db'}"
-    assert (shown["artifacts"], shown["schema"]) == (str(tmp_path / "team" / "store"), "0002")
+    assert (shown["artifacts"], shown["schema"]) == (str(tmp_path / "team" / "store"), SCHEMA_HEAD)
     assert shown["id"].startswith("workspace:") and shown["local"] != str(tmp_path / "team")
     write = tmp_path / "m.txt"
     write.write_text("w")

@@ -14,12 +14,16 @@ is stored once, for everyone who shares the store. Two kinds of store, one contr
   process that opens the workspace.
 - `ObjectStore`: S3 or Azure Blob through fsspec (s3fs, adlfs), with a `FolderStore` on this machine
   as its cache. A registration copies the source into the cache (hashing it, so what is uploaded
-  cannot change underneath), uploads it in parts — bounded memory, progress for large ones — and
-  writes `manifests/<digest>.json` last; under the write lock it checks that every part is there
-  (a concurrent delete may have removed them) before its row is committed. A delete removes the
-  objects after its commit, under the lock again and only if no row uses them. So a registration
-  killed at any step leaves no visible model, only objects without a row, which `sweep()` removes.
-  Every download is checked against its digest before it is used.
+  cannot change underneath), uploads it — S3 in parts, several at once, in bounded memory; progress
+  for large ones — and writes `manifests/<digest>.json` last; content the store has already is not
+  uploaded again. Nothing slow happens under the write lock: a delete or a sweep records the digest
+  in `artifact_removals` (committed) before it removes any object, and counts the removal in the
+  transaction that removes them; under the lock, a registration reads that row and that count in one
+  query, and only if objects were removed since it looked (rare) checks the store and uploads again
+  before its row is committed. So a registration killed at any step leaves no visible model, only
+  objects without a row, which `sweep()` removes; a delete killed while removing leaves its record,
+  so the next registration of that content checks the store. Every download is checked against its
+  digest before it is used. Filesystem clients are shared per process (a new one costs ~0.3 s).
 
 What comes from the shared stores is untrusted input: a manifest is read up to MAX_MANIFEST_BYTES,
 must name at most MAX_COPIED_ENTRIES plain relative paths under one root (no '..', no absolute
@@ -39,6 +43,7 @@ import re
 import shutil
 import socket
 import stat
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -51,7 +56,10 @@ from .metadata import Transaction, WorkspaceUnavailable
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _SKIPPED = ("__pycache__", ".ipynb_checkpoints")
-PART_BYTES = 8 << 20  # what one upload or download holds in memory at a time
+PART_BYTES = 8 << 20  # what one download, or an upload to Azure, holds in memory at a time
+UPLOAD_PART_BYTES = 5 << 20  # S3: a part of a multipart upload (S3's least, but for the last)
+UPLOAD_PARTS_AT_ONCE = 4  # S3: parts in flight together, so an upload holds at most 20 MiB
+MAX_UPLOAD_PARTS = 10_000  # S3's limit: larger files take larger parts
 PROGRESS_FROM_BYTES = 64 << 20  # transfers at least this large print progress lines
 MAX_COPIED_ENTRIES = 200_000  # files and folders, counting those reached through links
 MAX_DEPTH = 128  # folders within folders: deeper would end in a RecursionError (copies, hashes and chmods recurse)
@@ -62,9 +70,11 @@ FOREIGN_ENTRY_S = 24 * 3600  # a staging or trash entry of another host is left 
 
 
 class Lock(Protocol):
-    """What a store needs from the workspace: its write transaction, and whether a row uses a digest."""
+    """What a store needs from the workspace: its write transaction, reads, and whether a row uses a digest."""
 
     def transaction(self) -> contextlib.AbstractContextManager[Transaction]: ...
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[Any]: ...
 
     def artifact_used(self, tx: Transaction, digest: str) -> bool: ...
 
@@ -232,6 +242,7 @@ class ObjectStore:
         self.secrets = tuple(uris.secrets_of(uri))
         self.cache = cache
         self.lock = lock
+        self.protocol = uris.OBJECT_SCHEMES[uris.scheme(uri)]
         self._fs, self.root = _filesystem(uri, self.display)
         self._fs_pid = os.getpid()
 
@@ -253,13 +264,33 @@ class ObjectStore:
         with self.cache.staged(source) as (entry, digest, size):
             content = entry / "content"
             listing = _listing(content)
-            if not self._complete(digest, listing):  # the team may have it already: equal content is stored once
+            removed = self._removals()  # read before the store is: a removal after it is seen under the lock
+            # on S3 one small file costs as much to upload as to look for (adlfs's upload to an unreachable store
+            # retries for minutes, a read fails at once); else the team may have it already
+            if (self.protocol == "s3" and _one_object(listing)) or not self._complete(digest, listing):
                 self._upload(content, digest, size, listing)
             with self.lock.transaction() as tx:
-                if not self._complete(digest, listing):  # deleted meanwhile by a delete of its last row
-                    self._upload(content, digest, size, listing)
+                if self._removed_since(tx, digest, removed):  # a delete or a sweep removed objects meanwhile
+                    if not self._complete(digest, listing):
+                        self._upload(content, digest, size, listing)
+                    tx.execute("DELETE FROM artifact_removals WHERE digest=:digest", {"digest": digest})
                 self.cache.place(entry, digest)  # this machine keeps a copy: it is likely to deploy it
                 yield tx, digest, f"sha256/{digest}/{source.name}", size
+
+    def _removals(self) -> int:
+        """How many removals of objects the workspace has committed."""
+        rows = self.lock.query("SELECT last FROM counters WHERE kind='artifacts' AND name='removed'")
+        return int(rows[0]["last"]) if rows else 0
+
+    def _removed_since(self, tx: Transaction, digest: str, removed: int) -> bool:
+        """Under the lock, one query: whether objects were removed since `removed` was read, or a removal of
+        `digest` was begun and not finished (a delete killed while removing its objects)."""
+        row = tx.execute(
+            "SELECT (SELECT last FROM counters WHERE kind='artifacts' AND name='removed') AS removed,"
+            " (SELECT COUNT(*) FROM artifact_removals WHERE digest=:digest) AS removing",
+            {"digest": digest},
+        ).one()
+        return int(row["removed"] or 0) != removed or bool(row["removing"])
 
     def _upload(self, content: Path, digest: str, size: int, listing: Manifest) -> None:
         progress = _Transfer(f"uploading {_name(content)} to {self.display}", size)
@@ -271,20 +302,16 @@ class ObjectStore:
         progress.done()
 
     def _put(self, path: Path, key: str, size: int, progress: _Transfer) -> None:
-        """Upload one part. Registrations of equal content upload the same keys at the same time, and Azure
+        """Upload one file. Registrations of equal content upload the same keys at the same time, and Azure
         Blob refuses all but one of them (InvalidBlockList: a commit drops the others' uncommitted blocks):
-        a part that failed but is there now, whole, was written by another; else it is tried again."""
+        a file that failed but is there now, whole, was written by another; else it is tried again."""
         for attempt in range(1, UPLOAD_ATTEMPTS + 1):
-            sent = 0
+            sent = progress.done_bytes
             try:
-                with open(path, "rb") as src, self.fs.open(key, "wb", block_size=PART_BYTES) as dst:
-                    while chunk := src.read(PART_BYTES):
-                        dst.write(chunk)
-                        sent += len(chunk)
-                        progress.advance(len(chunk))
+                self._send(path, key, size, progress)
                 return
             except Exception as e:
-                progress.advance(-sent)
+                progress.advance(sent - progress.done_bytes)
                 local = isinstance(e, OSError) and (e.errno in (errno.ENOSPC, errno.EDQUOT) or e.filename == str(path))
                 if local or not (isinstance(e, OSError) or _from_storage_library(e)):
                     raise
@@ -293,6 +320,18 @@ class ObjectStore:
                 if attempt == UPLOAD_ATTEMPTS:
                     raise
                 time.sleep(0.25 * attempt)
+
+    def _send(self, path: Path, key: str, size: int, progress: _Transfer) -> None:
+        """S3: a multipart upload of UPLOAD_PARTS_AT_ONCE parts at a time (s3fs's put_file: one request for a
+        small file). Azure: a stream of PART_BYTES blocks (adlfs's put_file would hold up to 64 MiB at once)."""
+        if self.protocol == "s3":
+            part = max(UPLOAD_PART_BYTES, -(-size // MAX_UPLOAD_PARTS))
+            self.fs.put_file(str(path), key, callback=progress, chunksize=part, max_concurrency=UPLOAD_PARTS_AT_ONCE)
+            return
+        with open(path, "rb") as src, self.fs.open(key, "wb", block_size=PART_BYTES) as dst:
+            while chunk := src.read(PART_BYTES):
+                dst.write(chunk)
+                progress.advance(len(chunk))
 
     def _has_part(self, key: str, size: int) -> bool:
         with contextlib.suppress(Exception):
@@ -392,25 +431,31 @@ class ObjectStore:
 
     # -- removing ---------------------------------------------------------------------------------------
     def unstore_if_unused(self, tx: Transaction, digest: str) -> Callable[[], None] | None:
-        """After the commit, under the lock again: remove the objects if still no row uses them."""
+        """In the transaction that deleted the last row using `digest`: record the removal, committed with the
+        delete; after the commit, under the lock again, remove the objects if still no row uses them."""
         if self.lock.artifact_used(tx, checked_digest(digest)):
             return None
+        _begin_removal(tx, digest)
 
         def remove() -> None:
             with self.lock.transaction() as again:
                 if self.lock.artifact_used(again, digest):  # registered again meanwhile: this machine's copy stays
                     return
-                self._remove(digest)
+                self._remove(again, digest)
             self.cache.evict(digest)
 
         return remove
 
-    def _remove(self, digest: str) -> None:
+    def _remove(self, tx: Transaction, digest: str) -> None:
+        """Under the lock, after `_begin_removal` was committed: remove the objects; the transaction forgets the
+        removal and counts it, so registrations that looked at the store before it check the store again."""
         with self._errors("delete from"):
             with contextlib.suppress(FileNotFoundError):
                 self.fs.rm_file(self._manifest(checked_digest(digest)))  # first: without it the rest counts as incomplete
             with contextlib.suppress(FileNotFoundError):
                 self.fs.rm(f"{self.root}/sha256/{digest}", recursive=True)
+        tx.execute("DELETE FROM artifact_removals WHERE digest=:digest", {"digest": digest})
+        tx.count("artifacts", "removed")
 
     def sweep(self, older_than_s: float = 3600) -> list[str]:
         """Remove objects no row uses (left by registrations killed before their commit), if older than
@@ -426,13 +471,16 @@ class ObjectStore:
                     if _DIGEST.fullmatch(digest):
                         found.add(digest)
         now = time.time()
+        aged = [digest for digest in sorted(found) if now - self._modified(digest) >= older_than_s]
+        with self.lock.transaction() as tx:
+            unused = [digest for digest in aged if not self.lock.artifact_used(tx, digest)]
+            for digest in unused:
+                _begin_removal(tx, digest)
         removed = []
         with self.lock.transaction() as tx:
-            for digest in sorted(found):
-                if self.lock.artifact_used(tx, digest):
-                    continue
-                if now - self._modified(digest) >= older_than_s:
-                    self._remove(digest)
+            for digest in unused:
+                if not self.lock.artifact_used(tx, digest):  # else registered again meanwhile
+                    self._remove(tx, digest)
                     removed.append(digest)
         return removed
 
@@ -540,12 +588,56 @@ def _ancestors(path: str) -> list[str]:
     return ["/".join(parts[:i]) for i in range(1, len(parts))]
 
 
+def _begin_removal(tx: Transaction, digest: str) -> None:
+    """Record, before any object of `digest` is removed, that they are being removed: a removal killed half-way
+    leaves this row, and the next registration of the content checks the store under the lock."""
+    tx.execute(
+        "INSERT INTO artifact_removals (digest, since) VALUES (:digest, :since) ON CONFLICT (digest) DO NOTHING",
+        {"digest": digest, "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+    )
+
+
+def _one_object(listing: Manifest) -> bool:
+    """Whether the artifact is one file small enough for one request."""
+    return not listing.dirs and len(listing.files) == 1 and next(iter(listing.files.values())) <= UPLOAD_PART_BYTES
+
+
+_filesystems: dict[tuple[int, str, str], tuple[Any, str]] = {}
+_filesystems_lock = threading.Lock()
+
+
 def _filesystem(uri: str, display: str) -> tuple[Any, str]:
+    """The process's filesystem for `uri` (a new one costs ~0.3 s at its first call), made again when the
+    environment the storage library reads its credentials and endpoint from has changed, and in a forked child
+    (s3fs and adlfs refuse to run on their parent's event loop; the parent's stay in the map, unused, so that
+    no finalizer of theirs runs in the child). fsspec's own instance cache is keyed by the arguments alone: it
+    would keep the credentials of the first caller."""
+    key = (os.getpid(), uri, _credentials_environment())
+    with _filesystems_lock:
+        if key not in _filesystems:
+            _filesystems[key] = _new_filesystem(uri, display)
+        return _filesystems[key]
+
+
+def _credentials_environment() -> str:
+    """A digest of what the storage libraries read from the environment (AWS_*, AZURE_*)."""
+    read = sorted((k, v) for k, v in os.environ.items() if k.startswith(("AWS_", "AZURE_")))
+    return hashlib.sha256(repr(read).encode()).hexdigest()
+
+
+def _new_lock_after_fork() -> None:
+    global _filesystems_lock
+    _filesystems_lock = threading.Lock()  # another thread of the parent may have held it at the fork
+
+
+os.register_at_fork(after_in_child=_new_lock_after_fork)
+
+
+def _new_filesystem(uri: str, display: str) -> tuple[Any, str]:
     import fsspec
 
     protocol = uris.OBJECT_SCHEMES[uris.scheme(uri)]
     try:
-        # a filesystem of its own: fsspec's shared instances keep the credentials of the first caller
         options = {"use_listings_cache": False} if protocol == "s3" else {}
         fs, root = fsspec.core.url_to_fs(uri, skip_instance_cache=True, **options)
     except ImportError:
@@ -597,6 +689,11 @@ class _Transfer:
         if self.total >= PROGRESS_FROM_BYTES and self.done_bytes * 10 // self.total > self.shown:
             self.shown = self.done_bytes * 10 // self.total
             print(f"{self.what}: {self.shown * 10} % ({self.done_bytes >> 20} of {self.total >> 20} MiB)", flush=True)
+
+    relative_update = advance  # as s3fs calls its callback
+
+    def set_size(self, size: int) -> None:
+        """s3fs's callback: the size of one file of the transfer, which `total` counts already."""
 
     def done(self) -> None:
         if self.total >= PROGRESS_FROM_BYTES:

@@ -31,8 +31,8 @@ from typing import Any
 from ..errors import MlmagicsError, UserError
 from . import uris
 
-SCHEMA_HEAD = "0002"  # tests/core/test_store_schema.py checks these against the migration scripts
-KNOWN_REVISIONS = ("0001", "0002")
+SCHEMA_HEAD = "0003"  # tests/core/test_store_schema.py checks these against the migration scripts
+KNOWN_REVISIONS = ("0001", "0002", "0003")
 _ADVISORY_KEY = 0x6D6C6D6167696373  # "mlmagics": one lock per database, i.e. per workspace
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -88,6 +88,10 @@ class Transaction:
 
     def next_version(self, kind: str, name: str) -> int:
         """The next version of `name`: one atomic upsert; deleted versions are never reused."""
+        return self.count(kind, name)
+
+    def count(self, kind: str, name: str) -> int:
+        """Add one to the counter (kind, name), created at 1; returns its new value."""
         return int(
             self.execute(
                 "INSERT INTO counters (kind, name, last) VALUES (:kind, :name, 1) "
