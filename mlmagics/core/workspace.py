@@ -262,15 +262,13 @@ class Workspace:
         """Inside the transaction that deleted a row; returns what to run after its commit (or None)."""
         return self.artifacts.unstore_if_unused(tx, digest)
 
-    def artifact_used(self, tx: Transaction, digest: str) -> bool:
-        """Whether a model or an image snapshot still names the artifact `digest`."""
-        return (
-            tx.execute(
-                "SELECT 1 FROM models WHERE digest=:digest UNION ALL SELECT 1 FROM images WHERE snapshot LIKE :prefix",
-                {"digest": digest, "prefix": f"sha256/{digest}/%"},
-            ).first()
-            is not None
-        )
+    def artifact_used(self, tx: Transaction | None, digest: str) -> bool:
+        """Whether a model or an image snapshot still names the artifact `digest` (in `tx`, or as read now)."""
+        sql = "SELECT 1 FROM models WHERE digest=:digest UNION ALL SELECT 1 FROM images WHERE snapshot LIKE :prefix"
+        params = {"digest": digest, "prefix": f"sha256/{digest}/%"}
+        if tx is None:
+            return bool(self.query(sql + " LIMIT 1", params))
+        return tx.execute(sql, params).first() is not None
 
     def sweep_artifacts(self, older_than_s: float = 3600) -> list[str]:
         """Remove, from a shared artifact store, objects no row uses that are older than `older_than_s`

@@ -195,8 +195,8 @@ def test_a_delete_killed_while_removing_makes_a_registration_that_found_the_obje
     Model.register(machine("a"), tmp_path / "model", "m")
     complete, killed = ObjectStore._complete, []
 
-    def found_then_a_delete_is_killed(self, digest, expected=None):
-        found = complete(self, digest, expected)
+    def found_then_a_delete_is_killed(self, digest, expected=None, parts=True):
+        found = complete(self, digest, expected, parts)
         if not killed:
             deleting = [sys.executable, "-c", KILLED_WHILE_REMOVING, metadata, artifacts_uri, str(tmp_path / "machines" / "d")]
             killed.append((found, subprocess.run(deleting, timeout=120).returncode))

@@ -58,7 +58,7 @@ _DIGEST = re.compile(r"[0-9a-f]{64}")
 _SKIPPED = ("__pycache__", ".ipynb_checkpoints")
 PART_BYTES = 8 << 20  # what one download, or an upload to Azure, holds in memory at a time
 UPLOAD_PART_BYTES = 5 << 20  # S3: a part of a multipart upload (S3's least, but for the last)
-UPLOAD_PARTS_AT_ONCE = 4  # S3: parts in flight together, so an upload holds at most 20 MiB
+UPLOAD_PARTS_AT_ONCE = 3  # S3: parts in flight together; each is held twice (aiohttp copies it): 30 MiB at most
 MAX_UPLOAD_PARTS = 10_000  # S3's limit: larger files take larger parts
 PROGRESS_FROM_BYTES = 64 << 20  # transfers at least this large print progress lines
 MAX_COPIED_ENTRIES = 200_000  # files and folders, counting those reached through links
@@ -76,7 +76,7 @@ class Lock(Protocol):
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> list[Any]: ...
 
-    def artifact_used(self, tx: Transaction, digest: str) -> bool: ...
+    def artifact_used(self, tx: Transaction | None, digest: str) -> bool: ...
 
 
 def artifact_store(uri: str, cache: Path, lock: Lock) -> FolderStore | ObjectStore:
@@ -264,10 +264,15 @@ class ObjectStore:
         with self.cache.staged(source) as (entry, digest, size):
             content = entry / "content"
             listing = _listing(content)
-            removed = self._removals()  # read before the store is: a removal after it is seen under the lock
-            # on S3 one small file costs as much to upload as to look for (adlfs's upload to an unreachable store
-            # retries for minutes, a read fails at once); else the team may have it already
-            if (self.protocol == "s3" and _one_object(listing)) or not self._complete(digest, listing):
+            removed = self._removals()  # read before anything else is: a removal after it is seen under the lock
+            if self.lock.artifact_used(None, digest):
+                # its objects are there (removed only once no row names them): only the manifest is read, so that
+                # one damaged in the store is written again
+                stored = self._complete(digest, listing, parts=False)
+            else:  # on S3 one small file costs as much to upload as to look for (adlfs's upload to an unreachable
+                # store retries for minutes, a read fails at once); else the team may have it already
+                stored = not (self.protocol == "s3" and _one_object(listing)) and self._complete(digest, listing)
+            if not stored:
                 self._upload(content, digest, size, listing)
             with self.lock.transaction() as tx:
                 if self._removed_since(tx, digest, removed):  # a delete or a sweep removed objects meanwhile
@@ -322,7 +327,7 @@ class ObjectStore:
                 time.sleep(0.25 * attempt)
 
     def _send(self, path: Path, key: str, size: int, progress: _Transfer) -> None:
-        """S3: a multipart upload of UPLOAD_PARTS_AT_ONCE parts at a time (s3fs's put_file: one request for a
+        """S3: a multipart upload, UPLOAD_PARTS_AT_ONCE parts at a time (s3fs's put_file: one request for a
         small file). Azure: a stream of PART_BYTES blocks (adlfs's put_file would hold up to 64 MiB at once)."""
         if self.protocol == "s3":
             part = max(UPLOAD_PART_BYTES, -(-size // MAX_UPLOAD_PARTS))
@@ -339,10 +344,10 @@ class ObjectStore:
             return bool(self.fs.info(key).get("size") == size)
         return False
 
-    def _complete(self, digest: str, expected: Manifest | None = None) -> bool:
+    def _complete(self, digest: str, expected: Manifest | None = None, parts: bool = True) -> bool:
         """Whether the manifest and every part it names (with its size) are in the store; with `expected` (what
-        a registration holds), whether the manifest names exactly that. A malformed manifest is not complete:
-        a registration of the content writes it again."""
+        a registration holds), whether the manifest names exactly that; with `parts=False`, the manifest only.
+        A malformed manifest is not complete: a registration of the content writes it again."""
         try:
             manifest = self._read_manifest(digest)
         except UserError:
@@ -351,6 +356,8 @@ class ObjectStore:
             return False
         if expected is not None and (manifest.files, manifest.folders()) != (expected.files, expected.folders()):
             return False
+        if not parts:
+            return True
         with self._errors("read"):
             prefix = f"{self.root}/sha256/{digest}/"
             self.fs.invalidate_cache(prefix)
@@ -638,7 +645,11 @@ def _new_filesystem(uri: str, display: str) -> tuple[Any, str]:
 
     protocol = uris.OBJECT_SCHEMES[uris.scheme(uri)]
     try:
-        options = {"use_listings_cache": False} if protocol == "s3" else {}
+        options: dict[str, Any] = {}
+        if protocol == "s3":
+            # no SHA-256 of each request's body for its signature: over http botocore computes one, on the event
+            # loop's one thread, as it never does over https; what is stored is checked against its digest when read
+            options = {"use_listings_cache": False, "config_kwargs": {"s3": {"payload_signing_enabled": False}}}
         fs, root = fsspec.core.url_to_fs(uri, skip_instance_cache=True, **options)
     except ImportError:
         extra = "s3" if protocol == "s3" else "azure"
