@@ -34,9 +34,11 @@ checked the same way before it names a file or an object.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import hashlib
+import io
 import json
 import os
 import re
@@ -56,9 +58,8 @@ from .metadata import Transaction, WorkspaceUnavailable
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _SKIPPED = ("__pycache__", ".ipynb_checkpoints")
-PART_BYTES = 8 << 20  # what one download, or an upload to Azure, holds in memory at a time
-UPLOAD_PART_BYTES = 5 << 20  # S3: a part of a multipart upload (S3's least, but for the last)
-UPLOAD_PARTS_AT_ONCE = 3  # S3: parts in flight together; each is held twice (aiohttp copies it): 30 MiB at most
+PART_BYTES = 8 << 20  # a part of an upload (S3's multipart, Azure's blocks); what a download holds at a time
+UPLOAD_PARTS_AT_ONCE = 4  # S3: parts in flight together (each read from the file as it is sent, not held)
 MAX_UPLOAD_PARTS = 10_000  # S3's limit: larger files take larger parts
 PROGRESS_FROM_BYTES = 64 << 20  # transfers at least this large print progress lines
 MAX_COPIED_ENTRIES = 200_000  # files and folders, counting those reached through links
@@ -327,16 +328,48 @@ class ObjectStore:
                 time.sleep(0.25 * attempt)
 
     def _send(self, path: Path, key: str, size: int, progress: _Transfer) -> None:
-        """S3: a multipart upload, UPLOAD_PARTS_AT_ONCE parts at a time (s3fs's put_file: one request for a
-        small file). Azure: a stream of PART_BYTES blocks (adlfs's put_file would hold up to 64 MiB at once)."""
+        """S3: `_send_s3`. Azure: a stream of PART_BYTES blocks (adlfs's put_file would hold up to 64 MiB at once)."""
         if self.protocol == "s3":
-            part = max(UPLOAD_PART_BYTES, -(-size // MAX_UPLOAD_PARTS))
-            self.fs.put_file(str(path), key, callback=progress, chunksize=part, max_concurrency=UPLOAD_PARTS_AT_ONCE)
+            from fsspec.asyn import sync
+
+            sync(self.fs.loop, self._send_s3, path, key, size, progress)
             return
         with open(path, "rb") as src, self.fs.open(key, "wb", block_size=PART_BYTES) as dst:
             while chunk := src.read(PART_BYTES):
                 dst.write(chunk)
                 progress.advance(len(chunk))
+
+    async def _send_s3(self, path: Path, key: str, size: int, progress: _Transfer) -> None:
+        """One request for a small file, else a multipart upload, UPLOAD_PARTS_AT_ONCE parts at a time. Each
+        request's body is read from the file as it is sent (s3fs's put_file reads whole parts, which aiohttp
+        copies: 3 parts of 5 MiB took 30 MiB), so the memory does not grow with the parts in flight."""
+        bucket, name, _ = self.fs.split_path(key)
+        if size <= PART_BYTES:
+            with _FileSlice(path, 0, size) as body:
+                await self.fs._call_s3("put_object", Bucket=bucket, Key=name, Body=body, ContentLength=size)
+            progress.advance(size)
+            return
+        part_bytes = max(PART_BYTES, -(-size // MAX_UPLOAD_PARTS))
+        upload = (await self.fs._call_s3("create_multipart_upload", Bucket=bucket, Key=name))["UploadId"]
+        at_once = asyncio.Semaphore(UPLOAD_PARTS_AT_ONCE)
+
+        async def send(number: int, offset: int) -> dict[str, Any]:
+            async with at_once:
+                with _FileSlice(path, offset, min(part_bytes, size - offset)) as body:
+                    sent = await self.fs._call_s3("upload_part", Bucket=bucket, Key=name, UploadId=upload,
+                                                  PartNumber=number, Body=body, ContentLength=body.length)  # fmt: skip
+                progress.advance(body.length)
+                return {"PartNumber": number, "ETag": sent["ETag"]}
+
+        try:
+            parts = await asyncio.gather(*(send(i + 1, offset) for i, offset in enumerate(range(0, size, part_bytes))))
+            await self.fs._call_s3("complete_multipart_upload", Bucket=bucket, Key=name, UploadId=upload,
+                                   MultipartUpload={"Parts": parts})  # fmt: skip
+        except BaseException:
+            with contextlib.suppress(Exception):  # else S3 keeps the parts (and bills them) until a lifecycle rule goes
+                await self.fs._call_s3("abort_multipart_upload", Bucket=bucket, Key=name, UploadId=upload)
+            raise
+        self.fs.invalidate_cache(key)
 
     def _has_part(self, key: str, size: int) -> bool:
         with contextlib.suppress(Exception):
@@ -527,6 +560,45 @@ class ObjectStore:
         return WorkspaceUnavailable(f"cannot {doing} the artifact store {self.display}: {why}")
 
 
+class _FileSlice(io.RawIOBase):
+    """`length` bytes of a file from `offset`, as a request body read while it is sent (botocore seeks back to
+    its start after computing its checksum, and on a retry)."""
+
+    def __init__(self, path: Path, offset: int, length: int) -> None:
+        super().__init__()
+        self.file = open(path, "rb", buffering=0)  # noqa: SIM115 -- closed with the slice
+        self.offset, self.length, self.position = offset, length, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, position: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.length}[whence]
+        self.position = min(max(base + position, 0), self.length)
+        return self.position
+
+    def readinto(self, buffer: Any) -> int:
+        wanted = min(len(buffer), self.length - self.position)
+        if wanted <= 0:
+            return 0
+        got = os.preadv(self.file.fileno(), [memoryview(buffer)[:wanted]], self.offset + self.position)
+        self.position += got
+        return got
+
+    def __len__(self) -> int:
+        return self.length
+
+    def close(self) -> None:
+        self.file.close()
+        super().close()
+
+
 class Manifest:
     """What an artifact holds: its files (relative path -> bytes) and its folders, all under one root; checked
     when read from a store, which anyone with write access to it may have written."""
@@ -606,7 +678,7 @@ def _begin_removal(tx: Transaction, digest: str) -> None:
 
 def _one_object(listing: Manifest) -> bool:
     """Whether the artifact is one file small enough for one request."""
-    return not listing.dirs and len(listing.files) == 1 and next(iter(listing.files.values())) <= UPLOAD_PART_BYTES
+    return not listing.dirs and len(listing.files) == 1 and next(iter(listing.files.values())) <= PART_BYTES
 
 
 _filesystems: dict[tuple[int, str, str], tuple[Any, str]] = {}
