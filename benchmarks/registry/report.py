@@ -279,7 +279,7 @@ def render(result: Result) -> str:
         "local artifact cache, `ws.path/artifacts/sha256/`, emptied before each download, untimed, so every "
         "download reads S3 as MLflow's does); "
         "populating is a whole `Model.register` of one 16-byte file (its content is stored once; every "
-        "registration checks the store for it).",
+        "registration after the first copies and hashes it and reads its manifest from the store).",
         "- **MLflow** (`benchmarks/.venvs/mlflow`): tracking and registry URI "
         f"`{result.prepared.get('mlflow', {}).get('tracking_uri', 'not run')}`, artifact location "
         f"`{result.prepared.get('mlflow', {}).get('artifact_location', '—')}` (`MLFLOW_S3_ENDPOINT_URL`); "
