@@ -341,8 +341,8 @@ class ObjectStore:
 
     async def _send_s3(self, path: Path, key: str, size: int, progress: _Transfer) -> None:
         """One request for a small file, else a multipart upload, UPLOAD_PARTS_AT_ONCE parts at a time. Each
-        request's body is read from the file as it is sent (s3fs's put_file reads whole parts, which aiohttp
-        copies: 3 parts of 5 MiB took 30 MiB), so the memory does not grow with the parts in flight."""
+        request's body is read from the file as it is sent (s3fs's put_file reads whole parts into memory, and
+        aiohttp copies each), so the memory does not grow with the parts in flight."""
         bucket, name, _ = self.fs.split_path(key)
         if size <= PART_BYTES:
             with _FileSlice(path, 0, size) as body:
@@ -361,11 +361,14 @@ class ObjectStore:
                 progress.advance(body.length)
                 return {"PartNumber": number, "ETag": sent["ETag"]}
 
+        sending = [asyncio.ensure_future(send(i + 1, offset)) for i, offset in enumerate(range(0, size, part_bytes))]
         try:
-            parts = await asyncio.gather(*(send(i + 1, offset) for i, offset in enumerate(range(0, size, part_bytes))))
+            parts = await asyncio.gather(*sending)
             await self.fs._call_s3("complete_multipart_upload", Bucket=bucket, Key=name, UploadId=upload,
                                    MultipartUpload={"Parts": parts})  # fmt: skip
         except BaseException:
+            for part in sending:  # one part failed: the others stop
+                part.cancel()
             with contextlib.suppress(Exception):  # else S3 keeps the parts (and bills them) until a lifecycle rule goes
                 await self.fs._call_s3("abort_multipart_upload", Bucket=bucket, Key=name, UploadId=upload)
             raise
