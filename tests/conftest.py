@@ -321,11 +321,12 @@ class ScoringServer:
         raise AssertionError(f"server not ready after {timeout} s:\n{self.log()}")
 
     def log(self) -> str:
+        """The server's log so far: what it logged until now is written within a tick (50 ms)."""
+        time.sleep(0.15)
         self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def log_records(self) -> list[dict]:
-        time.sleep(0.15)  # the server flushes its log every 50 ms
         out = []
         for line in self.log().splitlines():
             try:
