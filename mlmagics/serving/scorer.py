@@ -115,7 +115,8 @@ class Scorer:
             return None
         log.info("user_script", f"batching up to {max(rows, 1)} rows, waiting at most {latency:g} ms"
                  + (f" (rows of {', '.join(plan.rows_params)})" if plan.rows_params else " (@batched run)"))  # fmt: skip
-        return Batcher(plan, max(int(rows), 1), latency / 1000, could_send=lambda: self.could_send())
+        # answers computed and not yet handed to their connections count as sent: those clients send again soon
+        return Batcher(plan, max(int(rows), 1), latency / 1000, could_send=lambda: self.could_send() + len(self._done))
 
     # -- the queue (submit and _refuse_late run on the event loop; serve on the main thread) -------------
     def submit(self, job: Job) -> None:
