@@ -21,7 +21,7 @@ import warnings
 
 from .app import App
 from .http import HttpServer
-from .logs import capture_logging, configure
+from .logs import capture_logging, configure, log
 from .metrics import Metrics
 from .scorer import FAILED, Scorer
 from .script import ScoringScript
@@ -176,7 +176,9 @@ def _stop_with_parent(supervisor: int) -> None:
 
 
 def _report(fd: int | None, failure) -> None:
-    """Tell the supervisor how start-up went (one JSON message on a pipe): ready, or why not."""
+    """Tell the supervisor how start-up went (one JSON message on a pipe): ready, or why not. The start-up's log
+    lines are written first: whoever sees the service ready (or failed) finds them in the log."""
+    log.flush()
     if fd is None:
         return
     report = (
