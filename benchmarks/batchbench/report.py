@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
 import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from servebench.report import DASH, DISTURBED_CPU, Case, Noise, disturbed, fmt, noise_warning, worst
+from servebench.report import DASH, DISTURBED_CPU, Case, Noise, disturbed, fmt, noise_of, noise_warning, worst
 
 from batchbench.load import Run, Summary, summarize
 from batchbench.servers import Server
@@ -193,13 +192,7 @@ def load_table(result: BatchResult) -> list[str]:
 
 
 def _noise(result: BatchResult) -> list[Noise]:
-    return [
-        (run.other_cpu, run.steal_cpu, f"{key}, {case.name}, run {i + 1}")
-        for key, by_case in result.runs.items()
-        for case, runs in by_case.items()
-        for i, run in enumerate(runs)
-        if not math.isnan(run.other_cpu)
-    ]
+    return noise_of((key, case.name, runs) for key, by_case in result.runs.items() for case, runs in by_case.items())
 
 
 def setup(result: BatchResult) -> list[str]:

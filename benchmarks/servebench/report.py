@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -253,15 +254,19 @@ def noise_warning(noise: list[Noise], then: str) -> list[str]:
     ]
 
 
-def _noise(result: BenchResult) -> list[Noise]:
-    """(other processes' CPU, hypervisor steal, which run) for every measured run that recorded them."""
+def noise_of(runs: Iterable[tuple[str, str, list[Any]]]) -> list[Noise]:
+    """(other processes' CPU, hypervisor steal, which run) for every measured run that recorded them;
+    `runs`: (server, case name, its runs) — what each benchmark keeps, in whatever nesting."""
     return [
-        (run.other_cpu, run.steal_cpu, f"{server}, {case.name}, run {index + 1}")
-        for case, by_server in result.cases.items()
-        for server, runs in by_server.items()
-        for index, run in enumerate(runs)
+        (run.other_cpu, run.steal_cpu, f"{server}, {case}, run {index + 1}")
+        for server, case, measured in runs
+        for index, run in enumerate(measured)
         if not math.isnan(run.other_cpu)
     ]
+
+
+def _noise(result: BenchResult) -> list[Noise]:
+    return noise_of((server, case.name, runs) for case, by_server in result.cases.items() for server, runs in by_server.items())
 
 
 def _noise_setup_line(result: BenchResult) -> str:
