@@ -225,8 +225,8 @@ class Batcher:
     def _worth_waiting(self, start: float) -> float:
         """How long to wait for one more request: only while that saves a call's fixed cost, and only while some
         client could send one — when every open connection awaits its answer, nobody can (clients wait for an answer
-        before they send again): waiting then only delays the batch. At 64 connections that wait had made p99
-        32.6 ms where no wait at all (max_batch_latency_ms 0) gave 11 ms."""
+        before they send again): waiting then only delays the batch (by hand at 64 connections, one run each: p99
+        32.6 ms with that wait, 11 ms with none at all, max_batch_latency_ms 0)."""
         if self.could_send() <= 0:
             return 0.0
         left = self.max_wait_s - (time.monotonic() - start)

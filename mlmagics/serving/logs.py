@@ -6,8 +6,9 @@ like the reference server's (`2026-01-01T10:00:00.123Z I [pid] access - POST /sc
 Lines are kept in a list and written at most every 50 ms by a thread of their own, so a busy server
 does not pay one system call per request, `get_logs()` still sees a line within a tick, and the
 threads that answer requests never write the stream themselves: a write releases the GIL, and getting
-it back behind the worker's main thread stalled the event loop for up to the switch interval (5 ms) —
-at 64 connections that was a third of the throughput and most of p99. If the writer falls behind
+it back behind the worker's main thread stalled the event loop for up to the switch interval (5 ms).
+(By hand at 64 connections, request logging on cost about a third of the throughput before this, a fifth
+after.) If the writer falls behind
 (stdout not read), the thread that logs writes itself, as a plain stream would block it.
 
 With a log file (`--log-file`, how the local target runs it) the file takes file descriptors 1
