@@ -369,6 +369,8 @@ class ObjectStore:
         except BaseException:
             for part in sending:  # one part failed: the others stop
                 part.cancel()
+            # wait until they have (closing their files; a second failure is retrieved, not logged at exit)
+            await asyncio.gather(*sending, return_exceptions=True)
             with contextlib.suppress(Exception):  # else S3 keeps the parts (and bills them) until a lifecycle rule goes
                 await self.fs._call_s3("abort_multipart_upload", Bucket=bucket, Key=name, UploadId=upload)
             raise
