@@ -778,11 +778,6 @@ class _Transfer:
             self.shown = self.done_bytes * 10 // self.total
             print(f"{self.what}: {self.shown * 10} % ({self.done_bytes >> 20} of {self.total >> 20} MiB)", flush=True)
 
-    relative_update = advance  # as s3fs calls its callback
-
-    def set_size(self, size: int) -> None:
-        """s3fs's callback: the size of one file of the transfer, which `total` counts already."""
-
     def done(self) -> None:
         if self.total >= PROGRESS_FROM_BYTES:
             seconds = time.monotonic() - self.start
