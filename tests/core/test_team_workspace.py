@@ -249,6 +249,13 @@ def test_workspaces_of_one_process_share_a_storage_client_until_the_credentials_
     assert a.artifacts.fs is b.artifacts.fs
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY" if a.artifacts.protocol == "s3" else "AZURE_STORAGE_KEY", "another")
     assert machine("c").artifacts.fs is not a.artifacts.fs, "a client with the credentials of before"
+    from mlmagics.core.store import artifacts
+
+    held = len(artifacts._filesystems)
+    for token in range(5):  # rotated credentials replace the process's client: the map does not grow with them
+        monkeypatch.setenv("AWS_SESSION_TOKEN", f"token-{token}")
+        assert machine("d").artifacts.fs is not a.artifacts.fs
+    assert len(artifacts._filesystems) == held
 
 
 @pytest.mark.parametrize("stores_of", ["postgresql+s3", "postgresql+azure"], indirect=True)

@@ -686,7 +686,7 @@ def _one_object(listing: Manifest) -> bool:
     return not listing.dirs and len(listing.files) == 1 and next(iter(listing.files.values())) <= PART_BYTES
 
 
-_filesystems: dict[tuple[int, str, str], tuple[Any, str]] = {}
+_filesystems: dict[tuple[int, str], tuple[str, tuple[Any, str]]] = {}  # (pid, uri) -> (credentials digest, (fs, root))
 _filesystems_lock = threading.Lock()
 
 
@@ -695,12 +695,14 @@ def _filesystem(uri: str, display: str) -> tuple[Any, str]:
     environment the storage library reads its credentials and endpoint from has changed, and in a forked child
     (s3fs and adlfs refuse to run on their parent's event loop; the parent's stay in the map, unused, so that
     no finalizer of theirs runs in the child). fsspec's own instance cache is keyed by the arguments alone: it
-    would keep the credentials of the first caller."""
-    key = (os.getpid(), uri, _credentials_environment())
+    would keep the credentials of the first caller. One per process and URI: new credentials replace the old
+    client (a rotated AWS_SESSION_TOKEN must not grow the map without end)."""
+    key, environment = (os.getpid(), uri), _credentials_environment()
     with _filesystems_lock:
-        if key not in _filesystems:
-            _filesystems[key] = _new_filesystem(uri, display)
-        return _filesystems[key]
+        made = _filesystems.get(key)
+        if made is None or made[0] != environment:
+            made = _filesystems[key] = (environment, _new_filesystem(uri, display))
+        return made[1]
 
 
 def _credentials_environment() -> str:
