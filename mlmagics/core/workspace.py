@@ -24,6 +24,7 @@ import datetime as dt
 import errno
 import hashlib
 import json
+import math
 import os
 import stat
 from collections.abc import Callable, Iterator
@@ -274,7 +275,7 @@ class Workspace:
         """Remove, from a shared artifact store, objects no row uses that are older than `older_than_s`
         (what registrations killed before their commit left). Returns their digests. The age protects registrations
         in flight (they upload before they take the lock): it must be a number of seconds >= 0."""
-        if not isinstance(older_than_s, int | float) or not older_than_s >= 0 or older_than_s == float("inf"):
+        if isinstance(older_than_s, bool) or not isinstance(older_than_s, int | float) or not 0 <= older_than_s < math.inf:
             raise UserError(f"older_than_s must be a finite number of seconds >= 0, got {older_than_s!r:.50}")
         if isinstance(self.artifacts, ObjectStore):
             return self.artifacts.sweep(older_than_s)

@@ -430,7 +430,7 @@ def test_a_sweep_refuses_an_age_that_would_remove_registrations_in_flight(tmp_pa
     """sweep_artifacts' age keeps the objects of registrations still uploading: a negative, NaN or infinite age is a
     one-line refusal, not a sweep of everything or of nothing."""
     ws = Workspace(str(tmp_path / "ws"))
-    for bad in (-1, float("nan"), float("inf"), "3600"):
+    for bad in (-1, float("nan"), float("inf"), "3600", True):
         with pytest.raises(UserError, match="older_than_s must be a finite number of seconds >= 0, got"):
             ws.sweep_artifacts(older_than_s=bad)
     assert ws.sweep_artifacts(older_than_s=0) == []
