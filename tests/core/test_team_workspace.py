@@ -5,6 +5,7 @@ PostgreSQL + Azure Blob), on real servers on 127.0.0.1 (.ci/services.sh). "Machi
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import subprocess
@@ -59,6 +60,15 @@ def _objects(artifacts: str) -> list[str]:
     return sorted(p[len(root.rstrip("/")) + 1 :] for p in fs.find(root) if "/.staging/" not in p and "/.trash/" not in p)
 
 
+def _chunk(data: str | bytes) -> str:
+    """The object a shared store keeps `data` in (a chunk, named by its SHA-256)."""
+    return "chunks/" + hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
+
+
+def _shared(stores_of: tuple[str, str]) -> bool:
+    return stores_of[1].startswith(("s3://", "az://"))
+
+
 def test_a_model_registered_on_one_machine_is_used_on_another(machine, stores_of, tmp_path, write):
     a, b = machine("a"), machine("b")
     source = write(tmp_path / "model" / "weights.pkl", "weights")
@@ -78,8 +88,10 @@ def test_equal_content_is_stored_once_for_the_whole_team(machine, stores_of, tmp
     first = Model.register(machine("a"), tmp_path / "one" / "m.bin", "m")
     second = Model.register(machine("b"), tmp_path / "two" / "m.bin", "other-name")
     assert first.digest == second.digest
-    stored = [p for p in _objects(stores_of[1]) if p.startswith("sha256/")]
-    assert stored == [f"sha256/{first.digest}/m.bin"]
+    if _shared(stores_of):
+        assert _objects(stores_of[1]) == [_chunk("same bytes"), f"manifests/{first.digest}.json"]
+    else:
+        assert [p for p in _objects(stores_of[1]) if p.startswith("sha256/")] == [f"sha256/{first.digest}/m.bin"]
 
 
 def test_the_last_delete_removes_the_artifact_and_not_before(machine, stores_of, tmp_path, write):
@@ -87,10 +99,10 @@ def test_the_last_delete_removes_the_artifact_and_not_before(machine, stores_of,
     write(tmp_path / "m.bin", "bytes")
     first, second = Model.register(a, tmp_path / "m.bin", "m"), Model.register(a, tmp_path / "m.bin", "m")
     Model(b, id=first.id).delete()
-    assert any(p.startswith("sha256/") for p in _objects(stores_of[1])), "still used by m:2"
+    assert any(p.startswith(("sha256/", "chunks/")) for p in _objects(stores_of[1])), "still used by m:2"
     assert Model(b, id=second.id).path.read_text() == "bytes"
     Model(b, id=second.id).delete()
-    assert not any(p.startswith(("sha256/", "manifests/")) for p in _objects(stores_of[1]))
+    assert not any(p.startswith(("sha256/", "chunks/", "manifests/")) for p in _objects(stores_of[1]))
     assert Model.list(a) == []
 
 
@@ -159,10 +171,11 @@ def test_a_registration_killed_before_its_commit_leaves_no_model_and_its_objects
     assert killed.returncode == 9
     ws = Workspace(metadata=metadata, artifacts=artifacts, local=tmp_path / "after")
     assert Model.list(ws) == []
-    orphans = [p for p in _objects(artifacts) if p.startswith("sha256/")]
-    assert len(orphans) == 1
+    [chunk, manifest] = _objects(artifacts)
+    assert chunk == _chunk("uploaded, never recorded") and manifest.startswith("manifests/")
     assert ws.sweep_artifacts(older_than_s=3600) == [], "too recent: may be a registration in flight"
-    assert ws.sweep_artifacts(older_than_s=0) == [orphans[0].split("/")[1]]
+    assert _objects(artifacts) == [chunk, manifest]
+    assert ws.sweep_artifacts(older_than_s=0) == [manifest.removeprefix("manifests/").removesuffix(".json")]
     assert _objects(artifacts) == []
     assert Model.register(ws, source, "half").path.read_text() == "uploaded, never recorded"
 
@@ -199,7 +212,7 @@ def test_a_delete_killed_while_removing_makes_a_registration_that_found_the_obje
         found = complete(self, digest, expected, parts)
         if not killed:
             deleting = [sys.executable, "-c", KILLED_WHILE_REMOVING, metadata, artifacts_uri, str(tmp_path / "machines" / "d")]
-            killed.append((found, subprocess.run(deleting, timeout=120).returncode))
+            killed.append((found is not None, subprocess.run(deleting, timeout=120).returncode))
         return found
 
     monkeypatch.setattr(ObjectStore, "_complete", found_then_a_delete_is_killed)
@@ -262,10 +275,14 @@ def test_workspaces_of_one_process_share_a_storage_client_until_the_credentials_
 def test_an_artifact_changed_in_the_store_is_refused_at_download(machine, stores_of, tmp_path, write):
     model = Model.register(machine("a"), write(tmp_path / "m.bin", "the real weights"), "m")
     fs, root = fsspec.core.url_to_fs(stores_of[1], skip_instance_cache=True)
-    fs.pipe_file(f"{root}/sha256/{model.digest}/m.bin", b"the evil weights")  # same size, other bytes
-    with pytest.raises(UserError, match="does not match its digest"):
+    fs.pipe_file(f"{root}/{_chunk('the real weights')}", b"the evil weights")  # same size, other bytes
+    with pytest.raises(UserError, match="does not match its digest") as refused:
         _ = Model(machine("b"), "m").path
     assert not list((tmp_path / "machines" / "b" / "artifacts" / "sha256").iterdir()), "nothing unverified is kept"
+    assert f"remove manifests/{model.digest}.json" in refused.value.message  # what it says to do, done:
+    fs.rm_file(f"{root}/manifests/{model.digest}.json")
+    Model.register(machine("c"), tmp_path / "m.bin", "m")
+    assert Model(machine("b"), "m", version=1).path.read_text() == "the real weights"
 
 
 @pytest.mark.parametrize("stores_of", ["postgresql+s3"], indirect=True)
@@ -298,7 +315,7 @@ def test_a_large_model_streams_in_parts_with_bounded_memory(stores_of, tmp_path)
 @pytest.mark.parametrize("stores_of", ["postgresql+s3", "postgresql+azure"], indirect=True)
 def test_files_of_every_size_around_a_part_come_back_whole_on_another_machine(machine, tmp_path):
     """S3 uploads send parts at once, each read from the file as it is sent: the last part is shorter."""
-    part = artifacts.PART_BYTES
+    part = artifacts.CHUNK_BYTES
     sizes = {"empty": 0, "byte": 1, "part": part, "part-and-3": part + 3, "three-parts-but-1": 3 * part - 1}
     for name, size in sizes.items():
         (tmp_path / "model").mkdir(exist_ok=True)
@@ -307,6 +324,139 @@ def test_files_of_every_size_around_a_part_come_back_whole_on_another_machine(ma
     fetched = Model(machine("b"), "sizes").path
     for name in sizes:
         assert (fetched / name).read_bytes() == (tmp_path / "model" / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("stores_of", ["postgresql+s3", "postgresql+azure"], indirect=True)
+def test_a_chunk_two_models_hold_stays_until_neither_does(machine, stores_of, tmp_path, write):
+    """Equal bytes in two different artifacts are one object: removing one artifact leaves what the other holds."""
+    a, b = machine("a"), machine("b")
+    write(tmp_path / "alone" / "w.bin", "shared weights")
+    write(tmp_path / "pair" / "w.bin", "shared weights")
+    write(tmp_path / "pair" / "extra.txt", "extra")
+    alone = Model.register(a, tmp_path / "alone" / "w.bin", "alone")
+    pair = Model.register(a, tmp_path / "pair", "pair")
+    assert [p for p in _objects(stores_of[1]) if p.startswith("chunks/")] == sorted([_chunk("shared weights"), _chunk("extra")])
+    Model(b, id=alone.id).delete()
+    assert _chunk("shared weights") in _objects(stores_of[1]), "removed though pair:1 holds it"
+    assert (Model(machine("c"), "pair").path / "w.bin").read_text() == "shared weights"
+    Model(b, id=pair.id).delete()
+    assert _objects(stores_of[1]) == []
+
+
+@pytest.mark.parametrize("stores_of", ["postgresql+s3", "postgresql+azure"], indirect=True)
+def test_an_artifact_stored_before_chunks_is_read_reused_and_removed(machine, stores_of, tmp_path, write):
+    """A store written before schema 0004 keeps each file as one object, `sha256/<digest>/<path>`, and records no
+    chunks: it is downloaded from there, a registration of the same content sends nothing, and a delete removes it."""
+    a = machine("a")
+    source = write(tmp_path / "m.bin", "weights of before")
+    model = Model.register(a, source, "old")
+    fs, root = fsspec.core.url_to_fs(stores_of[1], skip_instance_cache=True)
+    root = root.rstrip("/")
+    fs.rm(f"{root}/chunks", recursive=True)
+    fs.pipe_file(f"{root}/sha256/{model.digest}/m.bin", b"weights of before")
+    manifest = {"digest": model.digest, "files": {"m.bin": 17}, "dirs": [], "bytes": 17}
+    fs.pipe_file(f"{root}/manifests/{model.digest}.json", json.dumps(manifest).encode())
+    with a.transaction() as tx:
+        tx.execute("DELETE FROM artifact_chunks")
+    assert Model(machine("b"), "old").path.read_text() == "weights of before"
+    again = Model.register(machine("c"), source, "old")
+    assert not any(p.startswith("chunks/") for p in _objects(stores_of[1])), "sent again"
+    Model(a, id=model.id).delete()
+    assert Model(machine("d"), id=again.id).path.read_text() == "weights of before"
+    Model(a, id=again.id).delete()
+    assert _objects(stores_of[1]) == []
+
+
+@pytest.mark.parametrize("stores_of", ["postgresql+s3", "postgresql+azure"], indirect=True)
+def test_chunks_go_up_while_the_copy_is_hashed_and_a_model_registered_again_sends_none(machine, tmp_path, monkeypatch):
+    """The upload does not wait for the digest of new content: a chunk is sent as soon as the copy has hashed it.
+    Content whose first chunk the workspace holds waits for its digest, and is not sent when it is stored."""
+    monkeypatch.setattr(artifacts, "CHUNK_BYTES", 64 << 10)
+    source = tmp_path / "m.bin"
+    source.write_bytes(os.urandom(3 << 20))
+    events: list[str] = []
+    put, copy_in = ObjectStore._put, artifacts.FolderStore.copy_in
+    monkeypatch.setattr(ObjectStore, "_put", lambda self, *args: (events.append("sent"), put(self, *args))[1])
+    monkeypatch.setattr(artifacts.FolderStore, "copy_in",
+                        lambda self, *args: (copy_in(self, *args), events.append("hashed"))[0])  # fmt: skip
+    Model.register(machine("a"), source, "m")
+    assert events.count("sent") == 48 and events.index("sent") < events.index("hashed"), events
+    events.clear()
+    assert Model.register(machine("b"), source, "m").version == 2
+    assert events == ["hashed"], "the stored content was sent again"
+    assert Model(machine("c"), "m").path.read_bytes() == source.read_bytes()
+
+
+@pytest.mark.parametrize("stores_of", ["postgresql+s3"], indirect=True)
+def test_bytes_repeated_within_a_file_are_one_chunk_and_come_back_whole(machine, stores_of, tmp_path, monkeypatch):
+    monkeypatch.setattr(artifacts, "CHUNK_BYTES", 64 << 10)
+    block = os.urandom(64 << 10)
+    source = tmp_path / "m.bin"
+    source.write_bytes(block * 3 + b"the end")
+    model = Model.register(machine("a"), source, "m")
+    assert _objects(stores_of[1]) == sorted([_chunk(block), _chunk(b"the end"), f"manifests/{model.digest}.json"])
+    monkeypatch.setattr(artifacts, "CHUNK_BYTES", 8 << 20)  # a reader follows the manifest, not its own setting
+    assert Model(machine("b"), "m").path.read_bytes() == source.read_bytes()
+
+
+KILLED_WHILE_SENDING = """
+import os, sys
+from mlmagics.core import Model, Workspace
+from mlmagics.core.store import artifacts
+artifacts.CHUNK_BYTES = 64 << 10
+put, sent = artifacts.ObjectStore._put, []
+
+def killed_after_two(self, *args):
+    put(self, *args)
+    sent.append(1)
+    if len(sent) == 2:
+        os._exit(9)  # two chunks sent, the copy still hashing, no manifest
+
+artifacts.ObjectStore._put = killed_after_two
+artifacts.UPLOAD_CHUNKS_AT_ONCE = 1
+metadata, artifacts_uri, local, source = sys.argv[1:5]
+Model.register(Workspace(metadata=metadata, artifacts=artifacts_uri, local=local), source, "half")
+"""
+
+
+@pytest.mark.parametrize("stores_of", ["postgresql+s3", "postgresql+azure"], indirect=True)
+def test_a_registration_killed_while_sending_leaves_no_model_and_its_chunks_are_swept(stores_of, tmp_path):
+    metadata, artifacts_uri = stores_of
+    source = tmp_path / "m.bin"
+    source.write_bytes(os.urandom(4 << 20))
+    killed = subprocess.run([sys.executable, "-c", KILLED_WHILE_SENDING, metadata, artifacts_uri, str(tmp_path / "k"),
+                             str(source)])  # fmt: skip
+    assert killed.returncode == 9
+    ws = Workspace(metadata=metadata, artifacts=artifacts_uri, local=tmp_path / "after")
+    assert Model.list(ws) == []
+    left = _objects(artifacts_uri)
+    assert len(left) == 2 and all(p.startswith("chunks/") for p in left), left
+    assert ws.sweep_artifacts(older_than_s=3600) == [] and _objects(artifacts_uri) == left, "too recent: may be in flight"
+    assert ws.sweep_artifacts(older_than_s=0) == [] and _objects(artifacts_uri) == []
+    assert Model.register(ws, source, "half").path.read_bytes() == source.read_bytes()
+
+
+@pytest.mark.parametrize("stores_of", ["postgresql+s3", "postgresql+azure"], indirect=True)
+def test_a_delete_removing_a_chunk_a_registration_in_flight_sent_makes_it_send_it_again(machine, stores_of, tmp_path,
+                                                                                       monkeypatch):  # fmt: skip
+    """b registers a folder holding the bytes of one:1; between b's upload and b's lock, one:1 is deleted, and with
+    it the chunk no committed row holds. Under the lock b sees the removal and sends its chunks again."""
+    source = write_file(tmp_path / "one" / "w.bin", "shared weights")
+    write_file(tmp_path / "two" / "w.bin", "shared weights")
+    write_file(tmp_path / "two" / "x.txt", "x")
+    one = Model.register(machine("a"), source, "one")
+    upload, deleted = ObjectStore._upload, []
+
+    def upload_then_delete_one(self, *args):
+        upload(self, *args)
+        if not deleted:
+            deleted.append(Model(machine("c"), id=one.id).delete())
+            assert _chunk("shared weights") not in _objects(stores_of[1])
+
+    monkeypatch.setattr(ObjectStore, "_upload", upload_then_delete_one)
+    Model.register(machine("b"), tmp_path / "two", "two")
+    assert deleted and _chunk("shared weights") in _objects(stores_of[1])
+    assert (Model(machine("d"), "two").path / "w.bin").read_text() == "shared weights"
 
 
 # -- configuration: URIs, config files, secrets -----------------------------------------------------------------
@@ -535,7 +685,7 @@ def test_equal_content_registered_at_once_on_azure_blob_is_stored(machine, tmp_p
     commit, raced = BlobClient.commit_block_list, []
 
     async def another_commits_first(self, block_list, **kwargs):
-        if not raced and self.blob_name.endswith("/m.bin"):
+        if not raced and "/chunks/" in self.blob_name:
             raced.append(self.blob_name)
             other = uuid.uuid4().hex
             await self.stage_block(block_id=other, data=data, length=len(data))
@@ -694,7 +844,8 @@ def test_a_manifest_naming_paths_outside_the_artifact_writes_nothing_outside(mac
 
 @pytest.mark.parametrize("stores_of", ["postgresql+s3"], indirect=True)
 @pytest.mark.parametrize("hostile", ["not JSON", "too large", "too many files", "a part larger than said", "__pycache__",
-                                     "a file as a folder", "more than the disk", "too deep"])  # fmt: skip
+                                     "a file as a folder", "more than the disk", "too deep", "a chunk that is no digest",
+                                     "chunks short of a file", "a chunk of two sizes"])  # fmt: skip
 def test_a_hostile_manifest_is_refused_in_one_line_before_it_costs_memory_or_disk(machine, stores_of, tmp_path, monkeypatch,
                                                                                  hostile):  # fmt: skip
     write_file(tmp_path / "model" / "pkg" / "score.py", "print('the real one')")
@@ -712,7 +863,16 @@ def test_a_hostile_manifest_is_refused_in_one_line_before_it_costs_memory_or_dis
         monkeypatch.setattr(artifacts, "MAX_COPIED_ENTRIES", 10)
         manifest = {"files": {**real, **{f"pkg/f{i}": 0 for i in range(20)}}}
     elif hostile == "a part larger than said":
-        manifest, said = {"files": {"pkg/score.py": 3}}, "larger than its manifest says"
+        chunks = {"pkg/score.py": [_chunk("print('the real one')").removeprefix("chunks/")]}
+        manifest = {"files": {"pkg/score.py": 3}, "chunk_bytes": 1 << 20, "chunks": chunks}
+        said = "larger than its manifest says"
+    elif hostile == "a chunk that is no digest":
+        manifest = {"files": real, "chunk_bytes": 1 << 20, "chunks": {"pkg/score.py": ["../../elsewhere"]}}
+    elif hostile == "chunks short of a file":
+        manifest = {"files": {"pkg/score.py": 3 << 20}, "chunk_bytes": 1 << 20, "chunks": {"pkg/score.py": ["0" * 64]}}
+    elif hostile == "a chunk of two sizes":
+        chunks = {"pkg/a": ["0" * 64], "pkg/b": ["0" * 64]}
+        manifest = {"files": {"pkg/a": 1, "pkg/b": 2}, "chunk_bytes": 1 << 20, "chunks": chunks}
     elif hostile == "__pycache__":  # not covered by the digest, and Python runs an unchecked-hash .pyc without its source
         manifest = {"files": {**real, "pkg/__pycache__/score.cpython-311.pyc": 4}}
         objects = {"pkg/__pycache__/score.cpython-311.pyc": b"evil"}

@@ -13,17 +13,25 @@ is stored once, for everyone who shares the store. Two kinds of store, one contr
   removed in `.trash/<pid>-…-<digest>`; what a killed process left there is put right by the next
   process that opens the workspace.
 - `ObjectStore`: S3 or Azure Blob through fsspec (s3fs, adlfs), with a `FolderStore` on this machine
-  as its cache. A registration copies the source into the cache (hashing it, so what is uploaded
-  cannot change underneath), uploads it — S3 in parts, several at once, in bounded memory; progress
-  for large ones — and writes `manifests/<digest>.json` last; content the store has already is not
-  uploaded again. Nothing slow happens under the write lock: a delete or a sweep records the digest
-  in `artifact_removals` (committed) before it removes any object, and counts the removal in the
-  transaction that removes them; under the lock, a registration reads that row and that count in one
-  query, and only if objects were removed since it looked (rare) checks the store and uploads again
-  before its row is committed. So a registration killed at any step leaves no visible model, only
-  objects without a row, which `sweep()` removes; a delete killed while removing leaves its record,
-  so the next registration of that content checks the store. Every download is checked against its
-  digest before it is used. Filesystem clients are shared per process (a new one costs ~0.3 s).
+  as its cache. A file is stored as chunks of CHUNK_BYTES (the last one shorter), each the object
+  `chunks/<its sha256>`: equal bytes are stored once whichever artifacts hold them, and an
+  artifact is its manifest, `manifests/<digest>.json` (its files, their sizes and chunks, its
+  folders), written last. A registration copies the source into the cache (hashing it, so what is
+  uploaded cannot change underneath) and sends each chunk as soon as the copy has hashed it,
+  UPLOAD_CHUNKS_AT_ONCE at a time, each read from the copy as it is sent (bounded memory; progress
+  for large ones); content the workspace may hold already (its first chunk is recorded) waits for
+  the digest instead, and content the store has already is not uploaded again. The chunks of each
+  artifact a row uses are recorded in `artifact_chunks`, in the transaction of that row; removing
+  an artifact removes the chunks no other recorded artifact holds. Nothing slow happens under the
+  write lock: a delete or a sweep records the digest in `artifact_removals` (committed) before it
+  removes any object, and counts the removal in the transaction that removes them; under the lock, a
+  registration reads that row and that count in one query, and only if objects were removed since it
+  began (rare) checks the store and uploads again before its row is committed. So a registration
+  killed at any step leaves no visible model, only objects without a row, which `sweep()` removes; a
+  delete killed while removing leaves its record, so the next registration of that content checks
+  the store. Every download is checked against its digest before it is used. Artifacts stored
+  before chunks (`sha256/<digest>/<relative path>`, a manifest without `chunks`) are read, reused
+  and removed as they are. Filesystem clients are shared per process (a new one costs ~0.3 s).
 
 What comes from the shared stores is untrusted input: a manifest is read up to MAX_MANIFEST_BYTES,
 must name at most MAX_COPIED_ENTRIES plain relative paths under one root (no '..', no absolute
@@ -35,7 +43,9 @@ checked the same way before it names a file or an object.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import datetime
 import errno
 import hashlib
 import io
@@ -48,7 +58,8 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -58,9 +69,9 @@ from .metadata import Transaction, WorkspaceUnavailable
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _SKIPPED = ("__pycache__", ".ipynb_checkpoints")
-PART_BYTES = 8 << 20  # a part of an upload (S3's multipart, Azure's blocks); what a download holds at a time
-UPLOAD_PARTS_AT_ONCE = 4  # S3: parts in flight together (each read from the file as it is sent, not held)
-MAX_UPLOAD_PARTS = 10_000  # S3's limit: larger files take larger parts
+CHUNK_BYTES = 8 << 20  # a file is stored in chunks of this size, each an object (one request); what a download holds at a time
+UPLOAD_CHUNKS_AT_ONCE = 4  # chunks in flight together (each read from the copy as it is sent, not held)
+MAX_CHUNK_BYTES = 5 << 30  # what a manifest may say a chunk holds (S3's limit for one object in one request)
 PROGRESS_FROM_BYTES = 64 << 20  # transfers at least this large print progress lines
 MAX_COPIED_ENTRIES = 200_000  # files and folders, counting those reached through links
 MAX_DEPTH = 128  # folders within folders: deeper would end in a RecursionError (copies, hashes and chmods recurse)
@@ -139,17 +150,28 @@ class FolderStore:
     @contextlib.contextmanager
     def staged(self, source: Path) -> Iterator[tuple[Path, str, int]]:
         """A read-only copy of `source` in `.staging/` with its digest and size; removed afterwards."""
+        with self.staging() as entry:
+            yield entry, *self.copy_in(source, entry)
+
+    @contextlib.contextmanager
+    def staging(self) -> Iterator[Path]:
+        """A new entry of `.staging/`, removed afterwards with whatever was copied into it."""
         entry = self.root / ".staging" / entry_name()
         try:
             entry.mkdir()
-            digest = hashlib.sha256(source.name.encode() + b"\0")
-            size = copy_checked(source, entry / "content" / source.name, source, digest)
-            hexdigest = digest.hexdigest()
-            make_read_only(entry / "content" / source.name)
-            (entry / "digest").write_text(hexdigest)  # from here on, a sweep knows what the copy was for
-            yield entry, hexdigest, size
+            yield entry
         finally:
             remove_tree(entry)
+
+    def copy_in(self, source: Path, entry: Path, chunks: ChunkSink | None = None) -> tuple[str, int]:
+        """Copy `source` into a staging entry (`content/<name>`, read-only); returns its digest and size.
+        `chunks`, if given, is handed each chunk of each file as soon as it is copied."""
+        digest = hashlib.sha256(source.name.encode() + b"\0")
+        size = copy_checked(source, entry / "content" / source.name, source, digest, chunks)
+        hexdigest = digest.hexdigest()
+        make_read_only(entry / "content" / source.name)
+        (entry / "digest").write_text(hexdigest)  # from here on, a sweep knows what the copy was for
+        return hexdigest, size
 
     def place(self, entry: Path, digest: str) -> bool:
         """Move a staged copy to `sha256/<digest>` unless it is there already; True when moved. Two placing
@@ -231,11 +253,14 @@ class FolderStore:
 
 
 class ObjectStore:
-    """Artifacts in S3 or Azure Blob (`<prefix>/sha256/<digest>/<name>`, `<prefix>/manifests/<digest>.json`),
-    with a FolderStore on this machine as the cache every local path comes from.
+    """Artifacts in S3 or Azure Blob: `<prefix>/manifests/<digest>.json` and `<prefix>/chunks/<sha256>` (stored before
+    chunks: `<prefix>/sha256/<digest>/<relative path>`), with a FolderStore on this machine as the cache every local
+    path comes from.
 
-    A manifest is `{"digest", "files": {relative path: bytes}, "dirs": [relative folders], "bytes"}`;
-    `dirs` (every folder, so an empty one comes back too) is absent from those of mlmagics 0.2.0."""
+    A manifest is `{"digest", "files": {relative path: bytes}, "dirs": [relative folders], "bytes", "chunk_bytes",
+    "chunks": {relative path: [the SHA-256 of each chunk, in order]}}`; `dirs` (every folder, so an empty one comes
+    back too) is absent from those of mlmagics 0.2.0, `chunk_bytes` and `chunks` from those written before schema
+    0004."""
 
     def __init__(self, uri: str, cache: FolderStore, lock: Lock) -> None:
         self.uri = uri
@@ -262,24 +287,37 @@ class ObjectStore:
     # -- storing ----------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def storing(self, source: Path) -> Iterator[tuple[Transaction, str, str, int]]:
-        with self.cache.staged(source) as (entry, digest, size):
-            content = entry / "content"
-            listing = _listing(content)
-            removed = self._removals()  # read before anything else is: a removal after it is seen under the lock
-            if self.lock.artifact_used(None, digest):
+        removed = self._removals()  # read before any chunk is sent: a removal after it is seen under the lock
+        what = f"uploading {source.name} to {self.display}"
+        # the uploads end (sent, or stopped and waited for) before the copy they read is removed
+        with self.cache.staging() as entry, _Uploads(self, what) as uploads:
+            digest, size = self.cache.copy_in(source, entry, uploads)  # chunks go up while the rest is hashed
+            listing = uploads.manifest(entry / "content", size)
+            recorded = self.lock.artifact_used(None, digest)  # then the row that uses it recorded its chunks
+            if recorded:
                 # its objects are there (removed only once no row names them): only the manifest is read, so that
                 # one damaged in the store is written again
                 stored = self._complete(digest, listing, parts=False)
             else:  # on S3 one small file costs as much to upload as to look for (adlfs's upload to an unreachable
                 # store retries for minutes, a read fails at once); else the team may have it already
-                stored = not (self.protocol == "s3" and _one_object(listing)) and self._complete(digest, listing)
-            if not stored:
-                self._upload(content, digest, size, listing)
+                stored = None if self.protocol == "s3" and _one_object(listing) else self._complete(digest, listing)
+            if stored is None:
+                self._upload(uploads, digest, listing)
+                stored, recorded = listing, False
+            else:
+                uploads.cancel()
             with self.lock.transaction() as tx:
                 if self._removed_since(tx, digest, removed):  # a delete or a sweep removed objects meanwhile
-                    if not self._complete(digest, listing):
-                        self._upload(content, digest, size, listing)
+                    stored = self._complete(digest, listing)
+                    if stored is None:
+                        with _Uploads(self, f"{what} again") as again:
+                            again.offer_all(entry / "content", listing)
+                            self._upload(again, digest, listing)
+                        stored = listing
                     tx.execute("DELETE FROM artifact_removals WHERE digest=:digest", {"digest": digest})
+                    recorded = False
+                if not recorded:  # else the row using it recorded its chunks, and no removal (counted) came since
+                    _record_chunks(tx, digest, stored)
                 self.cache.place(entry, digest)  # this machine keeps a copy: it is likely to deploy it
                 yield tx, digest, f"sha256/{digest}/{source.name}", size
 
@@ -298,26 +336,27 @@ class ObjectStore:
         ).one()
         return int(row["removed"] or 0) != removed or bool(row["removing"])
 
-    def _upload(self, content: Path, digest: str, size: int, listing: Manifest) -> None:
-        progress = _Transfer(f"uploading {_name(content)} to {self.display}", size)
-        with self._errors("upload to"):
-            for relative, part_size in listing.files.items():
-                self._put(content / relative, self._key(digest, relative), part_size, progress)
-            manifest = {"digest": digest, "files": listing.files, "dirs": listing.dirs, "bytes": size}
-            self.fs.pipe_file(self._manifest(digest), json.dumps(manifest, sort_keys=True).encode())
-        progress.done()
+    def _recorded(self, chunk: str) -> bool:
+        """Whether an artifact the workspace recorded holds this chunk."""
+        return bool(self.lock.query("SELECT 1 FROM artifact_chunks WHERE chunk=:chunk LIMIT 1", {"chunk": chunk}))
 
-    def _put(self, path: Path, key: str, size: int, progress: _Transfer) -> None:
-        """Upload one file. Registrations of equal content upload the same keys at the same time, and Azure
-        Blob refuses all but one of them (InvalidBlockList: a commit drops the others' uncommitted blocks):
-        a file that failed but is there now, whole, was written by another; else it is tried again."""
+    def _upload(self, uploads: _Uploads, digest: str, listing: Manifest) -> None:
+        """Send the chunks `uploads` holds back, wait for every one, then write the manifest."""
+        with self._errors("upload to"):
+            uploads.finish()
+            self.fs.pipe_file(self._manifest(digest), listing.dump(digest))
+        uploads.progress.done()
+
+    def _put(self, path: Path, key: str, size: int, offset: int = 0, sha256: str = "") -> None:
+        """Upload `size` bytes of a file from `offset` as one object. Registrations of equal content upload the
+        same keys at the same time, and Azure Blob refuses all but one of them (InvalidBlockList: a commit drops the
+        others' uncommitted blocks): an object that failed but is there now, whole, was written by another; else it
+        is tried again."""
         for attempt in range(1, UPLOAD_ATTEMPTS + 1):
-            sent = progress.done_bytes
             try:
-                self._send(path, key, size, progress)
+                self._send(path, key, size, offset, sha256)
                 return
             except Exception as e:
-                progress.advance(sent - progress.done_bytes)
                 local = isinstance(e, OSError) and (e.errno in (errno.ENOSPC, errno.EDQUOT) or e.filename == str(path))
                 if local or not (isinstance(e, OSError) or _from_storage_library(e)):
                     raise
@@ -327,54 +366,28 @@ class ObjectStore:
                     raise
                 time.sleep(0.25 * attempt)
 
-    def _send(self, path: Path, key: str, size: int, progress: _Transfer) -> None:
-        """S3: `_send_s3`. Azure: a stream of PART_BYTES blocks (adlfs's put_file would hold up to 64 MiB at once)."""
+    def _send(self, path: Path, key: str, size: int, offset: int, sha256: str) -> None:
+        """S3: `_send_s3`. Azure: a stream of blocks."""
         if self.protocol == "s3":
             from fsspec.asyn import sync
 
-            sync(self.fs.loop, self._send_s3, path, key, size, progress)
+            sync(self.fs.loop, self._send_s3, path, key, size, offset, sha256)
             return
-        with open(path, "rb") as src, self.fs.open(key, "wb", block_size=PART_BYTES) as dst:
-            while chunk := src.read(PART_BYTES):
-                dst.write(chunk)
-                progress.advance(len(chunk))
+        with _FileSlice(path, offset, size) as src, self.fs.open(key, "wb", block_size=CHUNK_BYTES) as dst:
+            while data := src.read(CHUNK_BYTES):
+                dst.write(data)
 
-    async def _send_s3(self, path: Path, key: str, size: int, progress: _Transfer) -> None:
-        """One request for a small file, else a multipart upload, UPLOAD_PARTS_AT_ONCE parts at a time. Each
-        request's body is read from the file as it is sent (s3fs's put_file reads whole parts into memory, and
-        aiohttp copies each), so the memory does not grow with the parts in flight."""
+    async def _send_s3(self, path: Path, key: str, size: int, offset: int, sha256: str) -> None:
+        """One request, its body read from the file as it is sent (s3fs's put_file reads it into memory, and aiohttp
+        copies it). When the client adds checksums (botocore's default) it is given the chunk's SHA-256: S3 checks
+        the bytes against the chunk's very name, and botocore computes no CRC32 of its own (as costly as the hash)."""
         bucket, name, _ = self.fs.split_path(key)
-        if size <= PART_BYTES:
-            with _FileSlice(path, 0, size) as body:
-                await self.fs._call_s3("put_object", Bucket=bucket, Key=name, Body=body, ContentLength=size)
-            progress.advance(size)
-            return
-        part_bytes = max(PART_BYTES, -(-size // MAX_UPLOAD_PARTS))
-        upload = (await self.fs._call_s3("create_multipart_upload", Bucket=bucket, Key=name))["UploadId"]
-        at_once = asyncio.Semaphore(UPLOAD_PARTS_AT_ONCE)
-
-        async def send(number: int, offset: int) -> dict[str, Any]:
-            async with at_once:
-                with _FileSlice(path, offset, min(part_bytes, size - offset)) as body:
-                    sent = await self.fs._call_s3("upload_part", Bucket=bucket, Key=name, UploadId=upload,
-                                                  PartNumber=number, Body=body, ContentLength=body.length)  # fmt: skip
-                progress.advance(body.length)
-                return {"PartNumber": number, "ETag": sent["ETag"]}
-
-        sending = [asyncio.ensure_future(send(i + 1, offset)) for i, offset in enumerate(range(0, size, part_bytes))]
-        try:
-            parts = await asyncio.gather(*sending)
-            await self.fs._call_s3("complete_multipart_upload", Bucket=bucket, Key=name, UploadId=upload,
-                                   MultipartUpload={"Parts": parts})  # fmt: skip
-        except BaseException:
-            for part in sending:  # one part failed: the others stop
-                part.cancel()
-            # wait until they have (closing their files; a second failure is retrieved, not logged at exit)
-            await asyncio.gather(*sending, return_exceptions=True)
-            with contextlib.suppress(Exception):  # else S3 keeps the parts (and bills them) until a lifecycle rule goes
-                await self.fs._call_s3("abort_multipart_upload", Bucket=bucket, Key=name, UploadId=upload)
-            raise
-        self.fs.invalidate_cache(key)
+        client = await self.fs.set_session()
+        checksum = {}
+        if sha256 and getattr(client.meta.config, "request_checksum_calculation", None) != "when_required":
+            checksum["ChecksumSHA256"] = base64.b64encode(bytes.fromhex(sha256)).decode()
+        with _FileSlice(path, offset, size) as body:
+            await self.fs._call_s3("put_object", Bucket=bucket, Key=name, Body=body, ContentLength=size, **checksum)
 
     def _has_part(self, key: str, size: int) -> bool:
         with contextlib.suppress(Exception):
@@ -382,25 +395,50 @@ class ObjectStore:
             return bool(self.fs.info(key).get("size") == size)
         return False
 
-    def _complete(self, digest: str, expected: Manifest | None = None, parts: bool = True) -> bool:
-        """Whether the manifest and every part it names (with its size) are in the store; with `expected` (what
-        a registration holds), whether the manifest names exactly that; with `parts=False`, the manifest only.
-        A malformed manifest is not complete: a registration of the content writes it again."""
+    def _complete(self, digest: str, expected: Manifest | None = None, parts: bool = True) -> Manifest | None:
+        """The manifest of `digest` if it and every object it names (with its size) are in the store, else None;
+        with `expected` (what a registration holds), only if the manifest names exactly its files and folders
+        (chunked or not); with `parts=False`, the manifest alone. A malformed manifest is not complete: a
+        registration of the content writes it again."""
         try:
             manifest = self._read_manifest(digest)
         except UserError:
-            return False
+            return None
         if manifest is None:
-            return False
+            return None
         if expected is not None and (manifest.files, manifest.folders()) != (expected.files, expected.folders()):
-            return False
+            return None
         if not parts:
-            return True
+            return manifest
         with self._errors("read"):
-            prefix = f"{self.root}/sha256/{digest}/"
-            self.fs.invalidate_cache(prefix)
-            found = {info["name"]: info.get("size") for info in self.fs.find(prefix, detail=True).values()}
-        return all(found.get(_strip(self._key(digest, rel))) == size for rel, size in manifest.files.items())
+            if manifest.chunks is None:
+                prefix = f"{self.root}/sha256/{digest}/"
+                self.fs.invalidate_cache(prefix)
+                found = {_strip(info["name"]): info.get("size") for info in self.fs.find(prefix, detail=True).values()}
+                wanted = {_strip(self._key(digest, relative)): size for relative, size in manifest.files.items()}
+            else:
+                wanted = {_strip(self._chunk_key(chunk)): size for chunk, size in manifest.chunk_sizes().items()}
+                found = self._sizes(list(wanted))
+        return manifest if all(found.get(key) == size for key, size in wanted.items()) else None
+
+    def _sizes(self, keys: list[str]) -> dict[str, int | None]:
+        """The size of each object (None: not there), asked at once."""
+        from fsspec.asyn import sync
+
+        async def ask(key: str) -> int | None:
+            try:
+                return int((await self.fs._info(key))["size"])
+            except FileNotFoundError:
+                return None
+
+        async def ask_all() -> list[int | None]:
+            sizes: list[int | None] = []
+            for batch in _batches(keys, 256):
+                sizes += await asyncio.gather(*(ask(key) for key in batch))
+            return sizes
+
+        self.fs.invalidate_cache(f"{self.root}/chunks")
+        return dict(zip(keys, sync(self.fs.loop, ask_all), strict=True))
 
     def _read_manifest(self, digest: str) -> Manifest | None:
         """The manifest of `digest`, checked (None: there is none); a UserError when it is malformed."""
@@ -420,10 +458,11 @@ class ObjectStore:
         return self.cache.local_path(relative)
 
     def has(self, digest: str) -> bool:
-        return self._complete(checked_digest(digest))
+        return self._complete(checked_digest(digest)) is not None
 
     def url(self, relative: str) -> str:
-        return f"{self.display.rstrip('/')}/{relative}"
+        """The manifest that names the artifact's objects (masked)."""
+        return f"{self.display.rstrip('/')}/manifests/{digest_of(relative)}.json"
 
     def _download(self, digest: str) -> None:
         what = f"artifact sha256/{digest} in {self.display}"
@@ -442,8 +481,11 @@ class ObjectStore:
                 for folder in manifest.dirs:
                     (content / folder).mkdir(parents=True, exist_ok=True)
                 progress = _Transfer(f"downloading sha256/{digest[:12]} from {self.display}", needed)
-                for relative, size in manifest.files.items():
-                    self._fetch(self._key(digest, relative), content / relative, size, what, progress)
+                for relative in manifest.files:
+                    (content / relative).parent.mkdir(parents=True, exist_ok=True)
+                    with open(content / relative, "xb") as target:  # a new file: never through a link
+                        for key, size in self._objects(digest, manifest, relative):
+                            self._fetch(key, target, size, what, progress)
                 progress.done()
             names = list(content.iterdir())
             if len(names) != 1:
@@ -460,17 +502,22 @@ class ObjectStore:
         finally:
             remove_tree(entry)
 
-    def _fetch(self, key: str, target: Path, size: int, what: str, progress: _Transfer) -> None:
-        """One part into `target` (a new file: never through a link), no more than `size` bytes."""
-        target.parent.mkdir(parents=True, exist_ok=True)
+    def _objects(self, digest: str, manifest: Manifest, relative: str) -> list[tuple[str, int]]:
+        """The objects a file is read from, in order, with their sizes: its chunks, or the one object of before."""
+        if manifest.chunks is None:
+            return [(self._key(digest, relative), manifest.files[relative])]
+        return [(self._chunk_key(chunk), size) for _, size, chunk in manifest.pieces(relative)]
+
+    def _fetch(self, key: str, target: Any, size: int, what: str, progress: _Transfer) -> None:
+        """One object onto the end of `target`, no more than `size` bytes."""
         written = 0
-        with self.fs.open(key, "rb", block_size=PART_BYTES) as src, open(target, "xb") as dst:
-            while chunk := src.read(min(PART_BYTES, size - written + 1)):
-                written += len(chunk)
+        with self.fs.open(key, "rb", block_size=CHUNK_BYTES) as src:
+            while data := src.read(min(CHUNK_BYTES, size - written + 1)):
+                written += len(data)
                 if written > size:
                     raise UserError(f"{what} does not match its digest (a part is larger than its manifest says)")
-                dst.write(chunk)
-                progress.advance(len(chunk))
+                target.write(data)
+                progress.advance(len(data))
         if written != size:
             raise UserError(f"{what} does not match its digest (a part is smaller than its manifest says)")
 
@@ -492,19 +539,31 @@ class ObjectStore:
         return remove
 
     def _remove(self, tx: Transaction, digest: str) -> None:
-        """Under the lock, after `_begin_removal` was committed: remove the objects; the transaction forgets the
-        removal and counts it, so registrations that looked at the store before it check the store again."""
+        """Under the lock, after `_begin_removal` was committed: remove the manifest, then the objects of the
+        artifact no other recorded artifact holds; the transaction forgets the removal and counts it, so
+        registrations that looked at the store before it check the store again."""
+        params = {"digest": checked_digest(digest)}
+        chunks = [row["chunk"] for row in tx.execute("SELECT chunk FROM artifact_chunks WHERE digest=:digest", params)]
+        tx.execute("DELETE FROM artifact_chunks WHERE digest=:digest", params)
+        unused = sorted(set(chunks) - _recorded_chunks(tx, chunks))
         with self._errors("delete from"):
             with contextlib.suppress(FileNotFoundError):
-                self.fs.rm_file(self._manifest(checked_digest(digest)))  # first: without it the rest counts as incomplete
+                self.fs.rm_file(self._manifest(digest))  # first: without it the rest counts as incomplete
             with contextlib.suppress(FileNotFoundError):
-                self.fs.rm(f"{self.root}/sha256/{digest}", recursive=True)
-        tx.execute("DELETE FROM artifact_removals WHERE digest=:digest", {"digest": digest})
+                self.fs.rm(f"{self.root}/sha256/{digest}", recursive=True)  # stored before chunks
+            self._remove_chunks(unused)
+        tx.execute("DELETE FROM artifact_removals WHERE digest=:digest", params)
         tx.count("artifacts", "removed")
+
+    def _remove_chunks(self, chunks: list[str]) -> None:
+        for batch in _batches(chunks, 1000):  # S3 deletes up to 1,000 objects a request
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm([self._chunk_key(chunk) for chunk in batch])
 
     def sweep(self, older_than_s: float = 3600) -> list[str]:
         """Remove objects no row uses (left by registrations killed before their commit), if older than
-        `older_than_s` (a registration in flight uploads before it takes the lock). Returns their digests."""
+        `older_than_s` (a registration in flight uploads before it takes the lock), and finish the removals a
+        killed delete began. Returns the digests of the artifacts removed."""
         self.cache.sweep(is_cache=True)
         found: set[str] = set()
         with self._errors("list"):
@@ -516,9 +575,11 @@ class ObjectStore:
                     if _DIGEST.fullmatch(digest):
                         found.add(digest)
         now = time.time()
-        aged = [digest for digest in sorted(found) if now - self._modified(digest) >= older_than_s]
+        aged = {digest for digest in found if now - self._modified(digest) >= older_than_s}
+        begun = {row["digest"] for row in self.lock.query("SELECT digest FROM artifact_removals")}  # killed half-way
+        candidates = sorted(aged | {digest for digest in begun if _DIGEST.fullmatch(str(digest))})
         with self.lock.transaction() as tx:
-            unused = [digest for digest in aged if not self.lock.artifact_used(tx, digest)]
+            unused = [digest for digest in candidates if not self.lock.artifact_used(tx, digest)]
             for digest in unused:
                 _begin_removal(tx, digest)
         removed = []
@@ -527,7 +588,30 @@ class ObjectStore:
                 if not self.lock.artifact_used(tx, digest):  # else registered again meanwhile
                     self._remove(tx, digest)
                     removed.append(digest)
+        self._sweep_chunks(older_than_s)
         return removed
+
+    def _sweep_chunks(self, older_than_s: float) -> None:
+        """Remove the chunks no recorded artifact holds (of registrations killed before their commit, of removed
+        orphans), if older than `older_than_s`."""
+        with self._errors("list"):
+            folder = f"{self.root}/chunks"
+            self.fs.invalidate_cache(folder)
+            listed = self.fs.find(folder, detail=True) if self.fs.exists(folder) else {}
+            now = time.time()
+            aged = [
+                chunk
+                for name, info in listed.items()
+                if _DIGEST.fullmatch(chunk := name.rsplit("/", 1)[-1]) and now - self._modified_at(name, info) >= older_than_s
+            ]
+        if not aged:
+            return
+        with self.lock.transaction() as tx:
+            unused = sorted(set(aged) - _recorded_chunks(tx, aged))
+            if unused:
+                with self._errors("delete from"):
+                    self._remove_chunks(unused)
+                tx.count("artifacts", "removed")
 
     def _modified(self, digest: str) -> float:
         with self._errors("list"):
@@ -536,9 +620,20 @@ class ObjectStore:
             times = [self.fs.modified(name).timestamp() for name in self.fs.find(f"{self.root}/sha256/{digest}")]
         return max(times, default=0.0)
 
+    def _modified_at(self, name: str, info: dict[str, Any]) -> float:
+        """When an object listed with `info` was last written (s3fs and adlfs name it differently)."""
+        for field in ("LastModified", "last_modified"):
+            if isinstance(info.get(field), datetime.datetime):
+                return float(info[field].timestamp())
+        return float(self.fs.modified(name).timestamp())
+
     # -- names ------------------------------------------------------------------------------------------
     def _key(self, digest: str, relative: str) -> str:
+        """A file of an artifact stored before chunks."""
         return f"{self.root}/sha256/{digest}/{relative}"
+
+    def _chunk_key(self, chunk: str) -> str:
+        return f"{self.root}/chunks/{chunk}"
 
     def _manifest(self, digest: str) -> str:
         return f"{self.root}/manifests/{digest}.json"
@@ -563,6 +658,105 @@ class ObjectStore:
 
     def _unavailable(self, doing: str, why: str) -> WorkspaceUnavailable:
         return WorkspaceUnavailable(f"cannot {doing} the artifact store {self.display}: {why}")
+
+
+class ChunkSink(Protocol):
+    """What a copy hands each chunk of each file to, as soon as the chunk is written (`copy_checked`)."""
+
+    chunk_bytes: int
+
+    def offer(self, path: Path, offset: int, length: int, chunk: str) -> None: ...
+
+
+class _Uploads:
+    """The chunks of one registration, sent UPLOAD_CHUNKS_AT_ONCE at a time while the copy hashes the rest.
+
+    Content the workspace may hold already waits for its digest instead: once a second chunk is hashed, the first
+    one is looked up in `artifact_chunks`, and if a recorded artifact holds it nothing is sent before the digest
+    says whether the store has the whole content (a large model registered again sends nothing). Content of one
+    chunk waits too (its digest comes at once). A chunk that comes twice is sent once."""
+
+    def __init__(self, store: ObjectStore, what: str) -> None:
+        self.store = store
+        self.chunk_bytes = CHUNK_BYTES
+        self.progress = _Transfer(what, 0)  # its total is known once the copy is done
+        self.files: dict[Path, list[str]] = {}  # a file of the copy -> its chunks, in order
+        self.waiting: list[tuple[Path, int, int, str]] = []
+        self.offered: set[str] = set()
+        self.early: bool | None = None  # whether chunks go before the digest is known: decided at the second chunk
+        self.sending: list[Future[None]] = []
+        self.failed: BaseException | None = None
+        self.pool: ThreadPoolExecutor | None = None
+
+    def __enter__(self) -> _Uploads:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.cancel()
+
+    def offer(self, path: Path, offset: int, length: int, chunk: str) -> None:
+        """A chunk of `path` (a file of the copy), just written and hashed."""
+        self.files.setdefault(path, []).append(chunk)
+        if chunk in self.offered:
+            self.progress.advance(length)
+            return
+        self.offered.add(chunk)
+        self.waiting.append((path, offset, length, chunk))
+        if self.early is None and len(self.offered) > 1:
+            self.early = not self.store._recorded(self.waiting[0][3])
+        if self.early:
+            self._send_waiting()
+
+    def offer_all(self, content: Path, manifest: Manifest) -> None:
+        """Every chunk of a copy, sent at once."""
+        self.early = True
+        for relative in manifest.files:
+            for offset, length, chunk in manifest.pieces(relative):
+                self.offer(content / relative, offset, length, chunk)
+        self.progress.known(sum(manifest.files.values()))
+
+    def manifest(self, content: Path, size: int) -> Manifest:
+        """The manifest of the copy in `content`, once it is done."""
+        self.progress.known(size)
+        listing = _listing(content)
+        chunks = {relative: self.files.get(content / relative, []) for relative in listing.files}
+        return Manifest(listing.files, listing.dirs, chunks, self.chunk_bytes)
+
+    def finish(self) -> None:
+        """Send what waits, then wait for every chunk; the first failure is raised."""
+        self.early = True
+        self._send_waiting()
+        for sending in self.sending:
+            sending.result()
+
+    def cancel(self) -> None:
+        """Send nothing more, and wait for the chunks being sent (they read the copy, which goes next)."""
+        self.waiting.clear()
+        for sending in self.sending:
+            sending.cancel()
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+            self.pool = None
+
+    def _send_waiting(self) -> None:
+        if self.failed is not None:  # the store refused a chunk: the copy stops here, not after the whole file
+            with self.store._errors("upload to"):
+                raise self.failed
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(UPLOAD_CHUNKS_AT_ONCE, thread_name_prefix="mlmagics-upload")
+        for path, offset, length, chunk in self.waiting:
+            sending = self.pool.submit(self._send, path, offset, length, chunk)
+            sending.add_done_callback(self._done)
+            self.sending.append(sending)
+        self.waiting.clear()
+
+    def _send(self, path: Path, offset: int, length: int, chunk: str) -> None:
+        self.store._put(path, self.store._chunk_key(chunk), length, offset, chunk)
+        self.progress.advance(length)
+
+    def _done(self, sending: Future[None]) -> None:
+        if not sending.cancelled() and sending.exception() is not None and self.failed is None:
+            self.failed = sending.exception()
 
 
 class _FileSlice(io.RawIOBase):
@@ -605,16 +799,35 @@ class _FileSlice(io.RawIOBase):
 
 
 class Manifest:
-    """What an artifact holds: its files (relative path -> bytes) and its folders, all under one root; checked
-    when read from a store, which anyone with write access to it may have written."""
+    """What an artifact holds: its files (relative path -> bytes) and its folders, all under one root, and the
+    chunks each file is stored in (None: stored before chunks, one object a file); checked when read from a store,
+    which anyone with write access to it may have written."""
 
-    def __init__(self, files: dict[str, int], dirs: list[str]) -> None:
+    def __init__(self, files: dict[str, int], dirs: list[str], chunks: dict[str, list[str]] | None = None,
+                 chunk_bytes: int = 0) -> None:  # fmt: skip
         self.files = files
         self.dirs = dirs
+        self.chunks = chunks
+        self.chunk_bytes = chunk_bytes
 
     def folders(self) -> set[str]:
         """Every folder: those listed, and those the files are in (a manifest without `dirs` lists none)."""
         return {*self.dirs, *(a for path in self.files for a in _ancestors(path))}
+
+    def pieces(self, relative: str) -> list[tuple[int, int, str]]:
+        """(offset, bytes, chunk) of each chunk of a file, in order."""
+        size, step = self.files[relative], self.chunk_bytes
+        return [(i * step, min(step, size - i * step), chunk) for i, chunk in enumerate((self.chunks or {})[relative])]
+
+    def chunk_sizes(self) -> dict[str, int]:
+        """Every chunk the artifact is stored in, with its size."""
+        return {chunk: size for relative in self.files for _, size, chunk in self.pieces(relative)}
+
+    def dump(self, digest: str) -> bytes:
+        data: dict[str, Any] = {"digest": digest, "files": self.files, "dirs": self.dirs, "bytes": sum(self.files.values())}
+        if self.chunks is not None:
+            data.update(chunk_bytes=self.chunk_bytes, chunks=self.chunks)
+        return json.dumps(data, sort_keys=True).encode()
 
     @staticmethod
     def parse(raw: bytes, what: str) -> Manifest:
@@ -640,7 +853,21 @@ class Manifest:
         clash = any(a in files for path in [*files, *dirs] for a in _ancestors(path)) or any(d in files for d in dirs)
         if len(roots) != 1 or clash:
             raise UserError(f"{what} is malformed (its manifest names {len(roots)} roots, or a file as a folder)")
-        return Manifest(files, dirs)
+        if "chunks" not in data:
+            return Manifest(files, dirs)
+        chunks, step = data["chunks"], data.get("chunk_bytes")
+        one_list_a_file = isinstance(chunks, dict) and chunks.keys() == files.keys()
+        if type(step) is not int or not 0 < step <= MAX_CHUNK_BYTES or not one_list_a_file:
+            raise UserError(f"{what} is malformed (its chunks are not one list for each of its files)")
+        manifest = Manifest(files, dirs, chunks, step)
+        sizes: dict[str, int] = {}
+        for path, names in chunks.items():
+            if not isinstance(names, list) or len(names) != -(-files[path] // step):
+                raise UserError(f"{what} is malformed (its manifest stores {path!r:.120} in other than {files[path]} bytes)")
+            for _, size, name in manifest.pieces(path):
+                if not isinstance(name, str) or not _DIGEST.fullmatch(name) or sizes.setdefault(name, size) != size:
+                    raise UserError(f"{what} is malformed (its manifest names the chunk {name!r:.80} of {path!r:.120})")
+        return manifest
 
 
 def _listing(content: Path) -> Manifest:
@@ -683,7 +910,33 @@ def _begin_removal(tx: Transaction, digest: str) -> None:
 
 def _one_object(listing: Manifest) -> bool:
     """Whether the artifact is one file small enough for one request."""
-    return not listing.dirs and len(listing.files) == 1 and next(iter(listing.files.values())) <= PART_BYTES
+    return not listing.dirs and len(listing.files) == 1 and next(iter(listing.files.values())) <= CHUNK_BYTES
+
+
+def _record_chunks(tx: Transaction, digest: str, manifest: Manifest) -> None:
+    """In the transaction of the row that uses the artifact: the chunks it is stored in (none, stored before)."""
+    chunks = sorted(manifest.chunk_sizes()) if manifest.chunks is not None else []
+    for batch in _batches(chunks, 500):
+        values = ", ".join(f"(:c{i}, :digest)" for i in range(len(batch)))
+        named = {f"c{i}": chunk for i, chunk in enumerate(batch)}
+        sql = f"INSERT INTO artifact_chunks (chunk, digest) VALUES {values} ON CONFLICT DO NOTHING"
+        tx.execute(sql, {"digest": digest, **named})
+
+
+def _recorded_chunks(tx: Transaction, chunks: Iterable[str]) -> set[str]:
+    """Those of `chunks` that a recorded artifact holds."""
+    recorded: set[str] = set()
+    for batch in _batches(sorted(set(chunks)), 500):
+        names = ", ".join(f":c{i}" for i in range(len(batch)))
+        rows = tx.execute(f"SELECT DISTINCT chunk FROM artifact_chunks WHERE chunk IN ({names})",
+                          {f"c{i}": chunk for i, chunk in enumerate(batch)})  # fmt: skip
+        recorded |= {row["chunk"] for row in rows}
+    return recorded
+
+
+def _batches(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 _filesystems: dict[tuple[int, str], tuple[str, tuple[Any, str]]] = {}  # (pid, uri) -> (credentials digest, (fs, root))
@@ -756,11 +1009,6 @@ def _strip(key: str) -> str:
     return key.lstrip("/")
 
 
-def _name(content: Path) -> str:
-    names = [p.name for p in content.iterdir()]
-    return names[0] if len(names) == 1 else str(content)
-
-
 def _short(error: BaseException, secrets: tuple[str, ...] = ()) -> str:
     """The error's text on one line, scrubbed of secrets before it is cut (a cut could split a secret)."""
     text = uris.scrub(" ".join(str(error).split()), secrets) or type(error).__name__
@@ -768,14 +1016,25 @@ def _short(error: BaseException, secrets: tuple[str, ...] = ()) -> str:
 
 
 class _Transfer:
-    """Progress lines for a large transfer: every 10 %, on stdout (a notebook shows them under the cell)."""
+    """Progress lines for a large transfer: every 10 %, on stdout (a notebook shows them under the cell). Its
+    total may come after it began (an upload's, once the copy it reads is done); threads may advance it."""
 
     def __init__(self, what: str, total: int) -> None:
         self.what, self.total, self.done_bytes, self.shown = what, total, 0, 0
         self.start = time.monotonic()
+        self.lock = threading.Lock()
 
     def advance(self, n: int) -> None:
-        self.done_bytes += n
+        with self.lock:
+            self.done_bytes += n
+            self._show()
+
+    def known(self, total: int) -> None:
+        with self.lock:
+            self.total = total
+            self._show()
+
+    def _show(self) -> None:
         if self.total >= PROGRESS_FROM_BYTES and self.done_bytes * 10 // self.total > self.shown:
             self.shown = self.done_bytes * 10 // self.total
             print(f"{self.what}: {self.shown * 10} % ({self.done_bytes >> 20} of {self.total >> 20} MiB)", flush=True)
@@ -842,21 +1101,23 @@ def _alive(pid: int) -> bool:
 
 
 # -- copying files in: what may leak or hang is refused ----------------------------------------------------
-def copy_checked(source: Path, target: Path | None, root: Path, digest: Any = None) -> int:
+def copy_checked(source: Path, target: Path | None, root: Path, digest: Any = None, chunks: ChunkSink | None = None) -> int:
     """Copy the file or folder `source` to `target` (None: only hash it) hashing names and bytes into
-    `digest`; returns bytes.
+    `digest`; returns bytes. With `chunks`, each file is hashed in chunks too, each handed to
+    `chunks.offer` as soon as it is written.
 
     Links are followed while they stay inside `root`; a link out of it, a link loop, a FIFO,
     a device or a socket is a UserError naming it, so nothing from outside the folder is
     copied and nothing blocks. `__pycache__` and `.ipynb_checkpoints` are skipped.
     """
-    return _Copy(os.path.realpath(root), digest).entry(source, target, ())
+    return _Copy(os.path.realpath(root), digest, chunks).entry(source, target, ())
 
 
 class _Copy:
-    def __init__(self, root: str, digest: Any) -> None:
+    def __init__(self, root: str, digest: Any, chunks: ChunkSink | None = None) -> None:
         self.root = root
         self.digest = digest
+        self.chunks = chunks
         self.entries = 0
 
     def entry(self, source: Path, target: Path | None, ancestors: tuple[str, ...]) -> int:
@@ -903,20 +1164,36 @@ class _Copy:
         with open(fd, "rb") as src:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise UserError(f"{source} changed while it was copied; copy it again")
-            size = 0
-            with contextlib.ExitStack() as stack:
-                dst = None
-                if target is not None:
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    dst = stack.enter_context(open(target, "wb"))
-                while chunk := src.read(1 << 20):
-                    if self.digest is not None:
-                        self.digest.update(chunk)
-                    if dst is not None:
-                        dst.write(chunk)
-                    size += len(chunk)
-        if target is not None:
-            shutil.copystat(real, target)
+            if target is None:
+                return self.read(src, None)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(target, "wb") as dst:
+                size = self.read(src, dst, target)
+        shutil.copystat(real, target)
+        return size
+
+    def read(self, src: Any, dst: Any, target: Path | None = None) -> int:
+        """Read a file through, hashing it and writing it to `dst` (if any); with `self.chunks`, each chunk of
+        `target` is offered once it is in the file (flushed), to be read from there."""
+        sink, path = (self.chunks, target) if self.chunks is not None and target is not None else (None, Path())
+        step = sink.chunk_bytes if sink is not None else 1 << 20
+        size, in_chunk, chunk = 0, 0, hashlib.sha256()
+        while data := src.read(min(1 << 20, step - in_chunk)):
+            if self.digest is not None:
+                self.digest.update(data)
+            if dst is not None:
+                dst.write(data)
+            size += len(data)
+            in_chunk = (in_chunk + len(data)) % step
+            if sink is not None:
+                chunk.update(data)
+                if not in_chunk:
+                    dst.flush()
+                    sink.offer(path, size - step, step, chunk.hexdigest())
+                    chunk = hashlib.sha256()
+        if sink is not None and in_chunk:
+            dst.flush()
+            sink.offer(path, size - in_chunk, in_chunk, chunk.hexdigest())
         return size
 
 

@@ -31,8 +31,8 @@ from typing import Any
 from ..errors import MlmagicsError, UserError
 from . import uris
 
-SCHEMA_HEAD = "0003"  # tests/core/test_store_schema.py checks these against the migration scripts
-KNOWN_REVISIONS = ("0001", "0002", "0003")
+SCHEMA_HEAD = "0004"  # tests/core/test_store_schema.py checks these against the migration scripts
+KNOWN_REVISIONS = ("0001", "0002", "0003", "0004")
 _ADVISORY_KEY = 0x6D6C6D6167696373  # "mlmagics": one lock per database, i.e. per workspace
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
