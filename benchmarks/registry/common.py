@@ -78,15 +78,15 @@ def small_file(folder: Path, size: int, tag: str) -> Path:
 
 def big_file(path: Path, size: int, *, sparse: bool) -> Path:
     """A file of ``size`` bytes written 1 MiB at a time (never held in memory): random content, or a sparse
-    file (zeros that take no disk) whose first and last MiB are random, so its digest is new."""
+    file (holes that take no disk) with 16 random bytes at the start of every MiB: its digest is new, and no two of
+    its chunks are equal in a store that keeps files in chunks of a MiB or more, so every byte is sent."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as out:
         if sparse:
-            out.write(os.urandom(min(CHUNK, size)))
             out.truncate(size)
-            if size > 2 * CHUNK:
-                out.seek(size - CHUNK)
-                out.write(os.urandom(CHUNK))
+            for offset in range(0, size, CHUNK):
+                out.seek(offset)
+                out.write(os.urandom(min(16, size - offset)))
         else:
             left = size
             while left > 0:
