@@ -22,38 +22,15 @@ Accepting stays the event loop's own (libuv's accept, in C): a worker that accep
 one connection at a time, leaving each to a less busy worker for a moment, evened out a burst at
 once but cost a fifth of the throughput with clients that connect for every request (each accept
 took the GIL for one more round of the loop, behind the scoring thread).
-A lone worker has no seat, and neither have workers that cannot run at once (one CPU, by affinity or by a
-container's CPU quota): there, one worker holding every connection is what answers fastest — two
-workers taking turns on one CPU preempt each other mid-batch (by hand, 64 connections: p99 16 ms with
-one worker, 23 ms with two; the batching bench's 8 connections with batching off: 0.78× the
-throughput with the connections spread).
+A lone worker has no seat.
 """
 
 from __future__ import annotations
 
-import math
 import mmap
-import os
 
 SEATS = 256  # workers of two generations at once (a reload); a worker beyond that accepts unbalanced
 SLACK = 1  # a worker moves a connection to another only when that one holds more than this many fewer
-
-
-def parallel_cpus() -> int:
-    """How many CPUs this process can run on at once: its CPU affinity, capped by a cgroup v2 CPU quota
-    (`cpu.max`, a container's CPU limit)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS
-        cpus = os.cpu_count() or 1
-    try:
-        with open("/sys/fs/cgroup/cpu.max", encoding="ascii") as f:
-            quota, period = f.read().split()[:2]
-        if quota != "max":
-            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return cpus
 
 
 class Table:

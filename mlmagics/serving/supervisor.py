@@ -26,7 +26,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .balance import Seat, Table, parallel_cpus
+from .balance import Seat, Table
 from .listener import receive
 from .logs import configure, log
 from .metrics import Metrics, retire_worker
@@ -128,7 +128,6 @@ class Supervisor:
         self.last_reload: dict | None = None
         self.metrics = Metrics(settings.metrics_enabled)
         self.balance = Table()
-        self.cpus = parallel_cpus()  # workers that cannot run at once are not balanced (balance.py)
         from . import worker  # noqa: F401 - imported once here, before forking: shared by every worker
         from .worker import new_event_loop
 
@@ -204,8 +203,7 @@ class Supervisor:
         log.flush()
         report_r, report_w = os.pipe()
         supervisor = os.getpid()
-        balanced = self.settings.workers > 1 and self.cpus > 1
-        seat = self.balance.take() if balanced else None
+        seat = self.balance.take() if self.settings.workers > 1 else None  # alone, a worker takes all there is
         pid = os.fork()
         if pid == 0:
             code = 1

@@ -7,8 +7,6 @@ import http.client
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 from mlmagics.serving.balance import SLACK, Table
@@ -143,34 +141,3 @@ def test_after_reloads_the_new_generation_shares_the_connections(tmp_path, serve
     finally:
         for conn in conns:
             conn.close()
-
-
-def test_workers_sharing_one_cpu_keep_the_connections_where_they_land(tmp_path, serve, app_with):
-    mine = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {min(mine)})  # the server inherits it: its workers cannot run at once
-    try:
-        server = _serve_all(tmp_path, serve, app_with)
-    finally:
-        os.sched_setaffinity(0, mine)
-    conns = _connect(server, 16)
-    try:
-        for _ in range(6):
-            for conn in conns:
-                conn.request("POST", "/score", body=b"{}", headers={"content-type": "application/json"})
-                answer = conn.getresponse()
-                answer.read()
-                assert answer.status == 200
-                assert answer.getheader("connection") != "close", "a connection was moved between workers on one CPU"
-    finally:
-        for conn in conns:
-            conn.close()
-
-
-def test_the_cpus_that_can_run_at_once_follow_the_affinity():
-    out = subprocess.run(
-        ["taskset", "-c", "0", sys.executable, "-c", "from mlmagics.serving import balance; print(balance.parallel_cpus())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert out.strip() == "1"
