@@ -14,9 +14,6 @@ connection with `connection: close`: the client reconnects, and the connection l
 worker. Moving stops once the counts are even; a burst of 64 evens out within a few requests
 per connection. Only a connection with nothing else to answer and nothing arriving is moved, so a
 client that does not pipeline loses nothing (it reads `connection: close` before it sends again).
-A worker whose loop is stuck (stopped, or hung in C code holding the GIL) keeps its count: its
-peers then move their connections after every answer, their clients reconnect to them, and
-every request is still answered, each paying a reconnect, until it recovers or is replaced.
 
 Accepting stays the event loop's own (libuv's accept, in C): a worker that accepted in Python,
 one connection at a time, leaving each to a less busy worker for a moment, evened out a burst at
