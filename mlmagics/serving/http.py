@@ -51,7 +51,6 @@ from urllib.parse import unquote
 import httptools
 
 from . import outputs
-from .balance import Seat
 from .logs import log
 from .outputs import Answer
 from .settings import Settings
@@ -163,7 +162,6 @@ class Connection(asyncio.Protocol):
         self.eof = False
         self.timers: list[asyncio.TimerHandle] = []  # the closing steps still due
         self.protocol_error: tuple[int, str] | None = None
-        self.moving = False  # closing after its answer to move to a less busy worker (HttpServer.shed)
         self._reset()
 
     def _reset(self) -> None:
@@ -187,10 +185,10 @@ class Connection(asyncio.Protocol):
             )
             self._linger()
             return
-        self.server.opened(self)
+        self.server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.server.closed(self)
+        self.server.connections.discard(self)
         self.server.buffered -= self.held
         self.held = 0
         self.transport = None
@@ -444,7 +442,7 @@ class Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        keep_alive = request.keep_alive and not self.server.stopping and not self.closing and not self.server.shed(self)
+        keep_alive = request.keep_alive and not self.server.stopping and not self.closing
         parts = [
             b"HTTP/1.1 %d %s\r\ndate: %s\r\ncontent-length: %d\r\n"
             % (status, _REASONS.get(status, b"Unknown"), self.server.date, len(body))
@@ -587,47 +585,12 @@ class HttpServer:
         self.stopping = False
         self.date = b""
         self._server: asyncio.AbstractServer | None = None
-        self._seat: Seat | None = None
-        self._shedding = 0  # connections closing after their answer to move to a less busy worker
         self._tick()
 
-    async def start(self, sock: Any, tls: ssl.SSLContext | None = None, seat: Seat | None = None) -> None:
-        """Accept on `sock`; with a `seat` in the workers' shared table (balance.py), keep this worker's share
-        of the connections."""
+    async def start(self, sock: Any, tls: ssl.SSLContext | None = None) -> None:
         loop = asyncio.get_running_loop()
-        self._seat = seat
         self._server = await loop.create_server(lambda: Connection(self), sock=sock, backlog=2048, ssl=tls)
-        self._hold()
         loop.call_later(1.0, self._every_second)
-
-    def opened(self, conn: Connection) -> None:
-        self.connections.add(conn)
-        self._hold()
-
-    def closed(self, conn: Connection) -> None:
-        self.connections.discard(conn)
-        if conn.moving:
-            self._shedding -= 1
-        self._hold()
-
-    def _hold(self) -> None:
-        if self._seat is not None and not self.stopping:
-            self._seat.hold(len(self.connections) - self._shedding)
-
-    def shed(self, conn: Connection) -> bool:
-        """Whether `conn` closes after the answer being sent, so that its client reconnects to a less busy worker:
-        this one holds more connections than another by more than balance.SLACK (balance.py). Only a connection
-        with nothing else to answer and nothing arriving is shed: its client reads `connection: close` before it
-        sends again."""
-        seat = self._seat
-        if seat is None or conn.moving or conn.pending or conn.waiting or conn.head_started or conn.body_started:
-            return False
-        if not seat.others_hold_fewer(len(self.connections) - self._shedding):
-            return False
-        conn.moving = True
-        self._shedding += 1
-        self._hold()
-        return True
 
     def could_send(self) -> int:
         """Open connections with no request waiting for its answer: the clients that could send one now. Read by the
@@ -671,8 +634,6 @@ class HttpServer:
         self.stopping = True
         if self._server is not None:
             self._server.close()
-        if self._seat is not None:
-            self._seat.leave()
         deadline = time.monotonic() + timeout
         while self.connections and time.monotonic() < deadline:
             now = time.monotonic()

@@ -26,7 +26,6 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .balance import Seat, Table
 from .listener import receive
 from .logs import configure, log
 from .metrics import Metrics, retire_worker
@@ -101,7 +100,6 @@ class Worker:
     generation: int
     started: float
     report_fd: int  # the worker writes one JSON line here once init() finished (or failed)
-    seat: Seat | None = None  # its seat in the table that balances connections (balance.py)
     state: str = "starting"  # starting | ready | failed
     failure: dict | None = None
 
@@ -127,7 +125,6 @@ class Supervisor:
         self.fast_exits = 0
         self.last_reload: dict | None = None
         self.metrics = Metrics(settings.metrics_enabled)
-        self.balance = Table()
         from . import worker  # noqa: F401 - imported once here, before forking: shared by every worker
         from .worker import new_event_loop
 
@@ -203,7 +200,6 @@ class Supervisor:
         log.flush()
         report_r, report_w = os.pipe()
         supervisor = os.getpid()
-        seat = self.balance.take() if self.settings.workers > 1 else None  # alone, a worker takes all there is
         pid = os.fork()
         if pid == 0:
             code = 1
@@ -214,14 +210,14 @@ class Supervisor:
                     signal.signal(sig, signal.SIG_DFL)
                 from .worker import run_worker
 
-                code = run_worker(self.settings, self.sock, report_w, candidate, self.health_sock, supervisor, seat)
+                code = run_worker(self.settings, self.sock, report_w, candidate, self.health_sock, supervisor)
             except BaseException:  # noqa: BLE001 - a worker must never return into the supervisor's loop
                 log.emit("CRITICAL", "server", "worker crashed", traceback=traceback.format_exc())
                 log.flush()
             finally:
                 os._exit(code)
         os.close(report_w)
-        worker = Worker(pid, slot, self.generation if generation is None else generation, time.monotonic(), report_r, seat=seat)
+        worker = Worker(pid, slot, self.generation if generation is None else generation, time.monotonic(), report_r)
         self.workers[pid] = worker
         return worker
 
@@ -253,7 +249,6 @@ class Supervisor:
             if worker is None:
                 continue
             _close(worker.report_fd)
-            self.balance.free(worker.seat)
             if self.metrics.enabled:
                 retire_worker(self.metrics.directory, pid)
             if not self.stopping and worker.generation == self.generation:

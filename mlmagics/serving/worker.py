@@ -20,7 +20,6 @@ import traceback
 import warnings
 
 from .app import App
-from .balance import Seat
 from .http import HttpServer
 from .logs import capture_logging, configure, log
 from .metrics import Metrics
@@ -45,10 +44,8 @@ def run_worker(
     candidate: bool = False,
     health_sock: socket.socket | None = None,
     supervisor: int | None = None,
-    seat: Seat | None = None,
 ) -> int:
-    """The body of a worker process; returns its exit code. `supervisor`: the pid that forked it;
-    `seat`: its seat in the table that spreads connections over the workers (balance.py).
+    """The body of a worker process; returns its exit code. `supervisor`: the pid that forked it.
 
     A candidate (a worker started by a reload) whose init() fails exits at once; a first
     generation worker stays up to answer /ready and /score with the reason (unless
@@ -129,7 +126,7 @@ def run_worker(
 
     async def serve() -> None:
         tls = tls_context(settings)
-        await server.start(sock, tls, seat)
+        await server.start(sock, tls)
         if health:
             await health.start(health_sock, tls)
         # Ready only now that this worker accepts: an update or a reload switches traffic on this report.
