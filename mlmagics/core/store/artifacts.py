@@ -917,21 +917,25 @@ def _record_chunks(tx: Transaction, digest: str, manifest: Manifest) -> None:
     """In the transaction of the row that uses the artifact: the chunks it is stored in (none, stored before)."""
     chunks = sorted(manifest.chunk_sizes()) if manifest.chunks is not None else []
     for batch in _batches(chunks, 500):
-        values = ", ".join(f"(:c{i}, :digest)" for i in range(len(batch)))
-        named = {f"c{i}": chunk for i, chunk in enumerate(batch)}
+        names, params = _parameters(batch)
+        values = ", ".join(f"({name}, :digest)" for name in names)
         sql = f"INSERT INTO artifact_chunks (chunk, digest) VALUES {values} ON CONFLICT DO NOTHING"
-        tx.execute(sql, {"digest": digest, **named})
+        tx.execute(sql, {"digest": digest, **params})
 
 
 def _recorded_chunks(tx: Transaction, chunks: Iterable[str]) -> set[str]:
     """Those of `chunks` that a recorded artifact holds."""
     recorded: set[str] = set()
     for batch in _batches(sorted(set(chunks)), 500):
-        names = ", ".join(f":c{i}" for i in range(len(batch)))
-        rows = tx.execute(f"SELECT DISTINCT chunk FROM artifact_chunks WHERE chunk IN ({names})",
-                          {f"c{i}": chunk for i, chunk in enumerate(batch)})  # fmt: skip
+        names, params = _parameters(batch)
+        rows = tx.execute(f"SELECT DISTINCT chunk FROM artifact_chunks WHERE chunk IN ({', '.join(names)})", params)
         recorded |= {row["chunk"] for row in rows}
     return recorded
+
+
+def _parameters(values: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Bound parameters for `values` in one statement: their names (`:c0`, `:c1` …) and the values by name."""
+    return [f":c{i}" for i in range(len(values))], {f"c{i}": value for i, value in enumerate(values)}
 
 
 def _batches(items: list[str], size: int) -> Iterator[list[str]]:
