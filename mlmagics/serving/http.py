@@ -37,11 +37,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
 import ssl
 import threading
 import time
 import traceback
 from collections import deque
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
@@ -51,11 +54,13 @@ from urllib.parse import unquote
 import httptools
 
 from . import outputs
+from .balance import PAUSE_S, Seat
 from .logs import log
 from .outputs import Answer
 from .settings import Settings
 
 LINGER_S = 2.0  # how long a closing connection is still read (and discarded) after its last answer
+PAUSE_CHECK_S = 0.02  # how often a worker that stopped accepting to move connections checks whether they are even
 # What an unanswered request counts for back-pressure besides its body: room for its answer. Requests
 # read ahead on a connection are bounded by bytes this way (1 MiB: 16 small pipelined requests), and a
 # client that pipelines requests for large answers without reading them cannot make the worker hold more.
@@ -162,6 +167,7 @@ class Connection(asyncio.Protocol):
         self.eof = False
         self.timers: list[asyncio.TimerHandle] = []  # the closing steps still due
         self.protocol_error: tuple[int, str] | None = None
+        self.moving = False  # closing after its answer to move to a less busy worker (HttpServer.shed)
         self._reset()
 
     def _reset(self) -> None:
@@ -185,10 +191,10 @@ class Connection(asyncio.Protocol):
             )
             self._linger()
             return
-        self.server.connections.add(self)
+        self.server.opened(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.server.connections.discard(self)
+        self.server.closed(self)
         self.server.buffered -= self.held
         self.held = 0
         self.transport = None
@@ -442,7 +448,7 @@ class Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        keep_alive = request.keep_alive and not self.server.stopping and not self.closing
+        keep_alive = request.keep_alive and not self.server.stopping and not self.closing and not self.server.shed(self)
         parts = [
             b"HTTP/1.1 %d %s\r\ndate: %s\r\ncontent-length: %d\r\n"
             % (status, _REASONS.get(status, b"Unknown"), self.server.date, len(body))
@@ -585,12 +591,90 @@ class HttpServer:
         self.stopping = False
         self.date = b""
         self._server: asyncio.AbstractServer | None = None
+        self._sock: Any = None
+        self._tls: ssl.SSLContext | None = None
+        self._seat: Seat | None = None
+        self._shedding = 0  # connections closing after their answer to move to a less busy worker
+        self._paused: float | None = None  # since when this worker does not accept, while it moves connections
+        self._to_move = 0  # connections still to move while paused
         self._tick()
 
-    async def start(self, sock: Any, tls: ssl.SSLContext | None = None) -> None:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: Connection(self), sock=sock, backlog=2048, ssl=tls)
-        loop.call_later(1.0, self._every_second)
+    async def start(self, sock: Any, tls: ssl.SSLContext | None = None, seat: Seat | None = None) -> None:
+        """Accept on `sock`; with a `seat` in the workers' shared table (balance.py), keep this worker's share
+        of the connections."""
+        self._sock, self._tls, self._seat = sock, tls, seat
+        if seat is None:
+            self._server = await self._listen(sock)
+        else:  # on a duplicate of the socket, so that this worker can stop accepting and start again (balance.py)
+            self._server = await self._listen(socket.socket(fileno=os.dup(sock.fileno())))
+        self._hold()
+        asyncio.get_running_loop().call_later(1.0, self._every_second)
+
+    def _listen(self, sock: Any) -> Awaitable[asyncio.AbstractServer]:
+        return asyncio.get_running_loop().create_server(lambda: Connection(self), sock=sock, backlog=2048, ssl=self._tls)
+
+    def opened(self, conn: Connection) -> None:
+        self.connections.add(conn)
+        self._hold()
+
+    def closed(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        if conn.moving:
+            self._shedding -= 1
+        self._hold()
+
+    def _hold(self) -> None:
+        if self._seat is not None and not self.stopping and self._paused is None:
+            self._seat.hold(len(self.connections) - self._shedding)
+
+    def shed(self, conn: Connection) -> bool:
+        """Whether `conn` closes after the answer being sent, so that its client reconnects to a less busy worker
+        (balance.py): this one holds more connections than another by more than balance.SLACK. The first one shed
+        stops this worker accepting until the clients of the connections it moves (half its lead) have landed on
+        the others. Only a connection with nothing else to answer and nothing arriving is shed: its client reads
+        `connection: close` before it sends again."""
+        seat = self._seat
+        if seat is None or conn.moving or conn.pending or conn.waiting or conn.head_started or conn.body_started:
+            return False
+        if self._paused is None:
+            self._to_move = seat.excess(len(self.connections) - self._shedding)
+            if not self._to_move or self._server is None:
+                return False
+            self._server.close()  # the duplicate; the other workers keep accepting on the socket
+            self._server = None
+            self._paused = time.monotonic()
+            seat.leave()
+            asyncio.get_running_loop().call_later(PAUSE_CHECK_S, self._resume_when_even)
+        elif not self._to_move:
+            return False
+        self._to_move -= 1
+        conn.moving = True
+        self._shedding += 1
+        return True
+
+    def _resume_when_even(self) -> None:
+        """Accept again once the moved connections are closed and the counts even, or after balance.PAUSE_S at most."""
+        if self._paused is None or self.stopping or self._seat is None:
+            return
+        even = not self._to_move and not self._shedding and not self._seat.excess(len(self.connections))
+        if not even and time.monotonic() - self._paused < PAUSE_S:
+            asyncio.get_running_loop().call_later(PAUSE_CHECK_S, self._resume_when_even)
+            return
+        self._to_move = 0
+        asyncio.get_running_loop().create_task(self._resume())
+
+    async def _resume(self) -> None:
+        try:
+            server = await self._listen(socket.socket(fileno=os.dup(self._sock.fileno())))
+        except OSError as e:  # out of file descriptors: try again shortly, still paused
+            log.emit("ERROR", "server", f"could not accept again after moving connections: {e}; retrying")
+            asyncio.get_running_loop().call_later(PAUSE_CHECK_S, self._resume_when_even)
+            return
+        if self.stopping:
+            server.close()
+            return
+        self._server, self._paused = server, None
+        self._hold()
 
     def could_send(self) -> int:
         """Open connections with no request waiting for its answer: the clients that could send one now. Read by the
@@ -614,6 +698,8 @@ class HttpServer:
 
     def _every_second(self) -> None:
         self._tick()
+        if self._seat is not None:
+            self._seat.beat()
         now = time.monotonic()
         for conn in list(self.connections):
             try:
@@ -634,6 +720,8 @@ class HttpServer:
         self.stopping = True
         if self._server is not None:
             self._server.close()
+        if self._seat is not None:
+            self._seat.leave()
         deadline = time.monotonic() + timeout
         while self.connections and time.monotonic() < deadline:
             now = time.monotonic()

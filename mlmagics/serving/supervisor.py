@@ -26,6 +26,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .balance import Seat, Table, parallel_cpus
 from .listener import receive
 from .logs import configure, log
 from .metrics import Metrics, retire_worker
@@ -100,6 +101,7 @@ class Worker:
     generation: int
     started: float
     report_fd: int  # the worker writes one JSON line here once init() finished (or failed)
+    seat: Seat | None = None  # its seat in the table that balances connections (balance.py)
     state: str = "starting"  # starting | ready | failed
     failure: dict | None = None
 
@@ -125,6 +127,8 @@ class Supervisor:
         self.fast_exits = 0
         self.last_reload: dict | None = None
         self.metrics = Metrics(settings.metrics_enabled)
+        self.balance = Table()
+        self.cpus = parallel_cpus()  # workers that cannot run at once are not balanced (balance.py)
         from . import worker  # noqa: F401 - imported once here, before forking: shared by every worker
         from .worker import new_event_loop
 
@@ -200,6 +204,8 @@ class Supervisor:
         log.flush()
         report_r, report_w = os.pipe()
         supervisor = os.getpid()
+        balanced = self.settings.workers > 1 and self.cpus > 1
+        seat = self.balance.take() if balanced else None
         pid = os.fork()
         if pid == 0:
             code = 1
@@ -210,14 +216,14 @@ class Supervisor:
                     signal.signal(sig, signal.SIG_DFL)
                 from .worker import run_worker
 
-                code = run_worker(self.settings, self.sock, report_w, candidate, self.health_sock, supervisor)
+                code = run_worker(self.settings, self.sock, report_w, candidate, self.health_sock, supervisor, seat)
             except BaseException:  # noqa: BLE001 - a worker must never return into the supervisor's loop
                 log.emit("CRITICAL", "server", "worker crashed", traceback=traceback.format_exc())
                 log.flush()
             finally:
                 os._exit(code)
         os.close(report_w)
-        worker = Worker(pid, slot, self.generation if generation is None else generation, time.monotonic(), report_r)
+        worker = Worker(pid, slot, self.generation if generation is None else generation, time.monotonic(), report_r, seat=seat)
         self.workers[pid] = worker
         return worker
 
@@ -249,6 +255,7 @@ class Supervisor:
             if worker is None:
                 continue
             _close(worker.report_fd)
+            self.balance.free(worker.seat)
             if self.metrics.enabled:
                 retire_worker(self.metrics.directory, pid)
             if not self.stopping and worker.generation == self.generation:

@@ -20,6 +20,7 @@ import traceback
 import warnings
 
 from .app import App
+from .balance import Seat
 from .http import HttpServer
 from .logs import capture_logging, configure, log
 from .metrics import Metrics
@@ -44,8 +45,10 @@ def run_worker(
     candidate: bool = False,
     health_sock: socket.socket | None = None,
     supervisor: int | None = None,
+    seat: Seat | None = None,
 ) -> int:
-    """The body of a worker process; returns its exit code. `supervisor`: the pid that forked it.
+    """The body of a worker process; returns its exit code. `supervisor`: the pid that forked it;
+    `seat`: its seat in the table that spreads connections over the workers (balance.py).
 
     A candidate (a worker started by a reload) whose init() fails exits at once; a first
     generation worker stays up to answer /ready and /score with the reason (unless
@@ -126,7 +129,7 @@ def run_worker(
 
     async def serve() -> None:
         tls = tls_context(settings)
-        await server.start(sock, tls)
+        await server.start(sock, tls, seat)
         if health:
             await health.start(health_sock, tls)
         # Ready only now that this worker accepts: an update or a reload switches traffic on this report.
