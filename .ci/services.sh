@@ -22,6 +22,7 @@ PG_DATA=$SERVICES_ROOT/postgres
 PG_SOCKET_DIR=$SERVICES_ROOT/postgres-socket
 PG_LOG=/tmp/mlmagics-postgres.log
 PG_ROLE=mlmagics
+PG_MACHINES=10.231.0.0/16
 PG_DB=mlmagics
 # A test-only password for a throwaway cluster that listens on 127.0.0.1 alone;
 # tests/stores.py uses the same one. Not a secret.
@@ -215,8 +216,30 @@ pg_postmaster_alive() {
   [ -n "$pid" ] && [ "$(readlink -f "/proc/$pid/cwd" 2>/dev/null || true)" = "$PG_DATA" ]
 }
 
+# Who may log in how: ours, written on every start. The server listens on 127.0.0.1 alone; the
+# second host line is for the multi-machine test (tests/notebooks/test_team_workspace.py), whose
+# "machines" are network namespaces on a bridge of 10.231.0.0/16 addresses: their connections reach
+# this server through the bridge (the test forwards its address to 127.0.0.1) from their own address.
+PG_HBA="# Written by .ci/services.sh. TYPE DATABASE USER ADDRESS METHOD
+local all postgres            peer
+local all all                 scram-sha-256
+host  all all  127.0.0.1/32   scram-sha-256
+host  all all  $PG_MACHINES   scram-sha-256"
+write_pg_hba() {
+  printf '%s\n' "$PG_HBA" >"$PG_DATA/pg_hba.conf"
+  chown postgres:postgres "$PG_DATA/pg_hba.conf"
+}
+
 if pg_up && pg_ready_for_tests; then
   step "postgres: already answering on $PG_ADDR:$PG_PORT (role $PG_ROLE, database $PG_DB)"
+  # A cluster this script started before the machines' line existed: add it, and reload.
+  if pg_postmaster_alive && [ "$(cat "$PG_DATA/pg_hba.conf")" != "$PG_HBA" ]; then
+    step "postgres: updating pg_hba.conf and reloading"
+    write_pg_hba
+    (cd / && runuser -u postgres -- psql -X -qAt -h "$PG_SOCKET_DIR" -p "$PG_PORT" -d postgres -c 'select pg_reload_conf()') \
+      >>"$PG_LOG" 2>&1 || die "postgres: could not reload the configuration; last log lines:
+$(log_tail "$PG_LOG")"
+  fi
 else
   # The server binaries of the cluster's own major version; for a new cluster, the newest installed.
   if [ -f "$PG_DATA/PG_VERSION" ]; then
@@ -237,14 +260,7 @@ else
         || die "postgres: initdb failed; last log lines:
 $(log_tail "$PG_LOG")"
     fi
-    # Who may log in how: ours, written on every start.
-    cat >"$PG_DATA/pg_hba.conf" <<EOF
-# Written by .ci/services.sh. TYPE DATABASE USER ADDRESS METHOD
-local all postgres            peer
-local all all                 scram-sha-256
-host  all all  127.0.0.1/32   scram-sha-256
-EOF
-    chown postgres:postgres "$PG_DATA/pg_hba.conf"
+    write_pg_hba
     install -d -o postgres -g postgres -m 0755 "$PG_SOCKET_DIR"
     if pg_postmaster_alive; then
       step "postgres: process exists but is not answering yet, waiting for it"

@@ -1,18 +1,23 @@
 """notebooks/08-team-workspace.ipynb: on its own (SQLite and a folder), and as the steps of a team's flow across
 three "machines" sharing a PostgreSQL database and an S3 bucket (moto's server) and nothing else.
 
-A machine is a process tree with a host name of its own (a UTS namespace: `unshare --uts`, root only), its own
-HOME and working folder, and the stores' settings in its environment. The network and the Docker engine are this
-host's: what the machines share besides the stores is the engine, as a team shares a build server.
+A machine is a host of its own on a private network the test makes (root only): a network namespace with its own
+address, loopback and routes (`ip netns` + a veth into a bridge), a host name of its own (a UTS namespace), its own
+HOME and working folder. Every byte between a machine and the stores crosses that network: the machines reach
+PostgreSQL and S3 at the bridge's address, which is this host — the team's server, where the stores and the Docker
+engine run. The engine is reached through its socket, as CI jobs reach a build server's engine; a service deployed to
+it is published on the bridge's address, so the others reach it over the network too.
 
     host-a  a data scientist: runs the notebook with stage=register (model + image, into the shared stores)
     host-b  CI: runs the same notebook with stage=deploy target=docker, tests the service
-    host-c  a colleague's JupyterLab: the panel's REST API lists the service and tests it
+    host-c  a colleague's JupyterLab: the panel's REST API (queried over the network) lists the service and tests it
     host-a  cleans up; host-b sees it gone
 """
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import json
 import os
 import secrets
@@ -27,6 +32,7 @@ import pytest
 import requests
 
 from tests import stores
+from tests.stores import POSTGRES_HOST, POSTGRES_PORT, S3_ENDPOINT
 
 pytestmark = pytest.mark.stores
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,21 +47,91 @@ def test_08_team_workspace_on_its_own(tmp_path, run_notebook):
     assert json.loads((tmp_path / ".mlmagics" / "config.json").read_text())["metadata"].startswith("sqlite:///")
 
 
-class Machine:
-    """A host of its own name, HOME and working folder; the stores' settings from the test's environment."""
+class Network:
+    """A private network of this host's, made and removed by one test: a bridge holding the server's address (`server`,
+    this host) and a network namespace per machine, plugged into the bridge by a veth pair.
 
-    def __init__(self, name: str, folder: Path, env: dict[str, str]) -> None:
+    The stores listen on 127.0.0.1 alone; a DNAT rule hands their ports at the server's address to 127.0.0.1 (which
+    `route_localnet` lets the bridge route), and PostgreSQL lets in the network's addresses (.ci/services.sh), so it
+    sees each machine's own address. Names carry a random tag and the /24 is one nothing on this host uses yet."""
+
+    STORE_PORTS = (POSTGRES_PORT, int(S3_ENDPOINT.rsplit(":", 1)[1]))
+    PREFIX = ipaddress.ip_network("10.231.0.0/16")  # what .ci/services.sh lets in to PostgreSQL
+
+    def __init__(self) -> None:
+        self.tag = secrets.token_hex(3)
+        self.bridge = f"mlm{self.tag}"
+        taken = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True, check=True).stdout
+        subnets = [n for n in self.PREFIX.subnets(new_prefix=24) if f" {n.network_address + 1}/" not in taken][1:]
+        if not subnets:
+            raise AssertionError(f"every /24 of {self.PREFIX} is in use on this host")
+        self.subnet = subnets[secrets.randbelow(len(subnets))]
+        self.server = str(self.subnet.network_address + 1)
+        self.namespaces: list[str] = []
+        ports = ",".join(map(str, self.STORE_PORTS))
+        self.dnat = ["PREROUTING", "-i", self.bridge, "-d", self.server, "-p", "tcp", "-m", "multiport", "--dports", ports,
+                     "-j", "DNAT", "--to-destination", POSTGRES_HOST]  # fmt: skip
+        self.dnat_added = False
+
+    def up(self) -> None:
+        _sh("ip", "link", "add", self.bridge, "type", "bridge")
+        _sh("ip", "addr", "add", f"{self.server}/{self.subnet.prefixlen}", "dev", self.bridge)
+        _sh("ip", "link", "set", self.bridge, "up")
+        _sh("sysctl", "-qw", f"net.ipv4.conf.{self.bridge}.route_localnet=1")
+        _sh("iptables", "-t", "nat", "-I", *self.dnat)
+        self.dnat_added = True
+
+    def host(self, name: str) -> tuple[str, str]:
+        """A new machine on the network: (its namespace, its address)."""
+        index = len(self.namespaces) + 1
+        namespace, outside = f"{self.bridge}-{name}", f"{self.bridge}v{index}"
+        address = str(self.subnet.network_address + 10 + index)
+        _sh("ip", "netns", "add", namespace)
+        self.namespaces.append(namespace)
+        _sh("ip", "link", "add", outside, "type", "veth", "peer", "name", "eth0", "netns", namespace)
+        _sh("ip", "link", "set", outside, "master", self.bridge, "up")
+        _sh("ip", "-n", namespace, "addr", "add", f"{address}/{self.subnet.prefixlen}", "dev", "eth0")
+        for link in ("lo", "eth0"):
+            _sh("ip", "-n", namespace, "link", "set", link, "up")
+        _sh("ip", "-n", namespace, "route", "add", "default", "via", self.server)
+        return namespace, address
+
+    def down(self) -> None:
+        """Everything up() and host() made, whatever failed before: the processes left in a namespace are killed."""
+        for namespace in self.namespaces:
+            pids = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True).stdout.split()
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+            subprocess.run(["ip", "netns", "del", namespace], capture_output=True)  # its veth goes with it
+        if self.dnat_added:
+            subprocess.run(["iptables", "-t", "nat", "-D", *self.dnat], capture_output=True)
+        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
+
+
+def _sh(*argv: str) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True)
+    assert done.returncode == 0, f"{' '.join(argv)}: {done.stderr.strip()}"
+
+
+class Machine:
+    """A host of its own: network namespace and address, name, HOME and working folder; the stores at the server's
+    address on the network."""
+
+    def __init__(self, name: str, folder: Path, env: dict[str, str], network: Network) -> None:
         self.name = name
+        self.namespace, self.address = network.host(name)
         self.work = folder / name / "work"
         self.home = folder / name / "home"
         self.work.mkdir(parents=True)
         self.home.mkdir(parents=True)
-        self.env = {**env, "HOME": str(self.home)}
+        self.env = {**env, "HOME": str(self.home), "AWS_ENDPOINT_URL": S3_ENDPOINT.replace(POSTGRES_HOST, network.server)}
         self.env.pop("MLMAGICS_HOME", None)
         self.env.pop("MLMAGICS_WORKSPACE", None)
 
     def command(self, *argv: str) -> list[str]:
-        return ["unshare", "--uts", "sh", "-c", f'hostname {self.name} && exec "$@"', "sh", *argv]
+        return ["ip", "netns", "exec", self.namespace, "unshare", "--uts", "sh", "-c", f'hostname {self.name} && exec "$@"',
+                "sh", *argv]  # fmt: skip
 
     def run(self, *argv: str, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
         return subprocess.run(self.command(*argv), cwd=self.work, env={**self.env, **env}, capture_output=True, text=True,
@@ -81,22 +157,31 @@ class Machine:
 
 
 @pytest.fixture
-def team(tmp_path, postgres_uri, s3_uri, docker_engine, free_port):
-    if os.geteuid() != 0 or shutil.which("unshare") is None:
-        pytest.fail("machines of their own need root and unshare (util-linux)", pytrace=False)
-    env = {**os.environ, "MLMAGICS_BASE_IMAGE": docker_engine[1]}
-    machines = {name: Machine(name, tmp_path, env) for name in ("host-a", "host-b", "host-c")}
-    yield machines, postgres_uri, s3_uri
-    cleanup = ("from mlmagics.core import Webservice, Workspace\n"
-               f"ws = Workspace(metadata={postgres_uri!r}, artifacts={s3_uri!r})\n"
-               "[s.delete() for s in Webservice.list(ws)]")  # fmt: skip
-    machines["host-b"].python(cleanup)  # what a failed test left on the engine
-    machines["host-a"].python(cleanup)
+def team(tmp_path, postgres_uri, s3_uri, docker_engine):
+    """(the three machines, the network, the metadata URI as the machines reach it, the artifacts URI)."""
+    needs = ("ip", "iptables", "unshare", "sysctl")
+    if os.geteuid() != 0 or not all(map(shutil.which, needs)):
+        pytest.fail(f"machines of their own need root and {', '.join(needs)} (iproute2, iptables, util-linux, procps)",
+                    pytrace=False)  # fmt: skip
+    network = Network()
+    try:
+        network.up()
+        env = {**os.environ, "MLMAGICS_BASE_IMAGE": docker_engine[1]}
+        machines = {name: Machine(name, tmp_path, env, network) for name in ("host-a", "host-b", "host-c")}
+        metadata = postgres_uri.replace(f"@{POSTGRES_HOST}:", f"@{network.server}:")
+        yield machines, network, metadata, s3_uri
+        cleanup = ("from mlmagics.core import Webservice, Workspace\n"
+                   f"ws = Workspace(metadata={metadata!r}, artifacts={s3_uri!r})\n"
+                   "[s.delete() for s in Webservice.list(ws)]")  # fmt: skip
+        machines["host-b"].python(cleanup)  # what a failed test left on the engine
+        machines["host-a"].python(cleanup)
+    finally:
+        network.down()
 
 
 def _jupyter_server(machine: Machine, config: Path, port: int) -> tuple[subprocess.Popen, str]:
     token = secrets.token_hex(16)
-    argv = machine.command(sys.executable, "-m", "jupyter_server", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+    argv = machine.command(sys.executable, "-m", "jupyter_server", "--no-browser", f"--ip={machine.address}", f"--port={port}",
                            "--port-retries=0", "--allow-root", f"--IdentityProvider.token={token}",
                            f"--ServerApp.root_dir={machine.work}", f"--MlmagicsServer.workspace={config}")  # fmt: skip
     log = open(machine.work / "jupyter.log", "wb")  # noqa: SIM115 - closed with the process
@@ -105,7 +190,7 @@ def _jupyter_server(machine: Machine, config: Path, port: int) -> tuple[subproce
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         try:
-            if requests.get(f"http://127.0.0.1:{port}/api/status?token={token}", timeout=2).ok:
+            if requests.get(f"http://{machine.address}:{port}/api/status?token={token}", timeout=2).ok:
                 return process, token
         except requests.RequestException:
             time.sleep(0.5)
@@ -114,8 +199,12 @@ def _jupyter_server(machine: Machine, config: Path, port: int) -> tuple[subproce
 
 
 def test_a_team_shares_one_workspace_across_machines(team, tmp_path, free_port):
-    machines, metadata, artifacts = team
+    machines, network, metadata, artifacts = team
     a, b, c = machines["host-a"], machines["host-b"], machines["host-c"]
+    # what crosses the network is real: PostgreSQL sees the machine's own address
+    asked = f"print(psycopg.connect({metadata!r}).execute('select inet_client_addr()').fetchone()[0])"
+    seen_by_postgres = b.python(f"import psycopg\n{asked}")
+    assert seen_by_postgres.stdout.strip() == b.address, seen_by_postgres.stderr[-2000:]
 
     # host-a: a data scientist registers and packages
     registered = a.notebook(tmp_path, metadata=metadata, artifacts=artifacts, stage="register", service_name="team-iris")
@@ -123,7 +212,8 @@ def test_a_team_shares_one_workspace_across_machines(team, tmp_path, free_port):
 
     # host-b: the CI job deploys what host-a registered to Docker and tests it
     b.env["MLMAGICS_CI_JOB"] = "ci job 42"
-    ci = b.notebook(tmp_path, metadata=metadata, artifacts=artifacts, stage="deploy", target="docker", service_name="team-iris")
+    ci = b.notebook(tmp_path, metadata=metadata, artifacts=artifacts, stage="deploy", target="docker",
+                    service_host=network.server, service_name="team-iris")  # fmt: skip
     assert ci["host"] == "host-b" and ci["deployed"]["answer"] == [0, 2] and ci["deployed"]["runs_on"] == "Docker on host-b"
     listing = b.run(sys.executable, "-m", "mlmagics", "service", "list", "--json",
                     "--workspace", str(a.work / ".mlmagics" / "config.json"))  # fmt: skip
@@ -139,7 +229,7 @@ def test_a_team_shares_one_workspace_across_machines(team, tmp_path, free_port):
     port = free_port()
     server, token = _jupyter_server(c, config, port)
     try:
-        api = f"http://127.0.0.1:{port}/mlmagics"
+        api = f"http://{c.address}:{port}/mlmagics"
         headers = {"Authorization": f"token {token}"}
         seen = requests.get(f"{api}/deployments", headers=headers, timeout=60).json()
         assert seen["workspace"] == f"{metadata} + {artifacts}"
@@ -180,4 +270,5 @@ def test_a_team_shares_one_workspace_across_machines(team, tmp_path, free_port):
         server.wait(30)
     from tests.core.test_team_workspace import _objects
 
-    assert [p for p in _objects(artifacts) if p.startswith(("sha256/", "manifests/"))] == [], "the store is empty again"
+    left = [p for p in _objects(artifacts) if p.startswith(("chunks/", "sha256/", "manifests/"))]
+    assert left == [], "the store is empty again"
