@@ -250,7 +250,8 @@ def workspace_show(args: argparse.Namespace) -> None:
 
 def workspace_sweep(args: argparse.Namespace) -> None:
     removed = _workspace(args).sweep_artifacts(older_than_s=args.older_than)
-    _emit(args, {"removed": removed}, f"Removed {len(removed)} artifact(s) no model or image uses")
+    text = f"Removed {len(removed)} artifact(s) no model or image uses and {len(removed.chunks)} chunk(s) no artifact holds"
+    _emit(args, {"removed": removed, "chunks": removed.chunks}, text)
 
 
 # -- parser ---------------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from . import workspace_config
 from .datastores import Datastore
 from .errors import StorageFullError, UserError
 from .store import uris
-from .store.artifacts import FolderStore, ObjectStore, artifact_store, owner_dead, remove_tree
+from .store.artifacts import FolderStore, ObjectStore, Swept, artifact_store, owner_dead, remove_tree
 from .store.metadata import Database, Row, Transaction
 
 _DATABASE_FILES = ("workspace.db", "workspace.db-wal", "workspace.db-shm")
@@ -271,16 +271,17 @@ class Workspace:
             return bool(self.query(sql + " LIMIT 1", params))
         return tx.execute(sql, params).first() is not None
 
-    def sweep_artifacts(self, older_than_s: float = 3600) -> list[str]:
+    def sweep_artifacts(self, older_than_s: float = 3600) -> Swept:
         """Remove, from a shared artifact store, objects no row uses that are older than `older_than_s`
-        (what registrations killed before their commit left). Returns their digests. The age protects registrations
-        in flight (they upload before they take the lock): it must be a number of seconds >= 0."""
+        (what registrations killed before their commit left). Returns the digests of the artifacts removed, a list
+        whose `chunks` names the chunks removed that no artifact held. The age protects registrations in flight (they
+        upload before they take the lock): it must be a number of seconds >= 0."""
         if isinstance(older_than_s, bool) or not isinstance(older_than_s, int | float) or not 0 <= older_than_s < math.inf:
             raise UserError(f"older_than_s must be a finite number of seconds >= 0, got {older_than_s!r:.50}")
         if isinstance(self.artifacts, ObjectStore):
             return self.artifacts.sweep(older_than_s)
         self.artifacts.sweep()
-        return []
+        return Swept()
 
     def _sweep_staging(self) -> None:
         """Put right what processes killed while registering, deleting or creating images left behind."""

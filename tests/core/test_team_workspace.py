@@ -431,8 +431,14 @@ def test_a_registration_killed_while_sending_leaves_no_model_and_its_chunks_are_
     assert Model.list(ws) == []
     left = _objects(artifacts_uri)
     assert len(left) == 2 and all(p.startswith("chunks/") for p in left), left
-    assert ws.sweep_artifacts(older_than_s=3600) == [] and _objects(artifacts_uri) == left, "too recent: may be in flight"
-    assert ws.sweep_artifacts(older_than_s=0) == [] and _objects(artifacts_uri) == []
+    kept = ws.sweep_artifacts(older_than_s=3600)
+    assert (kept, kept.chunks, _objects(artifacts_uri)) == ([], [], left), "too recent: may be in flight"
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"metadata": metadata, "artifacts": artifacts_uri}))
+    swept = subprocess.run([sys.executable, "-m", "mlmagics", "workspace", "sweep", "--older-than", "0", "--json",
+                            "--workspace", str(config)], capture_output=True, text=True)  # fmt: skip
+    assert json.loads(swept.stdout) == {"removed": [], "chunks": sorted(p.removeprefix("chunks/") for p in left)}, swept.stderr
+    assert _objects(artifacts_uri) == []
     assert Model.register(ws, source, "half").path.read_bytes() == source.read_bytes()
 
 

@@ -81,6 +81,15 @@ UPLOAD_ATTEMPTS = 4  # a part whose upload failed (and that no one else wrote me
 FOREIGN_ENTRY_S = 24 * 3600  # a staging or trash entry of another host is left alone for a day (a shared folder)
 
 
+class Swept(list[str]):
+    """What a sweep removed: the digests of the artifacts (the list itself), and in `chunks` the chunks no artifact
+    held — what registrations killed before writing their manifest sent."""
+
+    def __init__(self, digests: Iterable[str] = (), chunks: Iterable[str] = ()) -> None:
+        super().__init__(digests)
+        self.chunks = list(chunks)
+
+
 class Lock(Protocol):
     """What a store needs from the workspace: its write transaction, reads, and whether a row uses a digest."""
 
@@ -560,10 +569,10 @@ class ObjectStore:
             with contextlib.suppress(FileNotFoundError):
                 self.fs.rm([self._chunk_key(chunk) for chunk in batch])
 
-    def sweep(self, older_than_s: float = 3600) -> list[str]:
+    def sweep(self, older_than_s: float = 3600) -> Swept:
         """Remove objects no row uses (left by registrations killed before their commit), if older than
         `older_than_s` (a registration in flight uploads before it takes the lock), and finish the removals a
-        killed delete began. Returns the digests of the artifacts removed."""
+        killed delete began. Returns the digests of the artifacts removed, and the orphan chunks."""
         self.cache.sweep(is_cache=True)
         found: set[str] = set()
         with self._errors("list"):
@@ -588,10 +597,9 @@ class ObjectStore:
                 if not self.lock.artifact_used(tx, digest):  # else registered again meanwhile
                     self._remove(tx, digest)
                     removed.append(digest)
-        self._sweep_chunks(older_than_s)
-        return removed
+        return Swept(removed, self._sweep_chunks(older_than_s))
 
-    def _sweep_chunks(self, older_than_s: float) -> None:
+    def _sweep_chunks(self, older_than_s: float) -> list[str]:
         """Remove the chunks no recorded artifact holds (of registrations killed before their commit, of removed
         orphans), if older than `older_than_s`."""
         with self._errors("list"):
@@ -605,13 +613,14 @@ class ObjectStore:
                 if _DIGEST.fullmatch(chunk := name.rsplit("/", 1)[-1]) and now - self._modified_at(name, info) >= older_than_s
             ]
         if not aged:
-            return
+            return []
         with self.lock.transaction() as tx:
             unused = sorted(set(aged) - _recorded_chunks(tx, aged))
             if unused:
                 with self._errors("delete from"):
                     self._remove_chunks(unused)
                 tx.count("artifacts", "removed")
+        return unused
 
     def _modified(self, digest: str) -> float:
         with self._errors("list"):
