@@ -232,14 +232,6 @@ write_pg_hba() {
 
 if pg_up && pg_ready_for_tests; then
   step "postgres: already answering on $PG_ADDR:$PG_PORT (role $PG_ROLE, database $PG_DB)"
-  # A cluster this script started before the machines' line existed: add it, and reload.
-  if pg_postmaster_alive && [ "$(cat "$PG_DATA/pg_hba.conf")" != "$PG_HBA" ]; then
-    step "postgres: updating pg_hba.conf and reloading"
-    write_pg_hba
-    (cd / && runuser -u postgres -- psql -X -qAt -h "$PG_SOCKET_DIR" -p "$PG_PORT" -d postgres -c 'select pg_reload_conf()') \
-      >>"$PG_LOG" 2>&1 || die "postgres: could not reload the configuration; last log lines:
-$(log_tail "$PG_LOG")"
-  fi
 else
   # The server binaries of the cluster's own major version; for a new cluster, the newest installed.
   if [ -f "$PG_DATA/PG_VERSION" ]; then
@@ -297,6 +289,18 @@ $(log_tail "$PG_LOG")"
 $(log_tail "$PG_LOG")"
   fi
   step "postgres: up"
+fi
+# A cluster this script started earlier may have older rules (before the machines' line): write ours if they
+# differ, and reload every time (cheap; a reload that failed on an earlier run is made up for).
+if pg_postmaster_alive; then
+  if [ "$(cat "$PG_DATA/pg_hba.conf" 2>/dev/null)" != "$PG_HBA" ]; then
+    step "postgres: updating pg_hba.conf"
+    write_pg_hba
+  fi
+  (cd / && runuser -u postgres -- psql -X -qAt -h "$PG_SOCKET_DIR" -p "$PG_PORT" -d postgres -c 'select pg_reload_conf()') \
+    >>"$PG_LOG" 2>&1 \
+    || die "postgres: could not reload its configuration through $PG_SOCKET_DIR; last log lines:
+$(log_tail "$PG_LOG")"
 fi
 
 # --- (f) an S3 endpoint: moto's server on 127.0.0.1:5005 --------------------------

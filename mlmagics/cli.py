@@ -250,8 +250,9 @@ def workspace_show(args: argparse.Namespace) -> None:
 
 def workspace_sweep(args: argparse.Namespace) -> None:
     removed = _workspace(args).sweep_artifacts(older_than_s=args.older_than)
-    text = f"Removed {len(removed)} artifact(s) no model or image uses and {len(removed.chunks)} chunk(s) no artifact holds"
-    _emit(args, {"removed": removed, "chunks": removed.chunks}, text)
+    chunks = removed.chunks
+    text = f"Removed {len(removed)} artifact(s) no model or image uses and {len(chunks)} chunk(s) no recorded artifact holds"
+    _emit(args, {"removed": removed, "chunks": chunks}, text)
 
 
 # -- parser ---------------------------------------------------------------------------------------------

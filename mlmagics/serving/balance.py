@@ -14,19 +14,28 @@ accepting worker by more than `SLACK` moves connections to it:
 
 - it stops accepting (it closes its own handle on the listening socket; the socket stays open
   in the other workers, and its seat says "not accepting", so nobody moves connections to it);
-- it answers its next idle connections with `connection: close`, as many as half its lead over
-  the worker holding fewest (counted when it stops accepting: a client closed and not yet
-  reconnected is on nobody's count): the clients reconnect, and only the other workers accept them;
+- it answers the next requests of its connections with `connection: close`, on as many
+  connections as half its lead over the worker holding fewest (counted when it stops accepting: a
+  client closed and not yet reconnected is on nobody's count): the clients reconnect, and only the
+  other workers accept them;
 - once the counts are even, its clients having landed (or after `PAUSE_S` at most: a client may
   take its time to reconnect, and a worker that stopped answering must not leave the port
   without acceptors), it accepts again.
 
-Only a connection with nothing else to answer and nothing arriving is moved, so a client that
-does not pipeline loses nothing (it reads `connection: close` before it sends again), and only
-keep-alive connections are: a client that closes after every answer is never affected. A worker
-whose loop is stuck (stopped, or hung in C code holding the GIL) stops saying it is alive: after
-`STALE_S` its peers leave it out; until then, a peer moving connections to it waits at most
-`PAUSE_S` before accepting again (the connections wait in the socket's queue, none is lost).
+Only a connection with nothing else to answer, nothing arriving and reading not paused is moved,
+so a client that does not pipeline loses nothing (it reads `connection: close` before it sends
+again); and only one that has answered two requests or more, so a client that opens a connection
+per request (saying `keep-alive` or not) is never moved, and its churn never stops a worker
+accepting. The workers of a reload's new generation count only once the supervisor switched to
+them (should one fail to start, they are all killed: no client must have been moved to them).
+A worker whose loop is stuck (stopped, or hung in C code holding the GIL) stops saying it is
+alive: after `STALE_S` (to `STALE_S` + 1 s) its peers leave it out; until then, a peer moving
+connections to it waits at most `PAUSE_S` before accepting again (the connections wait in the
+socket's queue, none is lost). A loop that stalls again and again for less than that keeps being
+counted, and costs its peers a pause now and then.
+
+Balancing runs on uvloop only: asyncio's own loop attaches an accepted connection to its server a
+moment after accepting it, and a server closed in between (a pause) would drop it.
 
 Without the pause, a moved client mostly reconnected to the worker that had just closed it (the
 one awake), and a third of the test runs had not evened out after ten rounds. Accepting stays the
@@ -55,20 +64,32 @@ STALE_S = 3  # a worker that has not said it is alive for this long is left out 
 
 
 def parallel_cpus() -> int:
-    """How many CPUs this process can run on at once: its CPU affinity, capped by a cgroup v2 CPU quota
-    (`cpu.max`, a container's CPU limit)."""
+    """How many CPUs this process can run on at once: its CPU affinity, capped by the cgroup v2 CPU quotas
+    (`cpu.max`) of its cgroup and every cgroup above it — a container's CPU limit, or systemd's CPUQuota."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS
-        cpus = os.cpu_count() or 1
-    try:
-        with open("/sys/fs/cgroup/cpu.max", encoding="ascii") as f:
-            quota, period = f.read().split()[:2]
-        if quota != "max":
-            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
+        return os.cpu_count() or 1
+    for folder in _cgroup_folders():
+        try:
+            with open(os.path.join(folder, "cpu.max"), encoding="ascii") as f:
+                quota, period = f.read().split()[:2]
+            if quota != "max":
+                cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+        except (OSError, ValueError):
+            continue
     return cpus
+
+
+def _cgroup_folders(root: str = "/sys/fs/cgroup") -> list[str]:
+    """This process's cgroup v2 folder and those above it, up to the root (what /proc/self/cgroup names)."""
+    try:
+        with open("/proc/self/cgroup", encoding="utf-8") as f:
+            path = next((line.split(":", 2)[2].strip() for line in f if line.startswith("0::")), "/")
+    except (OSError, IndexError):
+        path = "/"
+    parts = [p for p in path.split("/") if p and p not in (".", "..")]
+    return [os.path.join(root, *parts[:depth]) for depth in range(len(parts), -1, -1)]
 
 
 def _now() -> int:
@@ -76,39 +97,51 @@ def _now() -> int:
 
 
 class Table:
-    """The shared table, three arrays of `seats` + 1 integers. held[0]: one past the highest seat taken so far (what a
-    worker reads); held[i]: 1 + the connections of the worker in seat i, 0 when nobody sits there or its worker does
-    not accept (starting, moving connections, draining, gone); alive[i]: when it last said it was alive (monotonic
-    seconds)."""
+    """The shared table: three arrays of `seats` + 1 integers, seat i at index i.
+
+    - held[i]: 1 + the connections of the worker in seat i; 0 when nobody sits there or its worker does not accept
+      (starting, moving connections, draining, gone). held[0]: one past the highest seat taken so far.
+    - alive[i]: when its worker last said it was alive (monotonic seconds, so "stale" is STALE_S to STALE_S + 1 s).
+    - generation[i]: the generation its worker belongs to; generation[0]: the one serving. The workers of a
+      reload's new generation are not counted until the supervisor switches to them (if one fails to start they
+      are all killed: no client must have been moved to them).
+    """
 
     def __init__(self, seats: int = SEATS) -> None:
-        self._map = mmap.mmap(-1, 2 * (seats + 1) * 4)  # anonymous and shared: forked workers see one table
+        self._map = mmap.mmap(-1, 3 * (seats + 1) * 4)  # anonymous and shared: forked workers see one table
         cells = memoryview(self._map).cast("i")
-        self._held, self._alive = cells[: seats + 1], cells[seats + 1 :]
+        n = seats + 1
+        self._arrays = (cells[:n], cells[n : 2 * n], cells[2 * n :])
         self._taken: set[int] = set()
 
-    def take(self) -> Seat | None:
-        """A free seat for a worker about to be forked (the supervisor calls this), or None when all are taken."""
-        free = next((i for i in range(1, len(self._held)) if i not in self._taken), None)
+    def take(self, generation: int = 0) -> Seat | None:
+        """A free seat for a worker of `generation` about to be forked (the supervisor calls this), or None when all
+        are taken."""
+        held, _, generations = self._arrays
+        free = next((i for i in range(1, len(held)) if i not in self._taken), None)
         if free is None:
             return None
         self._taken.add(free)
-        self._held[free] = 0
-        self._held[0] = max(self._held[0], free + 1)
-        return Seat(self._held, self._alive, free)
+        held[free], generations[free] = 0, generation
+        held[0] = max(held[0], free + 1)
+        return Seat(self._arrays, free)
 
     def free(self, seat: Seat | None) -> None:
-        """The worker sitting there exited (the supervisor calls this)."""
+        """The worker sitting there exited, or was never started (the supervisor calls this)."""
         if seat is not None:
-            self._held[seat.index] = 0
+            self._arrays[0][seat.index] = 0
             self._taken.discard(seat.index)
+
+    def serve(self, generation: int) -> None:
+        """The workers of `generation` serve now (the supervisor switched to them)."""
+        self._arrays[2][0] = generation
 
 
 class Seat:
     """One worker's seat in the table (used in the worker, from its event loop's thread)."""
 
-    def __init__(self, held: memoryview, alive: memoryview, index: int) -> None:
-        self._held, self._alive = held, alive
+    def __init__(self, arrays: tuple[memoryview, memoryview, memoryview], index: int) -> None:
+        self._held, self._alive, self._generation = arrays
         self.index = index
 
     def hold(self, connections: int) -> None:
@@ -124,13 +157,24 @@ class Seat:
         """This worker's loop runs (called every second)."""
         self._alive[self.index] = _now()
 
+    def _peers(self) -> list[int]:
+        """The connections of every other accepting, live worker of the serving generation; none when this
+        worker's own generation does not serve (yet, or any more)."""
+        held, alive, generation = self._held, self._alive, self._generation
+        serving = generation[0]
+        if generation[self.index] != serving:
+            return []
+        oldest, end = _now() - STALE_S, held[0]
+        seats = zip(range(1, end), held[1:end].tolist(), alive[1:end].tolist(), generation[1:end].tolist(), strict=True)
+        return [count - 1 for i, count, seen, gen in seats if i != self.index and count and seen >= oldest and gen == serving]
+
+    def others_accept(self) -> bool:
+        """Whether another worker takes new connections now (else this one must not stop accepting)."""
+        return bool(self._peers())
+
     def excess(self, connections: int) -> int:
         """How many of its `connections` this worker should move: half its lead over the accepting, live worker
-        holding fewest, when that lead is more than SLACK (a connection or two either way is churn, from clients
-        that close after each request, not worth a move); else 0."""
-        held, alive = self._held, self._alive
-        oldest, end = _now() - STALE_S, held[0]
-        seats = zip(held[1:end].tolist(), alive[1:end].tolist(), strict=True)
-        fewest = min((count - 1 for count, seen in seats if count and seen >= oldest), default=connections)
-        lead = connections - fewest
+        holding fewest, when that lead is more than SLACK (a connection or two either way is churn, not worth a
+        move); else 0."""
+        lead = connections - min(self._peers(), default=connections)
         return lead // 2 if lead > SLACK else 0

@@ -597,13 +597,18 @@ class HttpServer:
         self._shedding = 0  # connections closing after their answer to move to a less busy worker
         self._paused: float | None = None  # since when this worker does not accept, while it moves connections
         self._to_move = 0  # connections still to move while paused
+        self._resume_failed = False  # said once, until accepting works again
+        self._tasks: set[asyncio.Task] = set()  # kept until done (the loop holds only weak references)
         self._tick()
 
     async def start(self, sock: Any, tls: ssl.SSLContext | None = None, seat: Seat | None = None) -> None:
         """Accept on `sock`; with a `seat` in the workers' shared table (balance.py), keep this worker's share
         of the connections."""
-        self._sock, self._tls, self._seat = sock, tls, seat
-        if seat is None:
+        # Only on uvloop: asyncio's own loop attaches an accepted connection to its server a moment later, and one
+        # closed in between (a pause) drops it.
+        uvloop = type(asyncio.get_running_loop()).__module__.startswith("uvloop")
+        self._sock, self._tls, self._seat = sock, tls, seat if uvloop else None
+        if self._seat is None:
             self._server = await self._listen(sock)
         else:  # on a duplicate of the socket, so that this worker can stop accepting and start again (balance.py)
             self._server = await self._listen(socket.socket(fileno=os.dup(sock.fileno())))
@@ -634,7 +639,9 @@ class HttpServer:
         the others. Only a connection with nothing else to answer and nothing arriving is shed: its client reads
         `connection: close` before it sends again."""
         seat = self._seat
-        if seat is None or conn.moving or conn.pending or conn.waiting or conn.head_started or conn.body_started:
+        if seat is None or conn.moving or conn.pending or conn.waiting or conn.paused_for:
+            return False
+        if conn.head_started or conn.body_started or conn.messages_done < 2:  # a client that connects per request stays
             return False
         if self._paused is None:
             self._to_move = seat.excess(len(self.connections) - self._shedding)
@@ -657,19 +664,32 @@ class HttpServer:
         if self._paused is None or self.stopping or self._seat is None:
             return
         even = not self._to_move and not self._shedding and not self._seat.excess(len(self.connections))
-        if not even and time.monotonic() - self._paused < PAUSE_S:
+        alone = not self._seat.others_accept()  # the others died, drain or are stuck: nobody to wait for
+        if not (even or alone) and time.monotonic() - self._paused < PAUSE_S:
             asyncio.get_running_loop().call_later(PAUSE_CHECK_S, self._resume_when_even)
             return
         self._to_move = 0
-        asyncio.get_running_loop().create_task(self._resume())
+        task = asyncio.get_running_loop().create_task(self._resume())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _resume(self) -> None:
+        sock = None
         try:
-            server = await self._listen(socket.socket(fileno=os.dup(self._sock.fileno())))
-        except OSError as e:  # out of file descriptors: try again shortly, still paused
-            log.emit("ERROR", "server", f"could not accept again after moving connections: {e}; retrying")
-            asyncio.get_running_loop().call_later(PAUSE_CHECK_S, self._resume_when_even)
+            sock = socket.socket(fileno=os.dup(self._sock.fileno()))
+            server = await self._listen(sock)
+        except Exception as e:  # noqa: BLE001 - e.g. out of file descriptors: still paused, try again in a second
+            if sock is not None and sock.fileno() != -1:
+                sock.close()
+            if not self._resume_failed:
+                log.emit("ERROR", "server", f"cannot accept again after moving connections ({type(e).__name__}: {e}); "
+                         "retrying every second")  # fmt: skip
+            self._resume_failed = True
+            asyncio.get_running_loop().call_later(1.0, self._resume_when_even)
             return
+        if self._resume_failed:
+            log.emit("INFO", "server", "accepting again")
+            self._resume_failed = False
         if self.stopping:
             server.close()
             return

@@ -204,9 +204,16 @@ class Supervisor:
         log.flush()
         report_r, report_w = os.pipe()
         supervisor = os.getpid()
+        generation = self.generation if generation is None else generation
         balanced = self.settings.workers > 1 and self.cpus > 1
-        seat = self.balance.take() if balanced else None
-        pid = os.fork()
+        seat = self.balance.take(generation) if balanced else None
+        try:
+            pid = os.fork()
+        except OSError:
+            self.balance.free(seat)
+            os.close(report_r)
+            os.close(report_w)
+            raise
         if pid == 0:
             code = 1
             try:
@@ -223,7 +230,7 @@ class Supervisor:
             finally:
                 os._exit(code)
         os.close(report_w)
-        worker = Worker(pid, slot, self.generation if generation is None else generation, time.monotonic(), report_r, seat=seat)
+        worker = Worker(pid, slot, generation, time.monotonic(), report_r, seat=seat)
         self.workers[pid] = worker
         return worker
 
@@ -306,6 +313,7 @@ class Supervisor:
         if failed is None:
             previous = [w for w in self.workers.values() if w.generation == self.generation]
             self.generation = generation
+            self.balance.serve(generation)  # its workers share the connections from now on
             for w in previous:
                 _signal(w.pid, signal.SIGTERM)  # drain, then exit; not replaced (old generation)
             self._finish_reload(True, f"reload: generation {generation} is serving ({time.monotonic() - started:.1f} s)", None)

@@ -437,7 +437,8 @@ def test_a_registration_killed_while_sending_leaves_no_model_and_its_chunks_are_
     config.write_text(json.dumps({"metadata": metadata, "artifacts": artifacts_uri}))
     swept = subprocess.run([sys.executable, "-m", "mlmagics", "workspace", "sweep", "--older-than", "0", "--json",
                             "--workspace", str(config)], capture_output=True, text=True)  # fmt: skip
-    assert json.loads(swept.stdout) == {"removed": [], "chunks": sorted(p.removeprefix("chunks/") for p in left)}, swept.stderr
+    assert swept.returncode == 0, swept.stderr
+    assert json.loads(swept.stdout) == {"removed": [], "chunks": sorted(p.removeprefix("chunks/") for p in left)}
     assert _objects(artifacts_uri) == []
     assert Model.register(ws, source, "half").path.read_bytes() == source.read_bytes()
 

@@ -26,6 +26,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -53,28 +54,30 @@ class Network:
 
     The stores listen on 127.0.0.1 alone; a DNAT rule hands their ports at the server's address to 127.0.0.1 (which
     `route_localnet` lets the bridge route), and PostgreSQL lets in the network's addresses (.ci/services.sh), so it
-    sees each machine's own address. Names carry a random tag and the /24 is one nothing on this host uses yet."""
+    sees each machine's own address. Names carry a random tag, and the /24 overlaps no address or route of this host.
+    The stores must run on one host (they do: .ci/services.sh)."""
 
-    STORE_PORTS = (POSTGRES_PORT, int(S3_ENDPOINT.rsplit(":", 1)[1]))
+    STORE_PORTS = (POSTGRES_PORT, urllib.parse.urlsplit(S3_ENDPOINT).port)
     PREFIX = ipaddress.ip_network("10.231.0.0/16")  # what .ci/services.sh lets in to PostgreSQL
 
     def __init__(self) -> None:
         self.tag = secrets.token_hex(3)
         self.bridge = f"mlm{self.tag}"
-        taken = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True, check=True).stdout
-        subnets = [n for n in self.PREFIX.subnets(new_prefix=24) if f" {n.network_address + 1}/" not in taken][1:]
+        used = _networks_in_use()
+        subnets = [n for n in self.PREFIX.subnets(new_prefix=24) if not any(n.overlaps(u) for u in used)]
         if not subnets:
-            raise AssertionError(f"every /24 of {self.PREFIX} is in use on this host")
+            raise AssertionError(f"every /24 of {self.PREFIX} overlaps an address or a route of this host")
         self.subnet = subnets[secrets.randbelow(len(subnets))]
         self.server = str(self.subnet.network_address + 1)
         self.namespaces: list[str] = []
         ports = ",".join(map(str, self.STORE_PORTS))
         self.dnat = ["PREROUTING", "-i", self.bridge, "-d", self.server, "-p", "tcp", "-m", "multiport", "--dports", ports,
                      "-j", "DNAT", "--to-destination", POSTGRES_HOST]  # fmt: skip
-        self.dnat_added = False
+        self.dnat_added = self.bridge_added = False
 
     def up(self) -> None:
         _sh("ip", "link", "add", self.bridge, "type", "bridge")
+        self.bridge_added = True
         _sh("ip", "addr", "add", f"{self.server}/{self.subnet.prefixlen}", "dev", self.bridge)
         _sh("ip", "link", "set", self.bridge, "up")
         _sh("sysctl", "-qw", f"net.ipv4.conf.{self.bridge}.route_localnet=1")
@@ -97,21 +100,39 @@ class Network:
         return namespace, address
 
     def down(self) -> None:
-        """Everything up() and host() made, whatever failed before: the processes left in a namespace are killed."""
+        """Everything up() and host() made, whatever failed before: the processes left in a namespace are killed.
+        What cannot be removed is said on stderr (pytest shows it), not raised over the test's own failure."""
         for namespace in self.namespaces:
             pids = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True).stdout.split()
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(pid), signal.SIGKILL)
-            subprocess.run(["ip", "netns", "del", namespace], capture_output=True)  # its veth goes with it
+            _sh("ip", "netns", "del", namespace, check=False)  # its veth goes with it
         if self.dnat_added:
-            subprocess.run(["iptables", "-t", "nat", "-D", *self.dnat], capture_output=True)
-        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
+            _sh("iptables", "-t", "nat", "-D", *self.dnat, check=False)
+        if self.bridge_added:
+            _sh("ip", "link", "del", self.bridge, check=False)
 
 
-def _sh(*argv: str) -> None:
+def _sh(*argv: str, check: bool = True) -> None:
     done = subprocess.run(argv, capture_output=True, text=True)
-    assert done.returncode == 0, f"{' '.join(argv)}: {done.stderr.strip()}"
+    if done.returncode and not check:
+        print(f"cleaning up the test network: {' '.join(argv)}: {done.stderr.strip()}", file=sys.stderr)
+    assert done.returncode == 0 or not check, f"{' '.join(argv)}: {done.stderr.strip()}"
+
+
+def _networks_in_use() -> list[ipaddress.IPv4Network]:
+    """The IPv4 networks of this host's addresses and routes (a default route is not one: it overlaps everything)."""
+    used = []
+    for argv in (["ip", "-4", "-o", "addr"], ["ip", "-4", "route", "show", "table", "all"]):
+        for line in subprocess.run(argv, capture_output=True, text=True, check=True).stdout.splitlines():
+            for word in line.split():
+                with contextlib.suppress(ValueError):
+                    if "/" in word or word[:1].isdigit():
+                        network = ipaddress.ip_network(word, strict=False)
+                        if network.prefixlen:
+                            used.append(network)
+    return used
 
 
 class Machine:
@@ -125,7 +146,10 @@ class Machine:
         self.home = folder / name / "home"
         self.work.mkdir(parents=True)
         self.home.mkdir(parents=True)
-        self.env = {**env, "HOME": str(self.home), "AWS_ENDPOINT_URL": S3_ENDPOINT.replace(POSTGRES_HOST, network.server)}
+        s3 = urllib.parse.urlsplit(S3_ENDPOINT)._replace(netloc=f"{network.server}:{network.STORE_PORTS[1]}").geturl()
+        self.env = {**env, "HOME": str(self.home), "AWS_ENDPOINT_URL": s3}
+        # a proxy of the CI's would otherwise be asked for the private network's addresses
+        self.env["NO_PROXY"] = self.env["no_proxy"] = ",".join(filter(None, [env.get("NO_PROXY", ""), str(network.subnet)]))
         self.env.pop("MLMAGICS_HOME", None)
         self.env.pop("MLMAGICS_WORKSPACE", None)
 

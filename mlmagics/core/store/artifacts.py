@@ -82,8 +82,8 @@ FOREIGN_ENTRY_S = 24 * 3600  # a staging or trash entry of another host is left 
 
 
 class Swept(list[str]):
-    """What a sweep removed: the digests of the artifacts (the list itself), and in `chunks` the chunks no artifact
-    held — what registrations killed before writing their manifest sent."""
+    """What a sweep removed: the digests of the artifacts (the list itself), and in `chunks` the chunks no recorded
+    artifact held — what registrations killed before their commit sent (with or without their manifest)."""
 
     def __init__(self, digests: Iterable[str] = (), chunks: Iterable[str] = ()) -> None:
         super().__init__(digests)
