@@ -140,7 +140,8 @@ def test_the_workspace_commands_show_a_team_workspace_and_sweep_it(cli, tmp_path
     assert registered.strip() == "Registered model m:1"
     listed = cli("model", "list", "--workspace", str(config)).stdout.splitlines()
     assert listed[0].split() == ["ID", "SIZE", "TAGS", "CREATEDTIME", "CREATEDBY"] and "@" in listed[1]
-    assert cli("workspace", "sweep", "--workspace", str(config)).stdout.strip() == "Removed 0 artifact(s) no model or image uses"
+    swept = cli("workspace", "sweep", "--workspace", str(config)).stdout.strip()
+    assert swept == "Removed 0 artifact(s) no model or image uses and 0 chunk(s) no recorded artifact holds"
     bad = cli("workspace", "show", "--workspace", str(tmp_path / "nope.json"), ok=False)
     assert (bad.returncode, bad.stderr) == (1, f"mlmagics: error: the workspace config {tmp_path / 'nope.json'} does not exist\n")
     assert not (tmp_path / "nope.json").exists()
