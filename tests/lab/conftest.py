@@ -42,7 +42,10 @@ def built_labextension() -> Path | None:
 class JupyterLab:
     """`jupyter lab` in its own process group, with a fresh root, workspaces and config folder."""
 
-    def __init__(self, folder: Path, workspace: Path, port: int, startup_timeout: float = 90.0) -> None:
+    def __init__(
+        self, folder: Path, workspace: Path, port: int, startup_timeout: float = 90.0, env: dict[str, str] | None = None
+    ) -> None:
+        """`workspace`: a workspace folder or a team's config file; `env`: what to set besides (another HOME)."""
         self.port = port
         self.token = secrets.token_hex(16)
         self.url = f"http://127.0.0.1:{self.port}"
@@ -75,6 +78,7 @@ class JupyterLab:
             "JUPYTER_CONFIG_DIR": str(folder / "config"),
             "JUPYTER_RUNTIME_DIR": str(folder / "runtime"),
             "MLMAGICS_HOME": str(workspace),  # for the kernels: %deploy_form shows the same workspace
+            **(env or {}),
         }
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
