@@ -61,6 +61,7 @@ from .settings import Settings
 
 LINGER_S = 2.0  # how long a closing connection is still read (and discarded) after its last answer
 PAUSE_CHECK_S = 0.02  # how often a worker that stopped accepting to move connections checks whether they are even
+BALANCE_CHECK_S = 0.01  # how often a worker answering on keep-alive connections reads whether it holds too many
 # What an unanswered request counts for back-pressure besides its body: room for its answer. Requests
 # read ahead on a connection are bounded by bytes this way (1 MiB: 16 small pipelined requests), and a
 # client that pipelines requests for large answers without reading them cannot make the worker hold more.
@@ -597,6 +598,7 @@ class HttpServer:
         self._shedding = 0  # connections closing after their answer to move to a less busy worker
         self._paused: float | None = None  # since when this worker does not accept, while it moves connections
         self._to_move = 0  # connections still to move while paused
+        self._balance_due = 0.0  # when shed() next reads the table
         self._resume_failed = False  # said once, until accepting works again
         self._tasks: set[asyncio.Task] = set()  # kept until done (the loop holds only weak references)
         self._tick()
@@ -644,6 +646,10 @@ class HttpServer:
         if conn.head_started or conn.body_started or conn.messages_done < 2:  # a client that connects per request stays
             return False
         if self._paused is None:
+            now = time.monotonic()
+            if now < self._balance_due:  # reading the table costs ~4 µs: once per BALANCE_CHECK_S is plenty
+                return False
+            self._balance_due = now + BALANCE_CHECK_S
             self._to_move = seat.excess(len(self.connections) - self._shedding)
             if not self._to_move or self._server is None:
                 return False
