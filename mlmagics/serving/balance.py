@@ -81,10 +81,10 @@ def parallel_cpus() -> int:
     return cpus
 
 
-def _cgroup_folders(root: str = "/sys/fs/cgroup") -> list[str]:
-    """This process's cgroup v2 folder and those above it, up to the root (what /proc/self/cgroup names)."""
+def _cgroup_folders(root: str = "/sys/fs/cgroup", membership: str = "/proc/self/cgroup") -> list[str]:
+    """This process's cgroup v2 folder and those above it, up to the root (what `membership` names)."""
     try:
-        with open("/proc/self/cgroup", encoding="utf-8") as f:
+        with open(membership, encoding="utf-8") as f:
             path = next((line.split(":", 2)[2].strip() for line in f if line.startswith("0::")), "/")
     except (OSError, IndexError):
         path = "/"

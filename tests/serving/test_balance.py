@@ -237,7 +237,12 @@ def test_a_cpu_quota_on_any_cgroup_above_the_process_caps_the_cpus(tmp_path, mon
     mine.mkdir(parents=True)
     (mine / "cpu.max").write_text("max 100000\n")
     (parent / "cpu.max").write_text("150000 100000\n")  # 1.5 CPUs, set on the slice (systemd's CPUQuota=150%)
-    assert balance._cgroup_folders(str(tmp_path)) != []
+    membership = tmp_path / "cgroup"
+    membership.write_text("4:memory:/elsewhere\n0::/system.slice/job.scope\n")  # v1 lines are not v2's hierarchy
+    assert balance._cgroup_folders(str(tmp_path), str(membership)) == [str(mine), str(parent), str(tmp_path)]
+    membership.write_text("0::/../system.slice/./job.scope\n")
+    assert balance._cgroup_folders(str(tmp_path), str(membership)) == [str(mine), str(parent), str(tmp_path)]
+    assert balance._cgroup_folders(str(tmp_path), str(tmp_path / "none")) == [str(tmp_path)]
     monkeypatch.setattr(balance, "_cgroup_folders", lambda: [str(mine), str(parent), str(tmp_path)])
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
     assert balance.parallel_cpus() == 2
