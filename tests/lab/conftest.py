@@ -3,6 +3,7 @@ Debian's Chromium through Playwright (never a downloaded browser), always stoppe
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -11,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -172,9 +174,9 @@ def lab(browser, lab_ws, tmp_path_factory, free_port):
     server.stop()
 
 
-@pytest.fixture
-def page(browser, lab):
-    """JupyterLab loaded in a fresh browser context; uncaught page errors fail the test."""
+@contextlib.contextmanager
+def lab_page(browser, lab: JupyterLab) -> Iterator:
+    """`lab` loaded in a fresh browser context; uncaught page errors fail the test when it ends."""
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
@@ -185,6 +187,23 @@ def page(browser, lab):
     page.locator("#jp-main-dock-panel").wait_for()
     page.locator(".jp-Launcher").wait_for()
     print(f"JupyterLab ready in the browser in {time.monotonic() - started:.1f} s")
-    yield page
-    context.close()
+    try:
+        yield page
+    finally:
+        context.close()
     assert not errors, f"uncaught errors in the page: {errors}\nserver log:\n{lab.log_tail()}"
+
+
+def open_deployments_panel(page):
+    """Click the Deployments tab in the left sidebar; the panel, once shown."""
+    page.locator('.jp-SideBar .lm-TabBar-tab[data-id="mlmagics-deployments"]').click()
+    panel = page.locator(".jp-mlmagics-panel")
+    panel.wait_for()
+    return panel
+
+
+@pytest.fixture
+def page(browser, lab):
+    """JupyterLab loaded in a fresh browser context; uncaught page errors fail the test."""
+    with lab_page(browser, lab) as page:
+        yield page

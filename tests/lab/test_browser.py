@@ -13,17 +13,11 @@ import pytest
 import requests
 
 from mlmagics.core import Model, NotFoundError, Webservice
+from tests.lab.conftest import open_deployments_panel
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / ".artifacts" / "screenshots"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def open_deployments_panel(page):
-    page.locator('.jp-SideBar .lm-TabBar-tab[data-id="mlmagics-deployments"]').click()
-    panel = page.locator(".jp-mlmagics-panel")
-    panel.wait_for()
-    return panel
 
 
 def screenshot(page, name: str) -> Path:

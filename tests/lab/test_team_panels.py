@@ -5,6 +5,7 @@ the ones .ci/services.sh starts. Network namespaces are the multi-machine notebo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 
@@ -12,8 +13,7 @@ import pytest
 
 from mlmagics.core import Model, NotFoundError, Workspace
 from tests import stores
-from tests.lab.conftest import TIMEOUT_MS, JupyterLab
-from tests.lab.test_browser import open_deployments_panel
+from tests.lab.conftest import JupyterLab, lab_page, open_deployments_panel
 
 pytestmark = pytest.mark.stores
 postgres_uri, s3_uri = stores.postgres_uri, stores.s3_uri
@@ -25,26 +25,16 @@ def two_labs(browser, postgres_uri, s3_uri, tmp_path, free_port):
     """(the workspace, [(lab, page) of machine a, of machine b]) — both labs on one config file."""
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"metadata": postgres_uri, "artifacts": s3_uri}))
-    machines, contexts = [], []
-    try:
+    with contextlib.ExitStack() as stack:
+        machines = []
         for name in ("a", "b"):
             home = tmp_path / f"home-{name}"
             home.mkdir()
             env = {"HOME": str(home), "MLMAGICS_HOME": str(home / ".mlmagics")}
             lab = JupyterLab(tmp_path / f"lab-{name}", config, free_port(), env=env)
-            context = browser.new_context(viewport={"width": 1280, "height": 800})
-            contexts.append(context)
-            page = context.new_page()
-            page.set_default_timeout(TIMEOUT_MS)
-            page.goto(f"{lab.url}/lab?reset&token={lab.token}")
-            page.locator(".jp-Launcher").wait_for()
-            machines.append((lab, page))
+            stack.callback(lab.stop)
+            machines.append((lab, stack.enter_context(lab_page(browser, lab))))
         yield Workspace(metadata=postgres_uri, artifacts=s3_uri, local=tmp_path / "here"), machines
-    finally:
-        for context in contexts:
-            context.close()
-        for lab, _ in machines:
-            lab.stop()
 
 
 def _within_a_poll(locator, state: str = "visible") -> float:
