@@ -111,30 +111,30 @@ class Table:
         self._map = mmap.mmap(-1, 3 * (seats + 1) * 4)  # anonymous and shared: forked workers see one table
         cells = memoryview(self._map).cast("i")
         n = seats + 1
-        self._arrays = (cells[:n], cells[n : 2 * n], cells[2 * n :])
+        self._held, self._alive, self._generation = cells[:n], cells[n : 2 * n], cells[2 * n :]
         self._taken: set[int] = set()
 
     def take(self, generation: int = 0) -> Seat | None:
         """A free seat for a worker of `generation` about to be forked (the supervisor calls this), or None when all
         are taken."""
-        held, _, generations = self._arrays
+        held = self._held
         free = next((i for i in range(1, len(held)) if i not in self._taken), None)
         if free is None:
             return None
         self._taken.add(free)
-        held[free], generations[free] = 0, generation
+        held[free], self._generation[free] = 0, generation
         held[0] = max(held[0], free + 1)
-        return Seat(self._arrays, free)
+        return Seat((held, self._alive, self._generation), free)
 
     def free(self, seat: Seat | None) -> None:
         """The worker sitting there exited, or was never started (the supervisor calls this)."""
         if seat is not None:
-            self._arrays[0][seat.index] = 0
+            self._held[seat.index] = 0
             self._taken.discard(seat.index)
 
     def serve(self, generation: int) -> None:
         """The workers of `generation` serve now (the supervisor switched to them)."""
-        self._arrays[2][0] = generation
+        self._generation[0] = generation
 
 
 class Seat:

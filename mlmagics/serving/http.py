@@ -645,24 +645,29 @@ class HttpServer:
             return False
         if conn.head_started or conn.body_started or conn.messages_done < 2:  # a client that connects per request stays
             return False
-        if self._paused is None:
-            now = time.monotonic()
-            if now < self._balance_due:  # reading the table costs ~4 µs: once per BALANCE_CHECK_S is plenty
-                return False
-            self._balance_due = now + BALANCE_CHECK_S
-            self._to_move = seat.excess(len(self.connections) - self._shedding)
-            if not self._to_move or self._server is None:
-                return False
-            self._server.close()  # the duplicate; the other workers keep accepting on the socket
-            self._server = None
-            self._paused = time.monotonic()
-            seat.leave()
-            asyncio.get_running_loop().call_later(PAUSE_CHECK_S, self._resume_when_even)
-        elif not self._to_move:
+        if self._paused is None and not self._pause_to_move(seat):
+            return False
+        if not self._to_move:
             return False
         self._to_move -= 1
         conn.moving = True
         self._shedding += 1
+        return True
+
+    def _pause_to_move(self, seat: Seat) -> bool:
+        """Whether this worker holds too many connections: then it stops accepting, and `_to_move` says how many to
+        move. Reads the table at most once per BALANCE_CHECK_S (a read costs ~4 µs)."""
+        now = time.monotonic()
+        if now < self._balance_due or self._server is None:
+            return False
+        self._balance_due = now + BALANCE_CHECK_S
+        self._to_move = seat.excess(len(self.connections) - self._shedding)
+        if not self._to_move:
+            return False
+        self._server.close()  # the duplicate; the other workers keep accepting on the socket
+        self._server, self._paused = None, now
+        seat.leave()
+        asyncio.get_running_loop().call_later(PAUSE_CHECK_S, self._resume_when_even)
         return True
 
     def _resume_when_even(self) -> None:
