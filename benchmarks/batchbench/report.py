@@ -65,9 +65,12 @@ class Paired:
 
 
 def paired_ratio(result: BatchResult, a: str, b: str, case: Case) -> Paired | None:
-    """Each round's run of ``a`` divided by the same round's run of ``b`` (the runs lists are in round order)."""
+    """Each round's run of ``a`` divided by the same round's run of ``b``: run_matrix appends one run per server and
+    round, in round order, so the lists pair index by index (unequal lengths would mispair: strict)."""
     runs_a, runs_b = result.runs.get(a, {}).get(case, []), result.runs.get(b, {}).get(case, [])
-    ratios = [x.good_rps / y.good_rps for x, y in zip(runs_a, runs_b, strict=False) if y.good_rps]
+    if not runs_a or not runs_b:  # a server left out (--servers)
+        return None
+    ratios = [x.good_rps / y.good_rps for x, y in zip(runs_a, runs_b, strict=True) if y.good_rps]
     return Paired(statistics.median(ratios), min(ratios), max(ratios)) if ratios else None
 
 
