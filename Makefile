@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast demo bench lint docs clean lab
+.PHONY: install test test-fast demo bench bench-serving bench-batching lint docs clean lab
 
 # The JupyterLab extension's sources: when they change, the next install rebuilds it (npm, via pip).
 LABEXTENSION_SOURCES := $(wildcard labextension/package.json labextension/yarn.lock labextension/tsconfig.json labextension/src/* labextension/style/*)
@@ -30,8 +30,15 @@ demo: install
 		-p progress text -p workspace "$(CURDIR)/.artifacts/demo/workspace" -k python3 --log-output --no-progress-bar
 	@echo "Executed notebook: $(CURDIR)/.artifacts/demo/01-quickstart.ipynb"
 
-bench: install
+# The benchmarks against the peers, side by side (benchmarks/README.md): the scoring server (~15 min), then adaptive
+# batching (~30 min: the load, then instructions per request counted with callgrind).
+bench: bench-serving bench-batching
+
+bench-serving: install
 	$(PY) benchmarks/serving_bench.py
+
+bench-batching: install
+	$(PY) benchmarks/batching_bench.py
 
 lint: install
 	$(PY) -m ruff check mlmagics tests benchmarks

@@ -7,7 +7,9 @@ batching; mlmagics with batching off; mlmagics with ``max_batch_size`` 64 and
 ``max_latency_ms`` 1000 and at 10. wrk loads them with 1 row per request at 1, 8, 16, 32
 and 64 connections and with 100 rows at 8, the servers taking turns run by run; a Lua
 counter keeps 2xx answers apart from the rest. Also measured: the in-process per-call
-``run()`` loop of one process. Each server runs in a venv of its own
+``run()`` loop of one process, and (callgrind, after the load) the instructions one request
+costs in each mlmagics runtime — the count that reads "without batching, nothing gets slower"
+where this machine's req/s spreads too much to. Each server runs in a venv of its own
 (``benchmarks/.venv-reference``, ``.venv-mlmagics``, ``.venv-bentoml``, created on first use).
 The Markdown report goes to stdout and --out, the plot to --plot.
 
@@ -34,13 +36,13 @@ from pathlib import Path
 from typing import Any
 
 import benchkit
-from batchbench import apps, load
+from batchbench import apps, costs, load
 from batchbench import report as batch_report
 from batchbench import servers as batch_servers
 from batchbench.report import BatchResult
 from batchbench.servers import Server
 from benchkit import BENCH_DIR, REPO_ROOT, BenchError
-from servebench import probe, procs, servers
+from servebench import instructions, probe, procs, servers
 from servebench.report import Case
 
 FIXTURE = BENCH_DIR / "servebench" / "fixture.py"
@@ -67,6 +69,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--servers", nargs="+", choices=SERVER_KEYS, help="only these servers (default: all six)")
     parser.add_argument("--before", help="revision of the runtime before batching (default: found with git log)")
+    parser.add_argument(
+        "--no-instructions",
+        dest="instructions",
+        action="store_false",
+        help="skip counting instructions per request with callgrind after the load (~10 min; --quick: one case, ~3 min)",
+    )
     benchkit.add_load_options(parser, workers=2)
     parser.add_argument(
         "--python",
@@ -307,9 +315,25 @@ def run(args: argparse.Namespace) -> BatchResult:
         for rows in map(str, apps.BODY_ROWS):  # a limit is the best achievable: the better of the two runs
             best = max(inproc[rows], again[rows], key=lambda figures: figures["calls_per_s"])
             result.inprocess[rows] = {"calls_per_s": best["calls_per_s"], "rows_per_s": best["rows_per_s"]}
+        count_instructions(args, result, pythons["mlmagics"], runtimes, app)
     result.machine["load_before"], result.machine["load_after"] = load_before, os.getloadavg()[0]
     result.total_s = time.monotonic() - started
     return result
+
+
+def count_instructions(
+    args: argparse.Namespace, result: BatchResult, python: Path, runtimes: dict[str, tuple[Path, str]], app: dict[str, Any]
+) -> None:
+    """Instructions per request of the mlmagics runtimes (batchbench/costs.py), unless skipped or valgrind is missing."""
+    if not args.instructions:
+        result.instructions_note = "not counted (--no-instructions)"
+        return
+    if not instructions.available():
+        result.instructions_note = "not counted: valgrind is not installed (apt-get install valgrind)"
+        return
+    roots = {"mlmagics-before": runtimes["before"][0], "mlmagics-off": runtimes["now"][0], "mlmagics-batch": runtimes["now"][0]}
+    roots = {key: root for key, root in roots.items() if not args.servers or key in args.servers}
+    result.instructions = costs.count_all(python, roots, app, args.quick, log)
 
 
 def draw(args: argparse.Namespace, result: BatchResult) -> None:

@@ -29,7 +29,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import shutil
 import socket
 import statistics
 import subprocess
@@ -42,7 +41,7 @@ from pathlib import Path
 
 import benchkit
 from benchkit import BENCH_DIR, REPO_ROOT
-from servebench import probe, procs, servers, wrk
+from servebench import instructions, probe, procs, servers, wrk
 
 FIXTURE = BENCH_DIR / "servebench" / "fixture.py"
 KEY = "hardening-bench-key"
@@ -145,23 +144,6 @@ def cost_of_limits(args, runtime: Path, before_root: Path, fixture: dict, tmp: P
 
 
 # -- instructions per request (deterministic) ----------------------------------------------------------------------
-PATHCOST = BENCH_DIR / "servebench" / "pathcost.py"
-
-
-def instructions(runtime: Path, code_root: Path, app: dict, count: int) -> int:
-    """Instructions valgrind's callgrind counts for pathcost.py answering `count` requests (the whole process)."""
-    env = benchkit.clean_env(PYTHONPATH=str(code_root), AZUREML_MODEL_DIR=app["model_dir"])
-    done = subprocess.run(
-        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", str(runtime), str(PATHCOST), app["score_py"],
-         str(count)],
-        capture_output=True, text=True, env=env, cwd=app["app_root"], timeout=1200, check=False,
-    )  # fmt: skip
-    found = [line for line in done.stderr.splitlines() if "Collected :" in line]
-    if done.returncode != 0 or not found:
-        raise RuntimeError(f"callgrind run failed ({done.returncode}): {done.stderr[-500:]}")
-    return int(found[-1].split(":")[-1])
-
-
 def instruction_costs(runtime: Path, before_root: Path, fixture: dict) -> list[str]:
     lines = [
         "## Instructions per request (callgrind: the same count on a busy or a quiet machine)",
@@ -171,14 +153,14 @@ def instruction_costs(runtime: Path, before_root: Path, fixture: dict) -> list[s
         "(instructions for 1200 requests − for 200) / 1000.",
         "",
     ]
-    if not shutil.which("valgrind"):
+    if not instructions.available():
         return lines + ["valgrind is not installed (apt-get install valgrind): not counted."]
     lines += ["| script | before | after | after / before |", "| --- | ---: | ---: | ---: |"]
     apps = {"sklearn": fixture, "echo": fixture["trivial"]}
     for script, app in apps.items():
         per = {}
         for label, root in (("before", before_root), ("after", REPO_ROOT)):
-            per[label] = (instructions(runtime, root, app, 1200) - instructions(runtime, root, app, 200)) / 1000
+            per[label] = instructions.per_request(runtime, root, app, instructions.PathCase(), 200, 1200)
             log(f"{script} {label}: {per[label]:,.0f} instructions per request")
         lines.append(f"| {script} | {per['before']:,.0f} | {per['after']:,.0f} | {per['after'] / per['before']:.3f} |")
     return lines
