@@ -333,7 +333,11 @@ def count_instructions(
         return
     roots = {"mlmagics-before": runtimes["before"][0], "mlmagics-off": runtimes["now"][0], "mlmagics-batch": runtimes["now"][0]}
     roots = {key: root for key, root in roots.items() if not args.servers or key in args.servers}
-    result.instructions = costs.count_all(python, roots, app, args.quick, log)
+    try:
+        result.instructions = costs.count_all(python, roots, app, args.quick, log)
+    except (RuntimeError, subprocess.TimeoutExpired) as err:  # the load's results are kept: the report says why not
+        log(f"counting instructions failed: {err}")
+        result.instructions_note = f"not counted: {str(err).splitlines()[0][:200]}"
 
 
 def draw(args: argparse.Namespace, result: BatchResult) -> None:

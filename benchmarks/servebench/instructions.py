@@ -56,15 +56,16 @@ def count(python: Path, code_root: Path, app: dict[str, Any], requests: int, cas
     )  # fmt: skip
     found = [line for line in done.stderr.splitlines() if "Collected :" in line]
     if done.returncode != 0 or not found:
-        raise RuntimeError(f"callgrind run failed ({done.returncode}): {done.stderr[-500:]}")
+        said = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith("==")]  # not valgrind's
+        raise RuntimeError(f"pathcost.py under callgrind exited {done.returncode}: {(said or ['(nothing said)'])[-1][:300]}")
     return int(found[-1].split(":")[-1])
 
 
 def per_request(python: Path, code_root: Path, app: dict[str, Any], case: PathCase, small: int, large: int) -> float:
     """(instructions for ``large`` requests − for ``small``) / (large − small); both whole rounds of ``case.conns``."""
     small, large = _rounded(small, case.conns), _rounded(large, case.conns)
-    if large <= small:
-        raise ValueError(f"large ({large}) must exceed small ({small}) by a round of {case.conns} at least")
+    if small < case.conns or large <= small:
+        raise ValueError(f"need {case.conns} <= small ({small}) < large ({large}), whole rounds of {case.conns} requests")
     return (count(python, code_root, app, large, case) - count(python, code_root, app, small, case)) / (large - small)
 
 

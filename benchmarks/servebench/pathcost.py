@@ -28,9 +28,13 @@ class NullTransport(asyncio.Transport):
     def __init__(self) -> None:
         super().__init__()
         self.written = 0
+        self.answers: dict[bytes, int] = {}  # by status, from each answer's status line
 
     def write(self, data) -> None:
         self.written += len(data)
+        if data.startswith(b"HTTP/1.1 "):
+            status = bytes(data[9:12])
+            self.answers[status] = self.answers.get(status, 0) + 1
 
     def get_extra_info(self, name, default=None):
         return ("127.0.0.1", 5001)
@@ -93,8 +97,13 @@ def main(script: str, count: int, conns: int = 1, rows: int = 1, batch_rows: int
         scorer.jobs.put(None)
         scorer.serve()  # runs the queued jobs, then returns at the None
         loop.run_until_complete(asyncio.sleep(0))  # the event loop delivers the answers
-    answered = all(t.written > 0 for t in transports) and not any(c.pending for c in connections)
-    assert answered, "every request was answered"
+    answers: dict[bytes, int] = {}
+    for transport in transports:
+        for status, n in transport.answers.items():
+            answers[status] = answers.get(status, 0) + n
+    if answers != {b"200": rounds * conns} or any(c.pending for c in connections):
+        # a count of error answers (a script that failed to load answers 503) must not pass for the scoring path
+        raise SystemExit(f"pathcost: expected {rounds * conns} answers of 200, got {answers}")
     print(json.dumps({"requests": rounds * conns, "bytes_written": sum(t.written for t in transports)}))
 
 
