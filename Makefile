@@ -32,7 +32,9 @@ demo: install
 
 # The benchmarks against the peers, side by side (benchmarks/README.md): the scoring server (~15 min), then adaptive
 # batching (~30 min: the load, then instructions per request counted with callgrind).
-bench: bench-serving bench-batching
+bench: install  # one after the other (never in parallel: both pin the same CPUs)
+	$(PY) benchmarks/serving_bench.py
+	$(PY) benchmarks/batching_bench.py
 
 bench-serving: install
 	$(PY) benchmarks/serving_bench.py

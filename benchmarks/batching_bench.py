@@ -75,6 +75,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_false",
         help="skip counting instructions per request with callgrind after the load (~10 min; --quick: one case, ~3 min)",
     )
+    parser.add_argument(
+        "--instructions-only",
+        action="store_true",
+        help="only count instructions per request (no servers, no load): the report has the counts alone",
+    )
     benchkit.add_load_options(parser, workers=2)
     parser.add_argument(
         "--python",
@@ -85,6 +90,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     benchkit.check_load_options(parser, args)
     args.plot = args.plot or args.out.with_suffix(".png")
+    if args.instructions_only and not args.instructions:
+        parser.error("--instructions-only and --no-instructions exclude each other")
     return args
 
 
@@ -260,7 +267,6 @@ def run(args: argparse.Namespace) -> BatchResult:
         app = apps.write_apps(fixture_app, tmp)
         app_json = tmp / "batch-app.json"
         app_json.write_text(json.dumps(app))
-        inproc = inprocess(pythons["mlmagics"], app_json, timing["inprocess_s"], pinning)
         runtimes = {
             "now": (apps.snapshot_worktree(REPO_ROOT, tmp / "runtime-now"), apps.describe_worktree(REPO_ROOT)),
             "before": (benchkit.export_package(REPO_ROOT, before_rev, tmp / "runtime-before"), before_rev[:7]),
@@ -286,12 +292,18 @@ def run(args: argparse.Namespace) -> BatchResult:
                 "before": before_rev[:10],
                 "before_why": before_why,
                 "partial": bool(args.conns or args.servers),
+                "instructions_only": args.instructions_only,
                 **timing,
             },
             machine={**benchkit.wrk_machine(envs), "train_accuracy": round(fixture_app["train_accuracy"], 4)},
             servers=specs,
             cases=cases,
         )
+        if args.instructions_only:
+            count_instructions(args, result, pythons["mlmagics"], runtimes, app)
+            result.total_s = time.monotonic() - started
+            return result
+        inproc = inprocess(pythons["mlmagics"], app_json, timing["inprocess_s"], pinning)
         expected = {"1": inproc["1"]["answer"], "100": inproc["100"]["answer"], "singles": inproc["singles"]}
         running = {}
         for server in specs:  # start all, then wait: the starts overlap
@@ -331,13 +343,10 @@ def count_instructions(
     if not instructions.available():
         result.instructions_note = "not counted: valgrind is not installed (apt-get install valgrind)"
         return
-    roots = {"mlmagics-before": runtimes["before"][0], "mlmagics-off": runtimes["now"][0], "mlmagics-batch": runtimes["now"][0]}
-    roots = {key: root for key, root in roots.items() if not args.servers or key in args.servers}
-    try:
-        result.instructions = costs.count_all(python, roots, app, args.quick, log)
-    except (RuntimeError, subprocess.TimeoutExpired) as err:  # the load's results are kept: the report says why not
-        log(f"counting instructions failed: {err}")
-        result.instructions_note = f"not counted: {str(err).splitlines()[0][:200]}"
+    keys = [key for key in batch_servers.MLMAGICS if not args.servers or key in args.servers]
+    cases = [case for case, _, _ in (costs.QUICK_CASES if args.quick else costs.CASES) if case in result.cases]
+    roots = {name: root for name, (root, _) in runtimes.items()}
+    result.instructions, result.instructions_failed = costs.count_all(python, roots, app, keys, cases, log)
 
 
 def draw(args: argparse.Namespace, result: BatchResult) -> None:
@@ -365,6 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with benchkit.ends_in_one_line("batching_bench", "every server it started has been stopped", probe.FAILURES):
         result = run(args)
+    if args.instructions_only:
+        benchkit.publish(batch_report.render_counts(result), args.out, log)
+        return 0
     benchkit.publish(batch_report.render(result, args.plot.name), args.out, log)
     draw(args, result)
     return 0

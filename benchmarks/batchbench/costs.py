@@ -1,7 +1,7 @@
 """Instructions per request of the three mlmagics runtimes (callgrind over ``servebench/pathcost.py``).
 
 The report's deterministic reading of "without batching, nothing gets slower": req/s on this machine spreads
-by more than the 3 % that target allows, an instruction count does not (see ``servebench/instructions.py``
+by more than the 3 % that target allows, an instruction count hardly does (see ``servebench/instructions.py``
 for what it leaves out). Counted after the load, two callgrind runs at a time.
 """
 
@@ -16,7 +16,7 @@ from servebench import instructions
 from servebench.instructions import PathCase
 from servebench.report import Case
 
-from batchbench.servers import BATCH_SETTINGS
+from batchbench.servers import BATCH_SETTINGS, MLMAGICS
 
 # (the load case it stands for, the requests of the smaller and the larger count)
 CASES = (
@@ -25,11 +25,10 @@ CASES = (
     (Case("sklearn", 100, 8), 40, 240),
 )
 QUICK_CASES = (CASES[1],)
-RUNTIMES = ("mlmagics-before", "mlmagics-off", "mlmagics-batch")
 
 
 def path_case(key: str, case: Case) -> PathCase:
-    batching = key == "mlmagics-batch"
+    batching = MLMAGICS[key][1]
     return PathCase(
         conns=case.conns,
         rows=case.rows,
@@ -39,20 +38,33 @@ def path_case(key: str, case: Case) -> PathCase:
 
 
 def count_all(
-    python: Path, roots: dict[str, Path], app: dict[str, Any], quick: bool, log: Callable[[str], None]
-) -> dict[str, dict[Case, float]]:
-    """Instructions per request for each runtime key in ``roots`` ("mlmagics-before", …) and case."""
-    jobs = [(key, case, small, large) for case, small, large in (QUICK_CASES if quick else CASES) for key in RUNTIMES
-            if key in roots]  # fmt: skip
-    out: dict[str, dict[Case, float]] = {}
-    log(f"counting instructions per request with callgrind: {len(jobs)} counts of two runs each, two at a time")
+    python: Path,
+    runtimes: dict[str, Path],
+    app: dict[str, Any],
+    keys: list[str],
+    cases: list[Case],
+    log: Callable[[str], None],
+) -> tuple[dict[str, dict[Case, float]], list[str]]:
+    """Instructions per request for each of ``keys`` ("mlmagics-before", …) and each of ``cases`` (of CASES), each
+    key's runtime root taken from ``runtimes`` ("before", "now"). Returns the counts and, one line each, the counts
+    that failed (the others are kept)."""
+    plan = [(key, case, small, large) for case, small, large in CASES if case in cases for key in keys]
+    counted: dict[str, dict[Case, float]] = {}
+    failed: list[str] = []
+    log(f"counting instructions per request with callgrind: {len(plan)} counts of two runs each, two at a time")
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         futures = {
-            pool.submit(instructions.per_request, python, roots[key], app, path_case(key, case), small, large): (key, case)
-            for key, case, small, large in jobs
-        }
+            pool.submit(instructions.per_request, python, runtimes[MLMAGICS[key][0]], app, path_case(key, case), small,
+                        large): (key, case)
+            for key, case, small, large in plan
+        }  # fmt: skip
         for future in concurrent.futures.as_completed(futures):
             key, case = futures[future]
-            out.setdefault(key, {})[case] = future.result()
-            log(f"{key:15} {case.name:>18}: {out[key][case]:,.0f} instructions per request")
-    return out
+            try:
+                counted.setdefault(key, {})[case] = future.result()
+            except Exception as err:  # noqa: BLE001 - one failed count must not lose the others
+                failed.append(f"{key}, {case.name}: {str(err).splitlines()[0][:200]}")
+                log(f"{key:15} {case.name:>18}: not counted ({failed[-1]})")
+                continue
+            log(f"{key:15} {case.name:>18}: {counted[key][case]:,.0f} instructions per request")
+    return counted, failed

@@ -9,7 +9,7 @@ from typing import Any
 from servebench.report import DASH, DISTURBED_CPU, Case, Noise, disturbed, fmt, noise_of, noise_warning, worst
 
 from batchbench.load import Run, Summary, summarize
-from batchbench.servers import Server
+from batchbench.servers import BATCH_TEXT, MLMAGICS, Server
 
 TARGET_CONNS = 64
 TARGET_SPEEDUP = 1.5  # batched ÷ unbatched at 64 conns
@@ -39,6 +39,7 @@ class BatchResult:
     total_s: float = 0.0
     instructions: dict[str, dict[Case, float]] = field(default_factory=dict)  # per request, by runtime key and case
     instructions_note: str = ""  # why they were not counted
+    instructions_failed: list[str] = field(default_factory=list)  # the counts that failed, one line each
 
     def summary(self, key: str, case: Case) -> Summary | None:
         runs = self.runs.get(key, {}).get(case)
@@ -145,10 +146,10 @@ def targets(result: BatchResult) -> list[str]:
         worst = min(ratios, key=lambda cr: cr[1].median)
         cells = ", ".join(f"{c.conns} c / {c.rows} r {r.median:.2f} ({r.low:.2f}–{r.high:.2f})" for c, r in ratios)
         lines.append(
-            f"| without batching nothing gets slower — the throughput: this checkout with batching off ÷ the runtime "
-            f"before batching, median of the rounds' paired ratios, every case ≥ {NOT_SLOWER} | worst "
-            f"**{worst[1].median:.2f}** ({worst[0].name}); all (min–max of the pairs): {cells} "
-            f"| {_verdict(worst[1].median >= NOT_SLOWER)} |"
+            f"| (the same, in throughput: this checkout with batching off ÷ the runtime before batching, median of the "
+            f"rounds' paired ratios, ≥ {NOT_SLOWER}) | worst {worst[1].median:.2f} ({worst[0].name}); all (min–max of "
+            f"the pairs): {cells} | informational: {'would be met' if worst[1].median >= NOT_SLOWER else 'would not be met'}"
+            f"{'; the count above decides' if work else ''} |"
         )
     lines += [
         "",
@@ -168,14 +169,16 @@ def targets(result: BatchResult) -> list[str]:
 def instruction_ratios(result: BatchResult, a: str, b: str) -> list[tuple[Case, float]]:
     """Instructions per request of runtime ``a`` ÷ ``b``, for each case both were counted in."""
     counted_a, counted_b = result.instructions.get(a, {}), result.instructions.get(b, {})
-    return [(case, counted_a[case] / counted_b[case]) for case in counted_a if counted_b.get(case)]
+    ratios = [(case, counted_a[case] / counted_b[case]) for case in counted_a if counted_b.get(case)]
+    return sorted(ratios, key=lambda cr: (cr[0].rows, cr[0].conns))
 
 
 def instruction_table(result: BatchResult) -> list[str]:
     """Instructions per request of the three mlmagics runtimes, and their ratios."""
-    lines = ["## Instructions per request (callgrind: the same count on a busy or a quiet machine)", ""]
+    lines = ["## Instructions per request (callgrind: a count of the work, not a time)", ""]
+    failed = [f"- not counted: {line}" for line in result.instructions_failed]
     if not result.instructions:
-        return lines + [f"{result.instructions_note or 'not counted'}.", ""]
+        return lines + ([f"{result.instructions_note or 'not counted'}."] if not failed else failed) + [""]
     counted = result.instructions
     cases = sorted({c for by_case in counted.values() for c in by_case}, key=lambda c: (c.rows, c.conns))
     lines += [
@@ -186,23 +189,48 @@ def instruction_table(result: BatchResult) -> list[str]:
         "count of requests − for the smaller) ÷ the difference. With C connections, each of the C has a request in "
         "flight, the scorer takes the C queued requests, the loop delivers the C answers, and again.",
         "",
-        "| case | before batching | batching off | batching on (64 rows, 10 ms) | off ÷ before | on ÷ off |",
+        f"| case | before batching | batching off | batching on ({BATCH_TEXT}) | off ÷ before | on ÷ off |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for case in cases:
-        before, off, on = (counted.get(key, {}).get(case) for key in ("mlmagics-before", "mlmagics-off", "mlmagics-batch"))
+        before, off, on = (counted.get(key, {}).get(case) for key in MLMAGICS)
         lines.append(
             f"| {case.name} | {fmt(before)} | {fmt(off)} | {fmt(on)} | {fmt(_div(off, before), '×', 3)} "
             f"| {fmt(_div(on, off), '×', 3)} |"
         )
+    lines += ["", *failed] if failed else []
     lines += [
         "",
         "What a count leaves out: the kernel (sockets, scheduling), waiting for the CPU and the GIL, cache misses — it "
-        "compares the work two runtimes do per request, not how fast this machine runs it. The load tables above "
-        "measure that, as far as this machine's noise allows.",
+        "compares the work two runtimes do per request, not how fast this machine runs it. The load tables measure "
+        "that, as far as this machine's noise allows. Nor is it exact: a little of the work depends on the clock "
+        "(timers, the cached date, the batcher's learned timings), so two runs' counts of one runtime differ by a "
+        "fraction of a percent (benchmarks/README.md gives the spread measured).",
         "",
     ]
     return lines
+
+
+def render_counts(result: BatchResult) -> str:
+    """The report of ``--instructions-only``: the counts, the runtimes and the machine."""
+    st, m = result.settings, result.machine
+    return "\n".join(
+        [
+            "# Adaptive batching: instructions per request of the mlmagics runtimes",
+            "",
+            f"Counted {st['date']} in {result.total_s / 60:.1f} min. Generated by "
+            f"`python benchmarks/batching_bench.py --instructions-only{' --quick' if st['quick'] else ''}`.",
+            "",
+            *instruction_table(result),
+            "## Setup",
+            "",
+            f"- machine: {m['cpu_count']} × {m['cpu_model']}; {m['platform']}; Python {m['python']}",
+            f"- mlmagics runtimes: this checkout = {st['worktree']}; before batching = `git archive {st['before']}` "
+            f"({st['before_why']}); both from `benchmarks/.venv-mlmagics`, under valgrind's callgrind with one BLAS "
+            "thread and `PYTHONHASHSEED=0`",
+            "",
+        ]
+    )
 
 
 def ratio_table(result: BatchResult) -> list[str]:

@@ -15,6 +15,9 @@ from servebench import procs, servers
 BENTOML_PIN = "bentoml==1.4.40"
 BENTOML_PACKAGES = ("bentoml", "uvicorn", "starlette", "pydantic", "scikit-learn", "numpy", "joblib")
 BATCH_SETTINGS = {"max_batch_size": 64, "max_batch_latency_ms": 10}
+# The three mlmagics servers: the runtime each runs ("before" batching, or "now": this checkout) and batching on or off.
+MLMAGICS = {"mlmagics-before": ("before", False), "mlmagics-off": ("now", False), "mlmagics-batch": ("now", True)}
+BATCH_TEXT = f"max_batch_size {BATCH_SETTINGS['max_batch_size']}, max_batch_latency_ms {BATCH_SETTINGS['max_batch_latency_ms']}"
 
 
 @dataclass
@@ -84,23 +87,20 @@ def build(
     logs = {name: out_dir / f"batching-{name}.log" for name in ("reference", "mlmagics", "bentoml")}
     ref = servers.reference_spec(pythons["reference"], app, procs.free_port(), workers, logs["reference"])
     out = [_from_spec(ref, "reference", "reference", "azureml-inference-server-http, WORKER_COUNT=2")]
-    for name, config, setting in (
-        ("mlmagics-before", "off", f"before batching ({runtimes['before'][1]}), batching off"),
-        ("mlmagics-off", "off", "this checkout, batching off"),
-        ("mlmagics-batch", "on", "this checkout, max_batch_size 64, max_batch_latency_ms 10"),
-    ):
-        root = runtimes["before" if name == "mlmagics-before" else "now"][0]
+    for name, (runtime, batching) in MLMAGICS.items():
+        which = f"before batching ({runtimes['before'][1]})" if runtime == "before" else "this checkout"
         spec = servers.mlmagics_spec(
             pythons["mlmagics"],
-            root,
+            runtimes[runtime][0],
             app,
             port=procs.free_port(),
             workers=workers,
-            config=configs[config],
+            config=configs["on" if batching else "off"],
             key=key,
             log_path=logs["mlmagics"],
         )
-        out.append(_from_spec(spec, name, "mlmagics", setting, batch_metrics=config == "on"))
+        setting = f"{which}, {BATCH_TEXT if batching else 'batching off'}"
+        out.append(_from_spec(spec, name, "mlmagics", setting, batch_metrics=batching))
     for latency in (1000, 10):
         out.append(bentoml_server(pythons["bentoml"], app, latency, workers, logs["bentoml"]))
     return [dataclasses.replace(s, command=[*pinning.server, *s.command]) for s in out]
