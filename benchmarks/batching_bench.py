@@ -51,6 +51,7 @@ PLOT = BENCH_DIR / "batchbench" / "plot.py"
 CONNECTIONS = (1, 8, 16, 32, 64)
 CASES = [Case("sklearn", 1, c) for c in CONNECTIONS] + [Case("sklearn", 100, 8)]
 SERVER_KEYS = tuple(batch_report.LABELS)
+WRK_LOG = "batching-wrk.log"  # wrk's raw output of every measured run, next to the report
 
 log = benchkit.logger("batching_bench")
 
@@ -58,7 +59,9 @@ log = benchkit.logger("batching_bench")
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 run of 2 s per case and server (default: 3 runs of 5 s)")
-    parser.add_argument("--out", type=Path, default=BENCH_DIR / "results" / "batching.md", help="Markdown report")
+    parser.add_argument(
+        "--out", type=Path, help="Markdown report (default results/batching.md; --instructions-only: batching-instructions.md)"
+    )
     parser.add_argument("--plot", type=Path, help="PNG plot (default: --out with .png)")
     parser.add_argument(
         "--conns",
@@ -89,36 +92,38 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     benchkit.check_load_options(parser, args)
-    args.plot = args.plot or args.out.with_suffix(".png")
     if args.instructions_only and not args.instructions:
         parser.error("--instructions-only and --no-instructions exclude each other")
+    # a counts-only report must not overwrite the load's report by default
+    args.out = args.out or BENCH_DIR / "results" / ("batching-instructions.md" if args.instructions_only else "batching.md")
+    args.plot = args.plot or args.out.with_suffix(".png")
     return args
 
 
 def prepare_envs(args: argparse.Namespace, out_dir: Path) -> tuple[dict[str, Any], dict[str, Path]]:
     """The three servers' venvs (created once) and the package versions in each."""
     project = servers.versions(args.python, servers.PROJECT_PACKAGES)
-    pythons = {
-        "reference": servers.reference_venv(project, out_dir / "batching-reference-pip.log", log),
-        "mlmagics": servers.runtime_venv(project, out_dir / "batching-mlmagics-pip.log", log),
-        "bentoml": benchkit.ensure_venv(
-            BENCH_DIR / ".venv-bentoml",
-            batch_servers.bentoml_requirements(project),
-            project["base"],
-            out_dir / "batching-bentoml-pip.log",
-            "BentoML",
-            log,
-        ),
-    }
+    pythons = {"mlmagics": servers.runtime_venv(project, out_dir / "batching-mlmagics-pip.log", log)}
     missing = servers.mlmagics_missing(pythons["mlmagics"], REPO_ROOT)
     if missing:
         raise BenchError(f"mlmagics server unavailable: {missing}")
     envs = {
         "project venv (trains the model)": project,
-        "reference venv": servers.versions(pythons["reference"], servers.REFERENCE_PACKAGES),
         "mlmagics venv (the runtime comes from the checkout)": servers.versions(pythons["mlmagics"], servers.RUNTIME_PACKAGES),
-        "BentoML venv": servers.versions(pythons["bentoml"], batch_servers.BENTOML_PACKAGES),
     }
+    if args.instructions_only:  # the count runs the mlmagics runtimes only
+        return envs, pythons
+    pythons["reference"] = servers.reference_venv(project, out_dir / "batching-reference-pip.log", log)
+    pythons["bentoml"] = benchkit.ensure_venv(
+        BENCH_DIR / ".venv-bentoml",
+        batch_servers.bentoml_requirements(project),
+        project["base"],
+        out_dir / "batching-bentoml-pip.log",
+        "BentoML",
+        log,
+    )
+    envs["reference venv"] = servers.versions(pythons["reference"], servers.REFERENCE_PACKAGES)
+    envs["BentoML venv"] = servers.versions(pythons["bentoml"], batch_servers.BENTOML_PACKAGES)
     return envs, pythons
 
 
@@ -249,9 +254,35 @@ def note(run: load.Run, key: str, case: Case, attempt: int, wrk_log: Path) -> No
     )
 
 
+def servers_to_run(
+    args: argparse.Namespace,
+    app: dict[str, Any],
+    pythons: dict[str, Path],
+    runtimes: dict[str, tuple[Path, str]],
+    tmp: Path,
+    out_dir: Path,
+    pinning: procs.Pinning,
+) -> list[Server]:
+    """The servers of this run (``--servers``), their configs written, their logs and wrk's emptied."""
+    key = secrets.token_urlsafe(24)
+    configs = {
+        "off": batch_servers.write_mlmagics_config(tmp / "service-off.json", key, batching=False),
+        "on": batch_servers.write_mlmagics_config(tmp / "service-batch.json", key, batching=True),
+    }
+    specs = batch_servers.build(app, pythons, runtimes, configs, key, args.workers, out_dir, pinning)
+    specs = [s for s in specs if not args.servers or s.key in args.servers]
+    for path in {s.log_path for s in specs} | {out_dir / WRK_LOG}:
+        path.write_text("")
+    return specs
+
+
 def run(args: argparse.Namespace) -> BatchResult:
     started, load_before = time.monotonic(), os.getloadavg()[0]
-    benchkit.preflight(args)
+    if args.instructions_only:  # no wrk, no servers: only callgrind over the runtimes
+        if not instructions.available():
+            raise BenchError("valgrind not found on PATH (apt-get install valgrind)")
+    else:
+        benchkit.preflight(args)
     # Full: 6 cases x 6 servers x (1 s warm-up + 3 x 5 s + settling) ~ 10 min of wrk, ~11.5 min in all.
     timing = benchkit.load_timings(args)
     pinning = procs.plan_pinning(args.pin, args.workers)
@@ -271,17 +302,9 @@ def run(args: argparse.Namespace) -> BatchResult:
             "now": (apps.snapshot_worktree(REPO_ROOT, tmp / "runtime-now"), apps.describe_worktree(REPO_ROOT)),
             "before": (benchkit.export_package(REPO_ROOT, before_rev, tmp / "runtime-before"), before_rev[:7]),
         }
-        key = secrets.token_urlsafe(24)
-        configs = {
-            "off": batch_servers.write_mlmagics_config(tmp / "service-off.json", key, batching=False),
-            "on": batch_servers.write_mlmagics_config(tmp / "service-batch.json", key, batching=True),
-        }
-        specs = batch_servers.build(app, pythons, runtimes, configs, key, args.workers, out_dir, pinning)
-        specs = [s for s in specs if not args.servers or s.key in args.servers]
+        specs = [] if args.instructions_only else servers_to_run(args, app, pythons, runtimes, tmp, out_dir, pinning)
         cases = [c for c in CASES if not args.conns or (c.rows == 1 and c.conns in args.conns)]
-        wrk_log = out_dir / "batching-wrk.log"
-        for path in {s.log_path for s in specs} | {wrk_log}:
-            path.write_text("")
+        wrk_log = out_dir / WRK_LOG
         result = BatchResult(
             settings={
                 "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -292,7 +315,6 @@ def run(args: argparse.Namespace) -> BatchResult:
                 "before": before_rev[:10],
                 "before_why": before_why,
                 "partial": bool(args.conns or args.servers),
-                "instructions_only": args.instructions_only,
                 **timing,
             },
             machine={**benchkit.wrk_machine(envs), "train_accuracy": round(fixture_app["train_accuracy"], 4)},
@@ -345,6 +367,9 @@ def count_instructions(
         return
     keys = [key for key in batch_servers.MLMAGICS if not args.servers or key in args.servers]
     cases = [case for case, _, _ in (costs.QUICK_CASES if args.quick else costs.CASES) if case in result.cases]
+    if not keys or not cases:
+        result.instructions_note = "not counted: no mlmagics server or counted case among those chosen (--servers, --conns)"
+        return
     roots = {name: root for name, (root, _) in runtimes.items()}
     result.instructions, result.instructions_failed = costs.count_all(python, roots, app, keys, cases, log)
 

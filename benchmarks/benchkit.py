@@ -179,7 +179,11 @@ def preflight(args: argparse.Namespace) -> None:
 
 def wrk_machine(envs: dict[str, Any]) -> dict[str, Any]:
     """machine(), this driver's Python, wrk's version and the package versions of each venv."""
-    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True, timeout=10, check=False).stdout.split()
+    wrk_version = (
+        subprocess.run(["wrk", "-v"], capture_output=True, text=True, timeout=10, check=False).stdout.split()
+        if shutil.which("wrk")
+        else []  # a run without load (batching_bench.py --instructions-only) needs no wrk
+    )
     return {
         **machine(),
         "python": platform.python_version(),

@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import inspect
 import json
+from collections import Counter
 
 
 class NullTransport(asyncio.Transport):
@@ -28,13 +29,12 @@ class NullTransport(asyncio.Transport):
     def __init__(self) -> None:
         super().__init__()
         self.written = 0
-        self.answers: dict[bytes, int] = {}  # by status, from each answer's status line
+        self.answers: Counter[bytes] = Counter()  # by status, from each answer's status line
 
     def write(self, data) -> None:
         self.written += len(data)
         if data.startswith(b"HTTP/1.1 "):
-            status = bytes(data[9:12])
-            self.answers[status] = self.answers.get(status, 0) + 1
+            self.answers[bytes(data[9:12])] += 1
 
     def get_extra_info(self, name, default=None):
         return ("127.0.0.1", 5001)
@@ -102,13 +102,10 @@ def main(script: str, count: int, conns: int = 1, rows: int = 1, batch_rows: int
     # (every 50 ms) that this process does not start. Written here, once, as a flusher would in a few writes: the
     # count includes joining and encoding them, in every runtime.
     log.flush()
-    answers: dict[bytes, int] = {}
-    for transport in transports:
-        for status, n in transport.answers.items():
-            answers[status] = answers.get(status, 0) + n
-    if answers != {b"200": rounds * conns} or any(c.pending for c in connections):
+    answers = sum((t.answers for t in transports), Counter())
+    if answers != Counter({b"200": rounds * conns}) or any(c.pending for c in connections):
         # a count of error answers (a script that failed to load answers 503) must not pass for the scoring path
-        raise SystemExit(f"pathcost: expected {rounds * conns} answers of 200, got {answers}")
+        raise SystemExit(f"pathcost: expected {rounds * conns} answers of 200, got {dict(answers)}")
     print(json.dumps({"requests": rounds * conns, "bytes_written": sum(t.written for t in transports)}))
 
 
@@ -121,4 +118,6 @@ if __name__ == "__main__":
     parser.add_argument("--batch-rows", type=int, default=0, help="max_batch_size (0: batching off)")
     parser.add_argument("--batch-latency-ms", type=float, default=10.0, help="max_batch_latency_ms")
     a = parser.parse_args()
+    if not 1 <= a.conns <= a.count or not 1 <= a.rows <= 10_000 or a.batch_rows < 0 or a.batch_latency_ms < 0:
+        parser.error("need 1 <= --conns <= count, 1 <= --rows <= 10000, --batch-rows >= 0, --batch-latency-ms >= 0")
     main(a.script, a.count, a.conns, a.rows, a.batch_rows, a.batch_latency_ms)
