@@ -240,3 +240,23 @@ def test_no_engine_is_one_line_that_says_what_to_do(ws, tmp_path, monkeypatch, e
     with pytest.raises(TargetUnavailable, match="no Docker engine at"):
         Webservice.deploy_from_image(ws, "nowhere", image, DockerWebservice.deploy_configuration())
     assert Webservice.list(ws) == [], "refused before anything was recorded"
+
+
+def test_a_file_replaced_while_the_engine_archives_it_is_read_again_not_a_crash():
+    """The engine sizes a file's archive entry before it reads it: a state file renamed over it in between
+    arrives short. That read is torn (None, the next poll reads again); a whole archive still reads."""
+    from mlmagics.core.targets.docker.service import _read_file, _tar
+
+    whole = _tar({"server-state.json": b'{"workers": {"1": "ready"}}' + b" " * 300})
+
+    class Container:  # only the engine's archive call, answering what the engine sent
+        def __init__(self, archive: bytes):
+            self.archive = archive
+
+        def get_archive(self, path):
+            return iter([self.archive[:700], self.archive[700:]]), {}
+
+    assert _read_file(Container(whole), "/run/x") == b'{"workers": {"1": "ready"}}' + b" " * 300
+    header = whole.index(b'{"workers"')  # the data's offset: cut inside it, as a shorter replacement file does
+    assert _read_file(Container(whole[: header + 100]), "/run/x") is None
+    assert _read_file(Container(b""), "/run/x") is None

@@ -102,15 +102,19 @@ def _tar(files: dict[str, bytes], uid: int = UID, mode: int = 0o400) -> bytes:
 
 
 def _read_file(container: Any, path: str) -> bytes | None:
-    """A file from a container (the engine's archive API: no shell needed in the image), None if absent."""
+    """A file from a container (the engine's archive API: no shell needed in the image), None if absent or torn.
+
+    The engine sizes the archive's entry before it reads the file, so a file replaced in between (the server
+    renames a new state file over the old one) arrives short: that read is torn, and the next poll reads again.
+    """
     try:
         stream, _ = container.get_archive(path)
-    except sdk().errors.NotFound:
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+            member = tar.next()
+            handle = tar.extractfile(member) if member is not None else None
+            return handle.read() if handle is not None else None
+    except (sdk().errors.NotFound, tarfile.TarError):
         return None
-    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
-        member = tar.next()
-        handle = tar.extractfile(member) if member is not None else None
-        return handle.read() if handle is not None else None
 
 
 def _log_tail(container: Any, num_lines: int) -> str:
