@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import os
 import platform
@@ -15,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -117,7 +119,9 @@ def export_package(repo: Path, revision: str, dest: Path) -> Path:
     archive = subprocess.run(["git", "archive", revision, "mlmagics"], cwd=repo, capture_output=True, timeout=60, check=False)
     if archive.returncode != 0:
         raise BenchError(f"git archive {revision} failed: {archive.stderr.decode(errors='replace').strip()[-200:]}")
-    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True, timeout=60)
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        # git's own archive, still kept inside dest where Python has extraction filters (3.11.4 on)
+        tar.extractall(dest, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
     return dest
 
 
