@@ -315,8 +315,8 @@ def setup(result: BatchResult) -> list[str]:
         "",
         f"- date: {st['date']}; {'**--quick** (smoke run, not a measurement); ' if st['quick'] else ''}"
         f"{st['repeat']} measured run(s) of {st['seconds']} s per case and server (+ a {st['warmup']} s warm-up before "
-        f"each server's first run of a case), the six servers taking turns run by run, the order rotated by one each "
-        f"round; total run time {result.total_s / 60:.1f} min",
+        f"each server's first run of a case), the {len(result.servers)} servers taking turns run by run, the order "
+        f"rotated by one each round; total run time {result.total_s / 60:.1f} min",
         f"- machine: {m['cpu_count']} × {m['cpu_model']}; {m['platform']}; Python {m['python']}; wrk {m['wrk']}; "
         f"load average {m['load_before']:.2f} before, {m['load_after']:.2f} after",
         f"- CPU pinning: {st['pinning']}",
