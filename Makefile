@@ -32,9 +32,9 @@ demo: install
 
 # The benchmarks against the peers, side by side (benchmarks/README.md): the scoring server (~15 min), then adaptive
 # batching (~30 min: the load, then instructions per request counted with callgrind).
-bench: install  # one after the other (never in parallel: both pin the same CPUs)
-	$(PY) benchmarks/serving_bench.py
-	$(PY) benchmarks/batching_bench.py
+bench:  # one after the other, even under make -j (both pin the same CPUs)
+	$(MAKE) bench-serving
+	$(MAKE) bench-batching
 
 bench-serving: install
 	$(PY) benchmarks/serving_bench.py

@@ -211,6 +211,10 @@ def instruction_table(result: BatchResult) -> list[str]:
     return lines
 
 
+def _machine(m: dict[str, Any]) -> str:
+    return f"- machine: {m['cpu_count']} × {m['cpu_model']}; {m['platform']}; Python {m['python']}"
+
+
 def render_counts(result: BatchResult) -> str:
     """The report of ``--instructions-only``: the counts, the runtimes and the machine."""
     st, m = result.settings, result.machine
@@ -224,7 +228,7 @@ def render_counts(result: BatchResult) -> str:
             *instruction_table(result),
             "## Setup",
             "",
-            f"- machine: {m['cpu_count']} × {m['cpu_model']}; {m['platform']}; Python {m['python']}",
+            _machine(m),
             f"- mlmagics runtimes: this checkout = {st['worktree']}; before batching = `git archive {st['before']}` "
             f"({st['before_why']}); both from `benchmarks/.venv-mlmagics`, under valgrind's callgrind with one BLAS "
             "thread and `PYTHONHASHSEED=0`",
@@ -310,15 +314,15 @@ def setup(result: BatchResult) -> list[str]:
     """Settings, machine, pinning, the servers' commands, package versions, interference, checks."""
     st, m = result.settings, result.machine
     ip = result.inprocess
+    n = len(result.servers)
+    turns = f"the {n} servers taking turns run by run, the order rotated by one each round" if n > 1 else "one server"
     lines = [
         "## Setup",
         "",
         f"- date: {st['date']}; {'**--quick** (smoke run, not a measurement); ' if st['quick'] else ''}"
         f"{st['repeat']} measured run(s) of {st['seconds']} s per case and server (+ a {st['warmup']} s warm-up before "
-        f"each server's first run of a case), the {len(result.servers)} servers taking turns run by run, the order "
-        f"rotated by one each round; total run time {result.total_s / 60:.1f} min",
-        f"- machine: {m['cpu_count']} × {m['cpu_model']}; {m['platform']}; Python {m['python']}; wrk {m['wrk']}; "
-        f"load average {m['load_before']:.2f} before, {m['load_after']:.2f} after",
+        f"each server's first run of a case), {turns}; total run time {result.total_s / 60:.1f} min",
+        f"{_machine(m)}; wrk {m['wrk']}; load average {m['load_before']:.2f} before, {m['load_after']:.2f} after",
         f"- CPU pinning: {st['pinning']}",
         f"- wrk: `wrk -t<min(c,2)> -c<c> -d{st['seconds']}s --timeout=10s --latency -s <lua>`, the 1-row body "
         '(`{"data": [[64 floats]]}`) or the 100-row body; the Lua script (servebench\'s POST script + a status '

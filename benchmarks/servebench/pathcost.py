@@ -118,6 +118,6 @@ if __name__ == "__main__":
     parser.add_argument("--batch-rows", type=int, default=0, help="max_batch_size (0: batching off)")
     parser.add_argument("--batch-latency-ms", type=float, default=10.0, help="max_batch_latency_ms")
     a = parser.parse_args()
-    if not 1 <= a.conns <= a.count or not 1 <= a.rows <= 10_000 or a.batch_rows < 0 or a.batch_latency_ms < 0:
-        parser.error("need 1 <= --conns <= count, 1 <= --rows <= 10000, --batch-rows >= 0, --batch-latency-ms >= 0")
+    if not 1 <= a.conns <= a.count <= 20_000 or not 1 <= a.rows <= 10_000 or a.batch_rows < 0 or a.batch_latency_ms < 0:
+        parser.error("need 1 <= --conns <= count <= 20000, 1 <= --rows <= 10000, --batch-rows >= 0, --batch-latency-ms >= 0")
     main(a.script, a.count, a.conns, a.rows, a.batch_rows, a.batch_latency_ms)

@@ -257,6 +257,6 @@ def test_a_file_replaced_while_the_engine_archives_it_is_read_again_not_a_crash(
             return iter([self.archive[:700], self.archive[700:]]), {}
 
     assert _read_file(Container(whole), "/run/x") == b'{"workers": {"1": "ready"}}' + b" " * 300
-    header = whole.index(b'{"workers"')  # the data's offset: cut inside it, as a shorter replacement file does
-    assert _read_file(Container(whole[: header + 100]), "/run/x") is None
+    data_at = whole.index(b'{"workers"')  # cut inside the file's data, as a shorter replacement file does
+    assert _read_file(Container(whole[: data_at + 100]), "/run/x") is None
     assert _read_file(Container(b""), "/run/x") is None
